@@ -1,0 +1,2 @@
+/// The emulated Android device (placeholder until the simulator lands).
+public enum DeviceSimulator {}

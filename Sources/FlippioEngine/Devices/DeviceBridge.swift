@@ -1,0 +1,39 @@
+import Foundation
+
+/// The one protocol both platforms implement: everything the engine does to a device.
+///
+/// Implementations parse the real tools' real output, treat everything a device says as
+/// untrusted, run every call through ``ProcessRunning`` with a timeout, and throw ``FlippioError``
+/// with a code the retry policy can classify. They do not retry themselves: callers wrap calls
+/// in ``RetryPolicy``.
+public protocol DeviceBridge: Sendable {
+    var platform: Platform { get }
+
+    /// Every device the tool sees, including offline and unauthorized ones (with a remedy).
+    func devices() async throws -> [Device]
+
+    /// Installed apps: third-party only unless `includeSystem`.
+    func apps(deviceID: String, includeSystem: Bool) async throws -> [AppInfo]
+
+    /// SQLite databases of an app (`.db .sqlite .sqlite3 .db3 .sqlitedb`), never their
+    /// `-wal`/`-shm`/`-journal`; bounded in count and depth.
+    func databases(deviceID: String, appID: String) async throws -> [RemoteDatabase]
+
+    /// Copies the database and its `-wal`/`-journal` (when present) into `directory`, naming the
+    /// local files after the remote file. Checks the SQLite header. Does not fold the WAL: the
+    /// caller does that through SQLite.
+    func pull(_ database: RemoteDatabase, into directory: URL, progress: TransferProgress?) async throws -> PulledFiles
+
+    /// Hashes of the device's `x.db` and `x.db-wal` right now.
+    func fingerprint(_ database: RemoteDatabase) async throws -> DeviceFingerprint
+
+    /// Stops the app so no open connection writes to the old file during a push.
+    func stopApp(deviceID: String, appID: String) async throws
+
+    /// Replaces the device's database with `snapshot`, atomically: uploads to a temp name, renames
+    /// it over the target, removes stale `-wal`/`-shm`/`-journal`, verifies that the device file's
+    /// SHA-256 equals `snapshotHash`, removes temp files. Returns the new fingerprint.
+    ///
+    /// At every moment the device holds either the old database or the new one, never a partial file.
+    func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, progress: TransferProgress?) async throws -> DeviceFingerprint
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// The agent's whole state for one tracked database: `<db>.flippio.json` beside the local copy.
+///
+/// `status` reads sidecars, a restarted agent resumes from them, and every state transition of
+/// the sync engine is written to one. The schema is versioned: a sidecar with a higher
+/// ``schemaVersion`` than this build knows is reported (``FlippioError/Code/sidecarTooNew``),
+/// never rewritten.
+public struct Sidecar: Sendable, Codable, Equatable {
+    /// The schema this build writes and the newest it reads.
+    public static let currentSchemaVersion = 1
+    /// At most this many entries are kept in ``pushHistory``.
+    public static let pushHistoryLimit = 20
+    /// The suffix added to the database file's name.
+    public static let fileSuffix = ".flippio.json"
+
+    /// Where the database came from.
+    public struct Origin: Sendable, Codable, Equatable {
+        public var platform: Platform
+        public var deviceID: String
+        public var deviceModel: String?
+        public var appID: String
+        public var remotePath: String
+        public var access: RemoteDatabase.Access
+
+        public init(platform: Platform, deviceID: String, deviceModel: String?, appID: String,
+                    remotePath: String, access: RemoteDatabase.Access) {
+            self.platform = platform
+            self.deviceID = deviceID
+            self.deviceModel = deviceModel
+            self.appID = appID
+            self.remotePath = remotePath
+            self.access = access
+        }
+
+        /// The remote database this origin names.
+        public var remoteDatabase: RemoteDatabase {
+            RemoteDatabase(platform: platform, deviceID: deviceID, appID: appID, path: remotePath, access: access)
+        }
+    }
+
+    /// The sync engine's state for this database, with stable names (`flippio status` prints them).
+    public enum SyncState: String, Sendable, Codable, Equatable {
+        /// Local copy and device agree.
+        case clean
+        /// A change was seen and not yet pushed.
+        case dirty
+        /// Waiting for the writer to go quiet.
+        case settling
+        case pushing
+        /// The app changed its copy since the pull or last push; the user must `resolve`.
+        case conflict
+        /// The device is unplugged, offline or unauthorized; pushed when it is back.
+        case waitingForDevice = "waiting-for-device"
+        /// The last push failed; see ``Sidecar/lastError`` and ``Sidecar/nextRetryAt``.
+        case failed
+        /// The local copy is not a database SQLite can read; never pushed until fixed.
+        case invalid
+    }
+
+    /// A failure recorded for the user.
+    public struct RecordedError: Sendable, Codable, Equatable {
+        public var code: FlippioError.Code
+        public var message: String
+        public var remedy: String?
+        public var at: Date
+
+        public init(code: FlippioError.Code, message: String, remedy: String?, at: Date) {
+            self.code = code
+            self.message = message
+            self.remedy = remedy
+            self.at = at
+        }
+
+        public init(_ error: FlippioError, at: Date) {
+            self.init(code: error.code, message: error.message, remedy: error.remedy, at: at)
+        }
+    }
+
+    /// One completed push.
+    public struct PushRecord: Sendable, Codable, Equatable {
+        public var at: Date
+        public var contentHash: String
+        public var bytes: Int64
+        public var durationMilliseconds: Int
+        /// Tables whose row counts changed, with before → after, e.g. `["notes": "3 → 4"]`.
+        public var changedTables: [String: String]
+
+        public init(at: Date, contentHash: String, bytes: Int64, durationMilliseconds: Int, changedTables: [String: String] = [:]) {
+            self.at = at
+            self.contentHash = contentHash
+            self.bytes = bytes
+            self.durationMilliseconds = durationMilliseconds
+            self.changedTables = changedTables
+        }
+    }
+
+    public var schemaVersion: Int
+    public var origin: Origin
+    public var pulledAt: Date
+    /// The device's fingerprint when the database was pulled.
+    public var fingerprintAtPull: DeviceFingerprint
+    /// The device's fingerprint as of the last successful push (nil before the first push).
+    public var fingerprintAtLastPush: DeviceFingerprint?
+    /// SHA-256 of the consistent snapshot that the device holds (taken right after the pull, or
+    /// the snapshot pushed last). A new snapshot with this hash needs no push.
+    public var deviceContentHash: String
+    /// SHA-256 of the local copy's last snapshot (may differ from ``deviceContentHash`` while dirty).
+    public var localContentHash: String
+    public var state: SyncState
+    public var lastError: RecordedError?
+    public var nextRetryAt: Date?
+    /// When the current conflict was found, the local path of the device's version kept beside the copy.
+    public var conflictCopy: String?
+    /// Newest last, at most ``pushHistoryLimit``.
+    public var pushHistory: [PushRecord]
+    public var updatedAt: Date
+
+    public init(origin: Origin, pulledAt: Date, fingerprintAtPull: DeviceFingerprint, contentHash: String) {
+        self.schemaVersion = Self.currentSchemaVersion
+        self.origin = origin
+        self.pulledAt = pulledAt
+        self.fingerprintAtPull = fingerprintAtPull
+        self.fingerprintAtLastPush = nil
+        self.deviceContentHash = contentHash
+        self.localContentHash = contentHash
+        self.state = .clean
+        self.lastError = nil
+        self.nextRetryAt = nil
+        self.conflictCopy = nil
+        self.pushHistory = []
+        self.updatedAt = pulledAt
+    }
+
+    /// The fingerprint the device should have now if nobody else wrote to it.
+    public var expectedDeviceFingerprint: DeviceFingerprint { fingerprintAtLastPush ?? fingerprintAtPull }
+
+    /// Appends a push, keeping at most ``pushHistoryLimit`` entries.
+    public mutating func recordPush(_ record: PushRecord) {
+        pushHistory.append(record)
+        if pushHistory.count > Self.pushHistoryLimit {
+            pushHistory.removeFirst(pushHistory.count - Self.pushHistoryLimit)
+        }
+    }
+
+    /// The sidecar path for a database file.
+    public static func url(forDatabase database: URL) -> URL {
+        database.deletingLastPathComponent().appendingPathComponent(database.lastPathComponent + fileSuffix)
+    }
+
+    /// The database file a sidecar path belongs to, or nil if `url` is not a sidecar path.
+    public static func databaseURL(forSidecar url: URL) -> URL? {
+        let name = url.lastPathComponent
+        guard name.hasSuffix(fileSuffix), name.count > fileSuffix.count else { return nil }
+        return url.deletingLastPathComponent().appendingPathComponent(String(name.dropLast(fileSuffix.count)))
+    }
+}

@@ -1,0 +1,2 @@
+import DeviceSimulator
+print("flippio-devsim: not built yet")

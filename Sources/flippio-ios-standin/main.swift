@@ -1,0 +1,1 @@
+print("flippio-ios-standin: not built yet")
