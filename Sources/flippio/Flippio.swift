@@ -1,11 +1,46 @@
 import ArgumentParser
 import FlippioEngine
+import Foundation
 
 @main
 struct Flippio: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flippio",
         abstract: "Edit an app's SQLite database on an Android or iOS device as if it were a local file.",
-        subcommands: []
+        discussion: """
+            Pull a database into the workspace, edit it with any SQLite tool, and the agent pushes \
+            each save back to the device: safely, atomically, never over the app's own changes.
+            """,
+        subcommands: [Devices.self, Apps.self, Dbs.self, Pull.self, Status.self, Push.self, Resolve.self,
+                      Forget.self, AgentCommand.self, ServiceCommand.self, Doctor.self]
     )
+
+    /// Exit codes follow common CLI conventions: 0 success, 1 failure, 2 usage.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as FlippioError {
+            Output.printError(error)
+            Foundation.exit(1)
+        } catch let error as CommandFailed {
+            Foundation.exit(error.status)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+/// Thrown by a command that already printed what went wrong.
+struct CommandFailed: Error {
+    var status: Int32 = 1
 }

@@ -112,6 +112,12 @@ public struct Sidecar: Sendable, Codable, Equatable {
     public var nextRetryAt: Date?
     /// When the current conflict was found, the local path of the device's version kept beside the copy.
     public var conflictCopy: String?
+    /// The content hash of a push that was started but whose result was not recorded yet. If the
+    /// agent dies after the device's `mv` and before recording it, the next push finds the device
+    /// holding exactly this and adopts it instead of reporting a conflict.
+    public var pendingPushHash: String?
+    /// Row counts per table of the content the device holds, for "what changed" in the push log.
+    public var lastRowCounts: [String: Int]?
     /// Newest last, at most ``pushHistoryLimit``.
     public var pushHistory: [PushRecord]
     public var updatedAt: Date
@@ -128,6 +134,8 @@ public struct Sidecar: Sendable, Codable, Equatable {
         self.lastError = nil
         self.nextRetryAt = nil
         self.conflictCopy = nil
+        self.pendingPushHash = nil
+        self.lastRowCounts = nil
         self.pushHistory = []
         self.updatedAt = pulledAt
     }

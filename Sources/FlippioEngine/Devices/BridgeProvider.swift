@@ -1,0 +1,76 @@
+import Foundation
+
+/// Hands out the bridge for each platform, built once from the discovered tools.
+///
+/// Tool discovery runs lazily and concurrently the first time a bridge is needed; a platform
+/// whose tools are missing fails with ``FlippioError/Code/toolNotFound`` naming the Debian package,
+/// without stopping the other platform.
+public actor BridgeProvider {
+    private let configuration: Configuration
+    private let runner: any ProcessRunning
+    private let discovery: ToolDiscovery
+    private var built: [Platform: any DeviceBridge] = [:]
+
+    public init(configuration: Configuration, runner: any ProcessRunning) {
+        self.configuration = configuration
+        self.runner = runner
+        var explicit: [Tool: String] = [:]
+        for (name, path) in configuration.toolPaths {
+            if let tool = Tool(rawValue: name) { explicit[tool] = path }
+        }
+        self.discovery = ToolDiscovery(environment: configuration.environment, explicitPaths: explicit,
+                                       runner: runner, timeout: .seconds(3))
+    }
+
+    /// Tests and the demo hand in ready-made bridges.
+    public init(configuration: Configuration, runner: any ProcessRunning, bridges: [any DeviceBridge]) {
+        self.init(configuration: configuration, runner: runner)
+        for bridge in bridges { built[bridge.platform] = bridge }
+    }
+
+    /// The tool finder (shared, cached for the process).
+    public nonisolated var tools: ToolDiscovery { discovery }
+
+    /// The bridge for `platform`.
+    ///
+    /// - throws: ``FlippioError/Code/toolNotFound`` when the platform's tools are missing.
+    public func bridge(for platform: Platform) async throws -> any DeviceBridge {
+        if let bridge = built[platform] { return bridge }
+        let bridge: any DeviceBridge
+        switch platform {
+        case .android:
+            let adb = try await discovery.require(.adb)
+            bridge = AndroidBridge(adbPath: adb, runner: runner, environment: [:],
+                                   timeouts: .init(control: configuration.commandTimeout))
+        case .ios:
+            async let idevice = discovery.locate(.ideviceID)
+            async let info = discovery.locate(.ideviceinfo)
+            async let installer = discovery.locate(.ideviceinstaller)
+            async let afc = discovery.locate(.afcclient)
+            let (i, n, s, a) = await (idevice, info, installer, afc)
+            guard i.path != nil else {
+                throw FlippioError(.toolNotFound, "idevice_id was not found, so iOS devices cannot be listed.",
+                                   remedy: "Install the Debian package libimobiledevice-utils (and usbmuxd), or set FLIPPIO_IDEVICE_ID.")
+            }
+            bridge = IOSBridge(tools: .init(ideviceID: i.path, ideviceinfo: n.path, ideviceinstaller: s.path, afcclient: a.path),
+                               runner: runner)
+        }
+        built[platform] = bridge
+        return bridge
+    }
+
+    /// Bridges whose tools are present, for listings across platforms. Missing tools are reported
+    /// as problems instead of errors.
+    public func availableBridges() async -> (bridges: [any DeviceBridge], problems: [FlippioError]) {
+        var bridges: [any DeviceBridge] = []
+        var problems: [FlippioError] = []
+        for platform in Platform.allCases {
+            do { bridges.append(try await bridge(for: platform)) } catch let error as FlippioError {
+                problems.append(error)
+            } catch {
+                problems.append(.internalError("\(error)"))
+            }
+        }
+        return (bridges, problems)
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+
+extension Engine {
+    /// What `flippio doctor` found.
+    public struct DoctorReport: Sendable, Codable, Equatable {
+        public struct Check: Sendable, Codable, Equatable {
+            public var name: String
+            public var ok: Bool
+            public var detail: String
+            public var fix: String?
+        }
+        public var tools: [ToolInfo]
+        public var inotify: InotifyLimits?
+        public var devices: [Device]
+        public var checks: [Check]
+        public var workspace: String
+        /// True when nothing needs fixing for at least one platform.
+        public var healthy: Bool { checks.allSatisfy { $0.ok } }
+    }
+
+    /// Tools and versions (found concurrently), inotify limits, the adb server, devices and what is
+    /// wrong with each, and the workspace.
+    public func doctor() async -> DoctorReport {
+        async let toolsLookup = bridges.tools.locateAll()
+        async let deviceLookup = devices()
+        let tools = await toolsLookup
+        let (devices, problems) = await deviceLookup
+        var checks: [DoctorReport.Check] = []
+
+        let adb = tools.first { $0.tool == .adb }
+        let iosTools = tools.filter { $0.tool != .adb }
+        checks.append(.init(name: "adb", ok: adb?.path != nil,
+                            detail: adb?.path.map { "\($0) (\(adb?.version ?? "unknown version"))" } ?? (adb?.problem ?? "not found"),
+                            fix: adb?.path == nil ? "sudo apt-get install adb, or set FLIPPIO_ADB" : nil))
+        let missingIOS = iosTools.filter { $0.path == nil }
+        checks.append(.init(name: "libimobiledevice", ok: missingIOS.isEmpty,
+                            detail: missingIOS.isEmpty ? "all tools found" : "missing: \(missingIOS.map(\.tool.rawValue).joined(separator: ", "))",
+                            fix: missingIOS.isEmpty ? nil : "sudo apt-get install libimobiledevice-utils ideviceinstaller usbmuxd (only needed for iOS devices)"))
+
+        let limits = InotifyLimits.current()
+        if let limits {
+            let low = limits.maxUserWatches < 65536
+            checks.append(.init(name: "inotify", ok: !low,
+                                detail: "max_user_watches=\(limits.maxUserWatches), max_queued_events=\(limits.maxQueuedEvents)",
+                                fix: low ? "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)" : nil))
+        }
+        for problem in problems {
+            checks.append(.init(name: "devices", ok: false, detail: problem.message, fix: problem.remedy))
+        }
+        for device in devices where device.state != .ready {
+            checks.append(.init(name: "device \(device.id)", ok: false, detail: device.state.rawValue, fix: device.remedy))
+        }
+        let writable = FileManager.default.isWritableFile(atPath: workspace.root.path)
+            || !FileManager.default.fileExists(atPath: workspace.root.path)
+        checks.append(.init(name: "workspace", ok: writable, detail: workspace.root.path,
+                            fix: writable ? nil : "Make it writable or choose another with --workspace / FLIPPIO_WORKSPACE."))
+        return DoctorReport(tools: tools, inotify: limits, devices: devices, checks: checks, workspace: workspace.root.path)
+    }
+}

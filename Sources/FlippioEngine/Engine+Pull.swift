@@ -1,0 +1,106 @@
+import Foundation
+
+extension Engine {
+    /// What `flippio pull` did for one database.
+    public struct PullReport: Sendable, Codable, Equatable {
+        public var remotePath: String
+        public var localPath: String
+        public var bytes: Int64
+        /// Whether the device had a `-wal` that was folded into the copy.
+        public var foldedWAL: Bool
+        public var tables: [String: Int]
+        public var contentHash: String
+    }
+
+    /// Copies databases of `app` into the workspace and starts tracking them.
+    ///
+    /// `paths` selects databases by absolute device path, by a path relative to the app's folder
+    /// (`databases/notes.db`) or by file name; empty means every database the app has.
+    ///
+    /// - parameter overwrite: replace a local copy that has changes not pushed yet.
+    /// - throws: when a selected path is not one of the app's databases, or the device refuses.
+    public func pull(device query: String, app: String, paths: [String], overwrite: Bool = false,
+                     progress: TransferProgress? = nil) async throws -> [PullReport] {
+        let device = try await device(query)
+        let bridge = try await bridges.bridge(for: device.platform)
+        let available = try await configuration.retry.run("find databases") {
+            try await bridge.databases(deviceID: device.id, appID: app)
+        }
+        let selected = try Self.select(paths, from: available, app: app)
+        var reports: [PullReport] = []
+        for remote in selected {
+            reports.append(try await pull(remote, device: device, bridge: bridge, overwrite: overwrite, progress: progress))
+        }
+        return reports
+    }
+
+    static func select(_ paths: [String], from available: [RemoteDatabase], app: String) throws -> [RemoteDatabase] {
+        guard !paths.isEmpty else {
+            guard !available.isEmpty else {
+                throw FlippioError(.noSuchFile, "\(app) has no SQLite databases (.db .sqlite .sqlite3 .db3 .sqlitedb).",
+                                   remedy: "Open the app once so it creates its database, then run `flippio dbs` again.")
+            }
+            return available
+        }
+        return try paths.map { path in
+            if let exact = available.first(where: { $0.path == path }) { return exact }
+            let suffix = path.hasPrefix("/") ? path : "/" + path
+            let matches = available.filter { $0.path.hasSuffix(suffix) }
+            if matches.count == 1 { return matches[0] }
+            let list = available.map(\.path).joined(separator: "\n  ")
+            if matches.count > 1 {
+                throw FlippioError(.invalidArgument, "\"\(path)\" matches several databases of \(app):\n  \(matches.map(\.path).joined(separator: "\n  "))",
+                                   remedy: "Give the full device path.")
+            }
+            throw FlippioError(.noSuchFile, "\(app) has no database \"\(path)\".",
+                               remedy: available.isEmpty ? "The app has no databases yet." : "Its databases are:\n  \(list)")
+        }
+    }
+
+    /// Pulls one database: device files into a staging folder, WAL folded by SQLite, checked,
+    /// hashed, then renamed into place and recorded in a new sidecar.
+    func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool,
+              progress: TransferProgress?) async throws -> PullReport {
+        let local = try workspace.localURL(for: remote)
+        let lock = try await workspace.lock(for: local, timeout: .seconds(120))
+        defer { lock.unlock() }
+
+        if !overwrite, let existing = try? await sidecars.read(forDatabase: local),
+           [.dirty, .settling, .pushing, .failed, .waitingForDevice, .conflict].contains(existing.state)
+            || (FileManager.default.fileExists(atPath: local.path) && existing.localContentHash != existing.deviceContentHash) {
+            throw FlippioError(.invalidArgument, "\(local.path) has changes that are not on the device yet (state: \(existing.state.rawValue)).",
+                               remedy: "Push them with `flippio push \(local.path)`, or pull with --overwrite to drop them.")
+        }
+
+        let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: staging) }
+
+        let pulled = try await configuration.retry.run("pull \(remote.path)") {
+            try await bridge.pull(remote, into: staging, progress: progress)
+        }
+        let summary = try PulledDatabase.fold(mainFile: pulled.mainFile)
+        let snapshotter = Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
+        let snapshot = try await pool.withTemporaryConnection(to: pulled.mainFile) { connection in
+            try snapshotter.snapshot(of: connection, named: "pulled")
+        }
+
+        // Into place: remove stale side files of an earlier copy first, then one rename.
+        for suffix in ["-wal", "-shm", "-journal"] {
+            try? FileManager.default.removeItem(atPath: local.path + suffix)
+        }
+        if rename(pulled.mainFile.path, local.path) != 0 {
+            throw FlippioError.workspaceWriteFailed(path: local.path, errno: errno)
+        }
+
+        var sidecar = Sidecar(
+            origin: .init(platform: remote.platform, deviceID: device.id, deviceModel: device.model, appID: remote.appID,
+                          remotePath: remote.path, access: remote.access),
+            pulledAt: Date(), fingerprintAtPull: pulled.fingerprint, contentHash: snapshot.contentHash)
+        sidecar.lastRowCounts = snapshot.tableRowCounts
+        try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
+        logger.info("pulled \(remote.path) to \(local.path)")
+        return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,
+                          foldedWAL: pulled.walFile != nil, tables: snapshot.tableRowCounts, contentHash: snapshot.contentHash)
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `flippio agent`: the long-running service, for systemd or a terminal.
+///
+/// It loads the workspace, arms the watches, warms the pool, and only then tells systemd
+/// `READY=1`. While it runs it keeps `STATUS=` current and sends `WATCHDOG=1` from the loop that
+/// does the work (a stuck agent stops pinging and systemd restarts it). On graceful shutdown
+/// (SIGTERM/SIGINT through ``ServiceGroup``) it stops taking work, lets an in-flight push finish
+/// within ``Options/shutdownGrace`` or abandons it safely, flushes sidecars, and returns.
+public struct Agent: Service {
+    public struct Options: Sendable {
+        /// How long an in-flight push may take to finish on shutdown. The default is 10 s
+        /// (below the unit's `TimeoutStopSec=20`).
+        public var shutdownGrace: Duration = .seconds(10)
+        public init() {}
+    }
+
+    private let configuration: Configuration
+    private let bridges: BridgeProvider
+    private let options: Options
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+
+    public init(configuration: Configuration, bridges: BridgeProvider, options: Options = .init(), logger: Logger,
+                notifier: SystemdNotifier) {
+        self.configuration = configuration
+        self.bridges = bridges
+        self.options = options
+        self.logger = logger
+        self.notifier = notifier
+    }
+
+    public func run() async throws {
+        let notifier = self.notifier
+        let engine = try SyncEngine(configuration: configuration, bridges: bridges, logger: logger,
+                                    onStatusChange: { line in notifier.status(line) })
+        try await engine.start()
+        notifier.ready()
+        notifier.status(await engine.statusLine())
+        logger.info("ready")
+
+        await withDiscardingTaskGroup { group in
+            group.addTask { await engine.consumeWatchEvents() }
+            group.addTask { await engine.consumeSettled() }
+            group.addTask { await engine.resumeAll() }
+            group.addTask { await self.trackDevices(engine) }
+            if let interval = notifier.watchdogInterval {
+                group.addTask {
+                    // Pinged through the engine actor: if the actor is stuck, the pings stop.
+                    while !Task.isCancelled {
+                        _ = await engine.trackedCount
+                        notifier.watchdog()
+                        try? await Task.sleep(for: interval)
+                    }
+                }
+            }
+            try? await gracefulShutdown()
+            logger.info("stopping")
+            notifier.stopping()
+            await engine.shutdown(grace: options.shutdownGrace)
+            group.cancelAll()
+        }
+        logger.info("stopped")
+    }
+
+    /// Follows device plug/unplug (`adb track-devices`) and resumes pushes waiting for a device.
+    private func trackDevices(_ engine: SyncEngine) async {
+        guard let android = try? await bridges.bridge(for: .android) as? AndroidBridge else { return }
+        var delay = Duration.seconds(1)
+        while !Task.isCancelled {
+            for await devices in android.trackDevices() {
+                delay = .seconds(1)
+                await engine.devicesChanged(devices)
+            }
+            // The tracker ends when the adb server goes away; start it again with backoff.
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(30))
+        }
+    }
+}

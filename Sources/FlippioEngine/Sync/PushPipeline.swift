@@ -1,0 +1,227 @@
+import Foundation
+import GRDB
+import Logging
+
+/// One push of one tracked database, start to finish: the steps both `flippio push` and the
+/// agent run, in DESIGN.md's order.
+///
+/// 1. Take the database's push lock (so the agent and a `flippio push` never push it at once).
+/// 2. Read the sidecar fresh from disk: it is the source of truth, whoever wrote it last.
+/// 3. Snapshot the committed state through the warm connection, `quick_check` it, hash it. A file
+///    SQLite cannot read is never pushed (``Outcome/invalid(_:)``).
+/// 4. Equal to what the device already has? Nothing to push (``Outcome/unchanged``).
+/// 5. Stop the app (configurable), then compare the device's fingerprint with the sidecar's. If the
+///    app wrote its copy since the pull or last push, that is a conflict: nothing is overwritten, the
+///    device's version is pulled beside the local one (``Outcome/conflict(copy:)``).
+/// 6. Record the push as pending in the sidecar (so a crash after the device `mv` is recognised on
+///    restart instead of being mistaken for a conflict), push with retries, verify by hash.
+/// 7. Record the new fingerprint and content hash, and the push in the history.
+///
+/// The pipeline never leaves the device with a partial file: the bridges upload to a temp name
+/// and rename it over the target.
+public struct PushPipeline: Sendable {
+    /// What a push did.
+    public enum Outcome: Sendable, Equatable {
+        case pushed(Sidecar.PushRecord)
+        /// The content equals what the device has: nothing was sent.
+        case unchanged
+        /// The app changed its copy; its version was saved at `copy`.
+        case conflict(copy: URL)
+        /// The local copy is not a database that can be pushed.
+        case invalid(FlippioError)
+        /// The push failed; nothing on the device changed (or it holds the old or the new file).
+        case failed(FlippioError)
+    }
+
+    public let workspace: Workspace
+    public let sidecars: SidecarStore
+    public let pool: ConnectionPool
+    public let bridges: BridgeProvider
+    public let stopAppBeforePush: Bool
+    public let retry: RetryPolicy
+    public let logger: Logger
+
+    public init(workspace: Workspace, sidecars: SidecarStore, pool: ConnectionPool, bridges: BridgeProvider,
+                stopAppBeforePush: Bool, retry: RetryPolicy, logger: Logger) {
+        self.workspace = workspace
+        self.sidecars = sidecars
+        self.pool = pool
+        self.bridges = bridges
+        self.stopAppBeforePush = stopAppBeforePush
+        self.retry = retry
+        self.logger = logger
+    }
+
+    /// Pushes `database` if its content differs from the device's (or always, with `force`).
+    ///
+    /// - parameter overrideConflict: push even if the device changed (used by `resolve --keep-local`).
+    /// - parameter lockTimeout: how long to wait for another pusher of the same database.
+    public func push(_ database: URL, force: Bool = false, overrideConflict: Bool = false,
+                     lockTimeout: Duration = .seconds(120)) async -> Outcome {
+        do {
+            let lock = try await workspace.lock(for: database, timeout: lockTimeout)
+            defer { lock.unlock() }
+            return try await pushLocked(database, force: force, overrideConflict: overrideConflict)
+        } catch let error as FlippioError {
+            return .failed(error)
+        } catch {
+            return .failed(FlippioError.internalError("Push of \(database.path) failed: \(error)"))
+        }
+    }
+
+    private func pushLocked(_ database: URL, force: Bool, overrideConflict: Bool) async throws -> Outcome {
+        let started = ContinuousClock.now
+        var sidecar = try await sidecars.read(forDatabase: database)
+        let remote = sidecar.origin.remoteDatabase
+
+        // 3. Snapshot.
+        let snapshot: Snapshot
+        do {
+            snapshot = try await takeSnapshot(of: database)
+        } catch let error as FlippioError where error.code == .notSQLite || error.code == .corruptDatabase || error.code == .databaseMissing {
+            sidecar.state = .invalid
+            sidecar.lastError = .init(error, at: Date())
+            sidecar.updatedAt = Date()
+            try await sidecars.write(sidecar, forDatabase: database)
+            return .invalid(error)
+        }
+        defer { try? FileManager.default.removeItem(at: snapshot.url) }
+        sidecar.localContentHash = snapshot.contentHash
+
+        // 4. Nothing new for the device?
+        if snapshot.contentHash == sidecar.deviceContentHash && !force && sidecar.pendingPushHash == nil {
+            if sidecar.state != .conflict {
+                sidecar.state = .clean
+                sidecar.lastError = nil
+                sidecar.nextRetryAt = nil
+            }
+            sidecar.updatedAt = Date()
+            try await sidecars.write(sidecar, forDatabase: database)
+            return .unchanged
+        }
+        if sidecar.state == .conflict && !overrideConflict {
+            return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
+        }
+
+        let bridge = try await bridges.bridge(for: sidecar.origin.platform)
+
+        // 5. Stop the app, then look at what the device holds now.
+        if stopAppBeforePush {
+            try await retry.run("stop \(remote.appID)") {
+                try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
+            }
+        }
+        let current = try await retry.run("fingerprint \(remote.path)") { try await bridge.fingerprint(remote) }
+        let expected = sidecar.expectedDeviceFingerprint
+        if current != expected && !overrideConflict {
+            if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
+                // An earlier push reached the device but its result was never recorded (the agent
+                // was killed after the `mv`): adopt it rather than calling it a conflict.
+                logger.notice("adopting an earlier push found on the device", metadata: ["db": "\(database.path)"])
+                sidecar.fingerprintAtLastPush = current
+                sidecar.deviceContentHash = pending
+                sidecar.pendingPushHash = nil
+                if pending == snapshot.contentHash && !force {
+                    sidecar.state = .clean
+                    sidecar.lastError = nil
+                    sidecar.updatedAt = Date()
+                    try await sidecars.write(sidecar, forDatabase: database)
+                    return .unchanged
+                }
+            } else {
+                let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
+                sidecar.state = .conflict
+                sidecar.conflictCopy = copy.path
+                sidecar.pendingPushHash = nil
+                sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
+                sidecar.updatedAt = Date()
+                try await sidecars.write(sidecar, forDatabase: database)
+                return .conflict(copy: copy)
+            }
+        }
+
+        // 6. Push, recorded as pending first.
+        sidecar.state = .pushing
+        sidecar.pendingPushHash = snapshot.contentHash
+        sidecar.updatedAt = Date()
+        try await sidecars.write(sidecar, forDatabase: database)
+
+        let before = sidecar.pushHistory.last
+        let fingerprint = try await retry.run("push \(remote.path)") {
+            try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.contentHash, to: remote, progress: nil)
+        }
+
+        // 7. Record it.
+        let elapsed = ContinuousClock.now - started
+        let record = Sidecar.PushRecord(
+            at: Date(), contentHash: snapshot.contentHash, bytes: snapshot.size,
+            durationMilliseconds: Int(elapsed.milliseconds),
+            changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: snapshot.tableRowCounts))
+        _ = before
+        sidecar.fingerprintAtLastPush = fingerprint
+        sidecar.deviceContentHash = snapshot.contentHash
+        sidecar.lastRowCounts = snapshot.tableRowCounts
+        sidecar.pendingPushHash = nil
+        sidecar.state = .clean
+        sidecar.lastError = nil
+        sidecar.nextRetryAt = nil
+        sidecar.conflictCopy = overrideConflict ? nil : sidecar.conflictCopy
+        sidecar.recordPush(record)
+        sidecar.updatedAt = Date()
+        try await sidecars.write(sidecar, forDatabase: database)
+        return .pushed(record)
+    }
+
+    /// Takes a consistent snapshot of the live local copy through its warm connection.
+    func takeSnapshot(of database: URL) async throws -> Snapshot {
+        guard FileManager.default.fileExists(atPath: database.path) else {
+            throw FlippioError(.databaseMissing, "The local copy \(database.path) is gone.",
+                               remedy: "Pull it again with `flippio pull`, or stop tracking it with `flippio forget \(database.path)`.")
+        }
+        let snapshotter = Snapshotter(directory: workspace.stateDirectory.appendingPathComponent("snapshots", isDirectory: true))
+        let connection = try await pool.connection(for: database)
+        return try snapshotter.snapshot(of: connection, named: UUID().uuidString)
+    }
+
+    /// Pulls the device's version of a database to `x.device-<time>.db` beside the local copy.
+    func keepDeviceVersion(of remote: RemoteDatabase, beside database: URL, bridge: any DeviceBridge) async throws -> URL {
+        let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: staging) }
+        let pulled = try await retry.run("pull \(remote.path)") { try await bridge.pull(remote, into: staging, progress: nil) }
+        _ = try PulledDatabase.fold(mainFile: pulled.mainFile)
+        let copy = Self.conflictCopyURL(for: database, at: Date())
+        try FileManager.default.moveItem(at: pulled.mainFile, to: copy)
+        return copy
+    }
+
+    /// `notes.db` → `notes.device-20261129-174203.db`.
+    static func conflictCopyURL(for database: URL, at date: Date) -> URL {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd-HHmmss"
+        let stamp = formatter.string(from: date)
+        let ext = database.pathExtension
+        let stem = database.deletingPathExtension().lastPathComponent
+        let name = ext.isEmpty ? "\(stem).device-\(stamp)" : "\(stem).device-\(stamp).\(ext)"
+        return database.deletingLastPathComponent().appendingPathComponent(name)
+    }
+}
+
+extension FlippioError {
+    static func conflict(database: URL, deviceCopy: URL) -> FlippioError {
+        FlippioError(.conflict,
+                     "The app changed \(database.lastPathComponent) on the device since it was pulled; nothing was overwritten. The device's version is at \(deviceCopy.path).",
+                     remedy: "Run `flippio resolve \(database.path) --keep-local` to push your copy, or `--keep-device` to take the device's.",
+                     context: ["database": database.path, "deviceCopy": deviceCopy.path])
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

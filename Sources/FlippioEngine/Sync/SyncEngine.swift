@@ -1,0 +1,269 @@
+import Foundation
+import Logging
+
+/// The agent's core: every tracked database's ``DatabaseSync``, fed by the watcher, the settler
+/// and the device tracker. Data flows one way: event → settle → snapshot → push → sidecar.
+actor SyncEngine {
+    private let configuration: Configuration
+    private let workspace: Workspace
+    private let sidecars: SidecarStore
+    private let pool: ConnectionPool
+    private let bridges: BridgeProvider
+    private let pipeline: PushPipeline
+    private let watcher: InotifyWatcher
+    private let settler: Settler<URL>
+    private let logger: Logger
+    private var index = DatabaseIndex()
+    private var syncs: [URL: DatabaseSync] = [:]
+    /// The device each tracked database lives on (from its sidecar's origin).
+    private var deviceOf: [URL: String] = [:]
+    /// When each database's current unpushed change was first seen (for the settle upper bound).
+    private var firstChange: [URL: ContinuousClock.Instant] = [:]
+    private var watchedDirectories: Set<String> = []
+    /// Called whenever the set of databases or their states change (for `STATUS=`).
+    private let onStatusChange: @Sendable (String) -> Void
+    /// Counts of push outcomes, for tests, logs and metrics.
+    private(set) var pushCount = 0
+
+    init(configuration: Configuration, bridges: BridgeProvider, logger: Logger,
+         onStatusChange: @escaping @Sendable (String) -> Void) throws {
+        self.configuration = configuration
+        self.workspace = Workspace(root: configuration.workspace)
+        self.sidecars = SidecarStore()
+        self.pool = ConnectionPool(capacity: configuration.poolCapacity)
+        self.bridges = bridges
+        self.logger = logger
+        self.pipeline = PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
+                                     stopAppBeforePush: configuration.stopAppBeforePush,
+                                     retry: configuration.retry, logger: logger)
+        self.watcher = try InotifyWatcher()
+        self.settler = Settler<URL>(window: configuration.settleWindow, maxWait: configuration.settleMaxWait,
+                                    clock: ContinuousClock())
+        self.onStatusChange = onStatusChange
+    }
+
+    // MARK: - Start-up
+
+    /// Loads every tracked database, arms the watches and warms the pool. Returns when the agent
+    /// is ready (the moment for `READY=1`).
+    func start() async throws {
+        try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
+        try watch(directory: workspace.root)
+        let databases = try workspace.trackedDatabases()
+        for database in databases {
+            await track(database)
+        }
+        await pool.warm(Array(syncs.keys))
+        logger.info("watching \(syncs.count) databases in \(workspace.root.path)")
+        publishStatus()
+    }
+
+    /// Sends every database a push request: a crash or stop loses no edit, because any database
+    /// whose content differs from its last push is pushed now (unchanged ones cost one snapshot).
+    func resumeAll() async {
+        for sync in syncs.values {
+            await sync.send(.pushRequested)
+        }
+    }
+
+    private func track(_ database: URL) async {
+        guard syncs[database] == nil else { return }
+        let sidecar: Sidecar
+        do {
+            sidecar = try await sidecars.read(forDatabase: database)
+        } catch {
+            // A corrupt or too-new sidecar is reported, never overwritten; the others go on.
+            logger.error("not tracking \(database.path): \(error)")
+            return
+        }
+        do {
+            try watch(directory: database.deletingLastPathComponent())
+        } catch {
+            logger.error("cannot watch \(database.deletingLastPathComponent().path): \(error)")
+            return
+        }
+        index.track(database)
+        let settler = self.settler
+        let sync = DatabaseSync(
+            database: database, resumingFrom: sidecar.state, pipeline: pipeline, sidecars: sidecars,
+            retry: configuration.retry, logger: logger,
+            requestSettle: { url in await settler.note(url) },
+            onOutcome: { [weak self] url, outcome in await self?.pushEnded(url, outcome) })
+        syncs[database] = sync
+        deviceOf[database] = sidecar.origin.deviceID
+        publishStatus()
+    }
+
+    private func untrack(_ database: URL) async {
+        guard let sync = syncs.removeValue(forKey: database) else { return }
+        deviceOf[database] = nil
+        await sync.stop()
+        index.untrack(database)
+        await pool.close(database)
+        logger.info("stopped tracking \(database.path)")
+        publishStatus()
+    }
+
+    private func watch(directory: URL) throws {
+        let path = directory.standardizedFileURL.path
+        guard !watchedDirectories.contains(path) else { return }
+        try watcher.watch(directory: directory)
+        watchedDirectories.insert(path)
+    }
+
+    // MARK: - Events
+
+    /// Consumes the watcher's events until cancelled.
+    func consumeWatchEvents() async {
+        for await event in watcher.events {
+            await handle(event)
+        }
+    }
+
+    func handle(_ event: WatchEvent) async {
+        switch event {
+        case .changed(let directory, let name):
+            switch index.classify(directory: directory, name: name) {
+            case .database(let database):
+                await changed(database)
+            case .sidecar(let database):
+                await sidecarChanged(database)
+            case .ignored:
+                break
+            }
+        case .directoryCreated(let directory):
+            // A new folder (a newly pulled app or device): watch it and pick up databases already in it.
+            guard !Self.isInStateDirectory(directory, workspace: workspace) else { return }
+            try? watch(directory: directory)
+            await rescan()
+        case .directoryRemoved(let directory):
+            watchedDirectories.remove(directory.standardizedFileURL.path)
+            await rescan()
+        case .overflow:
+            logger.warning("the inotify queue overflowed; rescanning every tracked database")
+            await rescan()
+            for database in syncs.keys { await changed(database) }
+        }
+    }
+
+    private func changed(_ database: URL) async {
+        guard let sync = syncs[database] else { return }
+        if firstChange[database] == nil { firstChange[database] = .now }
+        await sync.send(.changed)
+    }
+
+    private func sidecarChanged(_ database: URL) async {
+        let exists = FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: database).path)
+        if exists, syncs[database] == nil {
+            logger.info("now tracking \(database.path)")
+            await track(database)
+            await pool.warm([database])
+        } else if !exists, syncs[database] != nil {
+            await untrack(database)
+        }
+    }
+
+    /// Finds databases added or removed while the agent ran (new sidecars, forgotten ones).
+    private func rescan() async {
+        guard let databases = try? workspace.trackedDatabases() else { return }
+        let current = Set(databases)
+        for database in databases where syncs[database] == nil { await track(database) }
+        for database in syncs.keys where !current.contains(database) { await untrack(database) }
+    }
+
+    /// Consumes the settler's output until cancelled.
+    func consumeSettled() async {
+        for await database in settler.settled {
+            await settled(database)
+        }
+    }
+
+    private func settled(_ database: URL) async {
+        guard let sync = syncs[database] else { return }
+        let writerActive = (try? await pool.isWriterActive(database)) ?? false
+        let overdue = firstChange[database].map { ContinuousClock.now - $0 >= configuration.settleMaxWait } ?? true
+        if !writerActive || overdue { firstChange[database] = nil }
+        await sync.send(.settled(writerActive: writerActive, overdue: overdue))
+    }
+
+    private func pushEnded(_ database: URL, _ outcome: PushPipeline.Outcome) {
+        if case .pushed = outcome { pushCount += 1 }
+        publishStatus()
+    }
+
+    // MARK: - Devices
+
+    /// A device's list of connected devices changed: resume databases waiting for a device that is back.
+    func devicesChanged(_ devices: [Device]) async {
+        let ready = Set(devices.filter { $0.state == .ready }.map(\.id))
+        for (database, sync) in syncs where ready.contains(deviceOf[database] ?? "") {
+            await sync.send(.deviceReady)
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops taking work and lets in-flight pushes finish within `grace`; past it, abandons them
+    /// (their tools are killed; the device keeps the old database or has the new one).
+    func shutdown(grace: Duration) async {
+        let all = Array(syncs.values)
+        let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
+            group.addTask {
+                await withTaskGroup(of: Void.self) { inner in
+                    for sync in all { inner.addTask { await sync.stop() } }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !finished {
+            logger.warning("abandoning in-flight pushes after \(grace); the device keeps its old database")
+            for sync in all { await sync.abandon() }
+        }
+        await sidecars.flush()
+        await pool.closeAll()
+        watcher.close()
+    }
+
+    // MARK: - Status
+
+    func statusLine() async -> String {
+        let devices = Set(deviceOf.values)
+        var conflicts = 0
+        var waiting = 0
+        var failed = 0
+        for sync in syncs.values {
+            switch await sync.state {
+            case .conflict: conflicts += 1
+            case .waitingForDevice: waiting += 1
+            case .failed, .invalid: failed += 1
+            default: break
+            }
+        }
+        var line = "watching \(syncs.count) database\(syncs.count == 1 ? "" : "s") on \(devices.count) device\(devices.count == 1 ? "" : "s")"
+        if conflicts > 0 { line += "; \(conflicts) conflict\(conflicts == 1 ? "" : "s")" }
+        if waiting > 0 { line += "; \(waiting) waiting for a device" }
+        if failed > 0 { line += "; \(failed) failed" }
+        return line
+    }
+
+    var trackedCount: Int { syncs.count }
+
+    private func publishStatus() {
+        Task { [weak self] in
+            guard let self else { return }
+            let line = await self.statusLine()
+            self.onStatusChange(line)
+        }
+    }
+
+    static func isInStateDirectory(_ url: URL, workspace: Workspace) -> Bool {
+        url.standardizedFileURL.path.hasPrefix(workspace.stateDirectory.standardizedFileURL.path)
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import FlippioEngine
+import Foundation
+
+extension Flippio {
+    struct Push: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Push local copies to their devices now, through the same engine as the agent.",
+            discussion: "Safe while the agent runs: a per-database lock keeps the two from pushing at once. A conflict is never overwritten; use `flippio resolve`.")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Local copies to push (default: every tracked database).") var files: [String] = []
+        @Flag(help: "Push even if the content equals what the device has.") var force = false
+
+        struct Result: Encodable {
+            var path: String
+            var outcome: String
+            var bytes: Int64?
+            var durationMs: Int?
+            var error: Output.ErrorJSON?
+            var deviceCopy: String?
+        }
+
+        func run() async throws {
+            let results = try await global.engine().push(files, force: force)
+            var failed = false
+            var json: [Result] = []
+            for (database, outcome) in results {
+                var result = Result(path: database.path, outcome: "")
+                switch outcome {
+                case .pushed(let record):
+                    result.outcome = "pushed"; result.bytes = record.bytes; result.durationMs = record.durationMilliseconds
+                    if !global.json { Output.line("pushed \(database.path) (\(Output.formatBytes(record.bytes)) in \(record.durationMilliseconds) ms)") }
+                case .unchanged:
+                    result.outcome = "unchanged"
+                    if !global.json { Output.line("unchanged \(database.path): the device already has this content") }
+                case .conflict(let copy):
+                    failed = true
+                    result.outcome = "conflict"; result.deviceCopy = copy.path
+                    if !global.json {
+                        Output.printError(FlippioError(.conflict, "\(database.path): the app changed its copy on the device; nothing was overwritten. The device's version is at \(copy.path).",
+                                                       remedy: "flippio resolve \(database.path) --keep-local | --keep-device"))
+                    }
+                case .invalid(let error), .failed(let error):
+                    failed = true
+                    result.outcome = "failed"; result.error = .init(error)
+                    if !global.json { Output.printError(error) }
+                }
+                json.append(result)
+            }
+            if global.json { try Output.json(json) }
+            if failed { throw CommandFailed() }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import FlippioEngine
+import Foundation
+
+extension Flippio {
+    struct ServiceCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "service",
+            abstract: "Install, remove or inspect the systemd user service that runs the agent.",
+            subcommands: [Install.self, Uninstall.self, ServiceStatusCommand.self])
+
+        struct Install: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Install and start flippio-agent.service for this user.")
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                let report = try await installer(global).install()
+                if global.json { return try Output.json(report) }
+                Output.line("installed \(report.unitPath) and started it")
+                for hint in report.hints { Output.line(hint) }
+            }
+        }
+
+        struct Uninstall: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Stop and remove flippio-agent.service.")
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                try await installer(global).uninstall()
+                if global.json { return try Output.json(["uninstalled": true]) }
+                Output.line("stopped and removed flippio-agent.service; tracked databases and their sidecars stay")
+            }
+        }
+
+        struct ServiceStatusCommand: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the service's state and the tracked databases.")
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                let service = try await installer(global).status()
+                let databases = try await global.engine().status()
+                if global.json {
+                    struct Combined: Encodable { var service: ServiceStatus; var databases: [Engine.TrackedStatus] }
+                    return try Output.json(Combined(service: service, databases: databases))
+                }
+                Output.line("flippio-agent.service: \(service.activeState) (\(service.subState))\(service.statusText.map { ": \($0)" } ?? "")")
+                let counts = Dictionary(grouping: databases, by: \.state).mapValues(\.count).sorted { $0.key < $1.key }
+                Output.line("\(databases.count) tracked: " + counts.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+            }
+        }
+
+        static func installer(_ global: GlobalOptions) throws -> ServiceInstaller {
+            let config = try global.configuration()
+            let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+            return ServiceInstaller(environment: config.environment, runner: ProcessRunner(),
+                                    executablePath: executable, workspace: config.workspace)
+        }
+    }
+}
