@@ -66,10 +66,15 @@ extension Engine {
         defer { lock.unlock() }
 
         if !overwrite, let existing = try? await sidecars.read(forDatabase: local),
-           [.dirty, .settling, .pushing, .failed, .waitingForDevice, .conflict].contains(existing.state)
-            || (FileManager.default.fileExists(atPath: local.path) && existing.localContentHash != existing.deviceContentHash) {
-            throw FlippioError(.invalidArgument, "\(local.path) has changes that are not on the device yet (state: \(existing.state.rawValue)).",
-                               remedy: "Push them with `flippio push \(local.path)`, or pull with --overwrite to drop them.")
+           FileManager.default.fileExists(atPath: local.path) {
+            // Compare what the copy holds now with what the device has: an edit the agent has not
+            // seen yet (it may not be running) counts too.
+            let current = try? await pipeline.takeSnapshot(of: local)
+            if let current { try? FileManager.default.removeItem(at: current.url) }
+            if current?.contentHash != existing.deviceContentHash || existing.state == .conflict {
+                throw FlippioError(.invalidArgument, "\(local.path) has changes that are not on the device yet.",
+                                   remedy: "Push them with `flippio push \(local.path)`, or pull again with --overwrite to drop them.")
+            }
         }
 
         let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
