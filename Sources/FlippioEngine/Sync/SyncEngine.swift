@@ -48,7 +48,7 @@ actor SyncEngine {
     /// is ready (the moment for `READY=1`).
     func start() async throws {
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
-        try watch(directory: workspace.root)
+        try watchTree(workspace.root)
         let databases = try workspace.trackedDatabases()
         for database in databases {
             await track(database)
@@ -104,6 +104,18 @@ actor SyncEngine {
         publishStatus()
     }
 
+    /// Watches `root` and every folder below it, except the agent's own state folder.
+    private func watchTree(_ root: URL) throws {
+        try watch(directory: root)
+        guard let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: [.isDirectoryKey, .isSymbolicLinkKey],
+                                                          options: [.skipsHiddenFiles]) else { return }
+        for case let url as URL in walker {
+            let values = try? url.resourceValues(forKeys: [.isDirectoryKey, .isSymbolicLinkKey])
+            guard values?.isDirectory == true, values?.isSymbolicLink != true else { continue }
+            try watch(directory: url)
+        }
+    }
+
     private func watch(directory: URL) throws {
         let path = directory.standardizedFileURL.path
         guard !watchedDirectories.contains(path) else { return }
@@ -134,7 +146,9 @@ actor SyncEngine {
         case .directoryCreated(let directory):
             // A new folder (a newly pulled app or device): watch it and pick up databases already in it.
             guard !Self.isInStateDirectory(directory, workspace: workspace) else { return }
-            try? watch(directory: directory)
+            // `mkdir -p` makes the whole chain before our watch on the first folder exists, so
+            // watch everything below it too, then look for sidecars already there.
+            do { try watchTree(directory) } catch { logger.error("cannot watch \(directory.path): \(error)") }
             await rescan()
         case .directoryRemoved(let directory):
             watchedDirectories.remove(directory.standardizedFileURL.path)
