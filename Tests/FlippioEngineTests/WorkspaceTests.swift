@@ -161,8 +161,9 @@ struct WorkspaceTests {
         let b = try workspace.localURL(for: remote("/data/b.db"))
         let a = try workspace.localURL(for: remote("/data/a.db", app: "com.other"))
         let untracked = try workspace.localURL(for: remote("/data/c.db"))
-        for db in [a, b, untracked] { makeFile(atPath: db.path, contents: Data()) }
-        for db in [a, b] { makeFile(atPath: Sidecar.url(forDatabase: db).path, contents: Data("{}".utf8)) }
+        let hidden = try workspace.localURL(for: remote("/data/.hidden/.h.db"))
+        for db in [a, b, untracked, hidden] { makeFile(atPath: db.path, contents: Data()) }
+        for db in [a, b, hidden] { makeFile(atPath: Sidecar.url(forDatabase: db).path, contents: Data("{}".utf8)) }
         // Agent files that look like sidecars but are not tracked databases.
         try FileManager.default.createDirectory(at: workspace.stateDirectory.appendingPathComponent("snapshots"), withIntermediateDirectories: true)
         makeFile(atPath: workspace.stateDirectory.appendingPathComponent("snapshots/s.db.flippio.json").path, contents: Data())
@@ -172,12 +173,25 @@ struct WorkspaceTests {
         makeFile(atPath: elsewhere.child("z.db.flippio.json").path, contents: Data())
         try FileManager.default.createSymbolicLink(at: dir.child("linked"), withDestinationURL: elsewhere.url)
 
-        #expect(try workspace.trackedDatabases() == [b, a], "sorted by path: com.example.notes < com.other")
+        #expect(try workspace.trackedDatabases() == [hidden, b, a], "sorted by path; hidden names below the device folder count")
         #expect(try Workspace(root: dir.child("missing")).trackedDatabases() == [])
         let folders = try workspace.watchableDirectories()
         #expect(folders.first == workspace.root)
         #expect(folders.contains(b.deletingLastPathComponent()))
         #expect(!folders.contains { $0.path.hasPrefix(workspace.stateDirectory.path) || $0.path.contains("linked") })
+    }
+
+    @Test func symlinkedRoot_isTheUsersChoice_andFollowed() throws {
+        let dir = try TemporaryDirectory()
+        let real = dir.child("real")
+        try FileManager.default.createDirectory(at: real, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: dir.child("link"), withDestinationURL: real)
+        let workspace = Workspace(root: dir.child("link"))
+        let db = try workspace.localURL(for: remote("/data/x.db"))
+        makeFile(atPath: Sidecar.url(forDatabase: db).path, contents: Data("{}".utf8))
+        #expect(try workspace.trackedDatabases() == [db])
+        #expect(try workspace.watchableDirectories().first == workspace.root)
+        #expect(FileManager.default.fileExists(atPath: real.appendingPathComponent("emulator-5554").path))
     }
 
     @Test func removeStaleTemporaryFiles_removesOnlyOldTemps() throws {

@@ -135,7 +135,7 @@ public struct Workspace: Sendable {
     public func trackedDatabases() throws -> [URL] {
         var result: [URL] = []
         try walk { directory, name, isDirectory in
-            if !isDirectory, name.hasSuffix(Sidecar.fileSuffix), !name.hasPrefix("."),
+            if !isDirectory, name.hasSuffix(Sidecar.fileSuffix),
                let database = Sidecar.databaseURL(forSidecar: directory.appendingPathComponent(name)) {
                 result.append(database)
             }
@@ -147,7 +147,8 @@ public struct Workspace: Sendable {
     /// below it, except ``stateDirectory`` and hidden folders directly under ``root``; sorted.
     public func watchableDirectories() throws -> [URL] {
         var result: [URL] = []
-        if Self.lstatMode(root.path).map({ $0 & S_IFMT == S_IFDIR }) == true { result.append(root) }
+        var info = stat()
+        if stat(root.path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { result.append(root) }  // the root may be a symlink
         try walk { directory, name, isDirectory in
             if isDirectory { result.append(directory.appendingPathComponent(name, isDirectory: true)) }
         }
