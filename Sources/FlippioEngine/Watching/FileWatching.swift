@@ -1,0 +1,39 @@
+import Foundation
+
+/// Something that happened in a watched folder.
+///
+/// Folder URLs in events are directory URLs (`hasDirectoryPath`, standardized); compare
+/// folders by `path`, not by URL equality.
+public enum WatchEvent: Sendable, Hashable {
+    /// A file in `directory` was created, written, renamed to or from `name`, removed, or had
+    /// its attributes changed. Which of these is not told: callers look at the file.
+    case changed(directory: URL, name: String)
+    /// A folder appeared in a watched folder (created or moved in): watch it too.
+    case directoryCreated(URL)
+    /// A watched folder was removed or moved away; its watch is gone. Reported once per folder.
+    case directoryRemoved(URL)
+    /// The kernel dropped events (`IN_Q_OVERFLOW`): rescan everything that is watched.
+    case overflow
+}
+
+/// Watches folders (never single files) and reports changes in them.
+///
+/// The seam between the sync engine and inotify; ``InotifyWatcher`` is the real one.
+///
+/// - Important: watch folders, not files: editors that save by writing a temporary file and
+///   renaming it over the original replace the inode, and a watch on the old file goes quiet.
+public protocol FileWatching: Sendable {
+    /// Every event, in kernel order. Ends after ``close()``.
+    var events: AsyncStream<WatchEvent> { get }
+    /// Starts watching one folder (not its subfolders). Watching a folder twice is harmless.
+    ///
+    /// - throws: ``FlippioError/Code/watchLimitReached`` when the kernel limit on watches is hit,
+    ///   ``FlippioError/Code/noSuchFile`` when the folder does not exist.
+    func watch(directory: URL) throws
+    /// Stops watching a folder. Unknown folders are ignored.
+    func unwatch(directory: URL)
+    /// The folders watched now.
+    var watchedDirectories: [URL] { get }
+    /// Stops watching everything and ends ``events``.
+    func close()
+}

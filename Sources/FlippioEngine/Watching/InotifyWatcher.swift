@@ -1,0 +1,320 @@
+import Dispatch
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Watches folders with Linux inotify, through the kernel API directly.
+///
+/// One inotify instance (`inotify_init1(IN_NONBLOCK | IN_CLOEXEC)`) per watcher; a
+/// `DispatchSource` read source drains it on a private serial queue into ``events``. Watches
+/// are on folders, with create, modify, attribute, move, delete and close-for-write events:
+/// `IN_CLOSE_WRITE` alone would miss GUI tools that keep the database open, and a read-only
+/// open also closes. Identical `.changed` events within one read of the queue are merged.
+///
+/// Not libinotifytools: that library keeps process-global state, is not thread-safe, uses
+/// `select()` (which fails on descriptors ≥ 1024) and does not watch new subfolders.
+///
+/// For example:
+///
+/// ```swift
+/// let watcher = try InotifyWatcher()
+/// try watcher.watch(directory: folder)
+/// for await event in watcher.events {
+///     if case .directoryCreated(let sub) = event { try watcher.watch(directory: sub) }
+/// }
+/// ```
+///
+/// Subfolders are not watched automatically: on ``WatchEvent/directoryCreated(_:)`` the caller
+/// decides (and rescans the new folder, since files may have appeared before the watch).
+/// On ``WatchEvent/overflow`` the caller rescans everything.
+public final class InotifyWatcher: FileWatching {
+    /// The events each folder watch asks for.
+    public static let watchMask: UInt32 = UInt32(IN_CREATE) | UInt32(IN_MODIFY) | UInt32(IN_MOVED_TO)
+        | UInt32(IN_MOVED_FROM) | UInt32(IN_DELETE) | UInt32(IN_CLOSE_WRITE) | UInt32(IN_ATTRIB)
+        | UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF) | UInt32(IN_ONLYDIR)
+
+    public let events: AsyncStream<WatchEvent>
+
+    private struct State {
+        var directoryByWatch: [Int32: URL] = [:]
+        var watchByPath: [String: Int32] = [:]
+        var closed = false
+        var suspended = false
+    }
+
+    private let fd: Int32
+    private let state = Mutex(State())
+    private let continuation: AsyncStream<WatchEvent>.Continuation
+    // DispatchSource is thread-safe (suspend/resume/cancel may be called from any thread) but not annotated Sendable.
+    nonisolated(unsafe) private let source: any DispatchSourceRead
+    private let queue = DispatchQueue(label: "flippio.inotify")
+
+    /// Opens an inotify instance. Nothing is watched yet.
+    ///
+    /// - throws: ``FlippioError/Code/watchLimitReached`` when the per-user limit on inotify
+    ///   instances (`fs.inotify.max_user_instances`) is reached.
+    public init() throws {
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else {
+            let code = errno
+            if code == EMFILE || code == ENFILE || code == ENOSPC { throw Self.limitError(errno: code, directory: nil) }
+            throw FlippioError.internalError("inotify_init1 failed: \(String(cString: strerror(code))).")
+        }
+        self.fd = fd
+        // Unbounded: the kernel queue (fs.inotify.max_queued_events) is the real bound, and
+        // dropping here would lose edits without an overflow signal.
+        (events, continuation) = AsyncStream.makeStream(of: WatchEvent.self, bufferingPolicy: .unbounded)
+        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        Self.install(on: source, fd: fd, watcher: WeakWatcher(self))
+        source.resume()
+    }
+
+    deinit {
+        close()
+    }
+
+    // MARK: - Watches
+
+    public func watch(directory: URL) throws {
+        let path = Self.normalizedPath(directory)
+        let directory = URL(fileURLWithPath: path, isDirectory: true)
+        try state.withLock { state in
+            guard !state.closed else {
+                throw FlippioError.internalError("The watcher is closed; cannot watch \(path).")
+            }
+            let wd = inotify_add_watch(fd, path, Self.watchMask)
+            guard wd >= 0 else { throw Self.watchError(errno: errno, directory: directory) }
+            if let old = state.directoryByWatch[wd], old.path != path { state.watchByPath[old.path] = nil }
+            if let oldWatch = state.watchByPath[path], oldWatch != wd { state.directoryByWatch[oldWatch] = nil }
+            state.directoryByWatch[wd] = directory
+            state.watchByPath[path] = wd
+        }
+    }
+
+    public func unwatch(directory: URL) {
+        let path = Self.normalizedPath(directory)
+        state.withLock { state in
+            guard let wd = state.watchByPath.removeValue(forKey: path) else { return }
+            state.directoryByWatch[wd] = nil
+            if !state.closed { _ = inotify_rm_watch(fd, wd) }
+        }
+    }
+
+    public var watchedDirectories: [URL] {
+        state.withLock { Array($0.directoryByWatch.values) }.sorted { $0.path < $1.path }
+    }
+
+    public func close() {
+        let wasOpen = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.closed = true
+            state.directoryByWatch = [:]
+            state.watchByPath = [:]
+            if state.suspended { state.suspended = false; source.resume() }
+            return true
+        }
+        guard wasOpen else { return }
+        source.cancel()  // the cancel handler closes the descriptor, after the last read
+        continuation.finish()
+    }
+
+    /// The folder's path, standardized, without a trailing slash.
+    static func normalizedPath(_ url: URL) -> String {
+        var path = url.standardizedFileURL.path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        return path
+    }
+
+    // MARK: - Test hooks
+
+    /// Stops draining the kernel queue (events pile up there, up to `max_queued_events`).
+    func suspendReading() {
+        state.withLock { state in
+            guard !state.closed, !state.suspended else { return }
+            state.suspended = true
+            source.suspend()
+        }
+    }
+
+    /// Resumes draining after ``suspendReading()``.
+    func resumeReading() {
+        state.withLock { state in
+            guard state.suspended else { return }
+            state.suspended = false
+            source.resume()
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Holds the watcher weakly so the read source does not keep it alive.
+    private struct WeakWatcher: Sendable {
+        weak var watcher: InotifyWatcher?
+        init(_ watcher: InotifyWatcher) { self.watcher = watcher }
+    }
+
+    /// Installs the handlers from a plain function so the closures are `@Sendable` and
+    /// isolated to nothing (they run on the watcher's queue).
+    private static func install(on source: any DispatchSourceRead, fd: Int32, watcher: WeakWatcher) {
+        source.setEventHandler { @Sendable in
+            watcher.watcher?.drainKernelQueue()
+        }
+        source.setCancelHandler { @Sendable in
+            _ = Glibc.close(fd)
+        }
+    }
+
+    private static let bufferSize = 64 * 1024
+
+    private func drainKernelQueue() {
+        withUnsafeTemporaryAllocation(byteCount: Self.bufferSize, alignment: 8) { buffer in
+            while true {
+                let count = read(fd, buffer.baseAddress, buffer.count)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return  // EAGAIN: drained; EBADF: closed
+                }
+                if count == 0 { return }
+                let batch = parse(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                for event in batch { continuation.yield(event) }
+            }
+        }
+    }
+
+    private static let headerSize = MemoryLayout<inotify_event>.size  // 16: wd, mask, cookie, len
+
+    /// Turns a buffer of variable-length `struct inotify_event` records into events.
+    private func parse(_ bytes: UnsafeRawBufferPointer) -> [WatchEvent] {
+        var raw: [(wd: Int32, mask: UInt32, name: String)] = []
+        var offset = 0
+        while offset + Self.headerSize <= bytes.count {
+            let wd = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+            let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+            let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+            let nameStart = offset + Self.headerSize
+            guard nameStart + length <= bytes.count else { break }  // never happens: the kernel writes whole records
+            // The name is NUL-terminated and padded with NULs to an aligned length.
+            let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[nameStart..<(nameStart + length)])
+            let end = nameBytes.firstIndex(of: 0) ?? nameBytes.count
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: nameBytes[0..<end]), as: UTF8.self)
+            raw.append((wd, mask, name))
+            offset = nameStart + length
+        }
+        var events: [WatchEvent] = []
+        var seen = Set<WatchEvent>()
+        func emit(_ event: WatchEvent) {
+            if case .changed = event {
+                guard seen.insert(event).inserted else { return }
+            }
+            events.append(event)
+        }
+        state.withLock { state in
+            for (wd, mask, name) in raw {
+                if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                    emit(.overflow)
+                    continue
+                }
+                guard let directory = state.directoryByWatch[wd] else { continue }  // a watch we dropped
+                if mask & UInt32(IN_IGNORED) != 0 {
+                    // The kernel removed the watch (folder gone, file system unmounted).
+                    state.directoryByWatch[wd] = nil
+                    state.watchByPath[directory.path] = nil
+                    emit(.directoryRemoved(directory))
+                    continue
+                }
+                if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF)) != 0 {
+                    state.directoryByWatch[wd] = nil
+                    state.watchByPath[directory.path] = nil
+                    // A moved folder lives on elsewhere; its old path is meaningless, so stop.
+                    if mask & UInt32(IN_MOVE_SELF) != 0 { _ = inotify_rm_watch(fd, wd) }
+                    emit(.directoryRemoved(directory))
+                    continue
+                }
+                guard !name.isEmpty else { continue }  // an event on the folder itself
+                if mask & UInt32(IN_ISDIR) != 0 {
+                    let child = directory.appendingPathComponent(name, isDirectory: true)
+                    if mask & (UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) != 0 {
+                        emit(.directoryCreated(child))
+                    } else if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0,
+                              let childWatch = state.watchByPath.removeValue(forKey: child.path) {
+                        // Reported once: by whichever of this event and the child's own
+                        // DELETE_SELF/MOVE_SELF comes first (the other finds no watch).
+                        state.directoryByWatch[childWatch] = nil
+                        _ = inotify_rm_watch(fd, childWatch)
+                        emit(.directoryRemoved(child))
+                    }
+                    continue
+                }
+                emit(.changed(directory: directory, name: name))
+            }
+        }
+        return events
+    }
+
+    // MARK: - Errors
+
+    static func watchError(errno code: Int32, directory: URL) -> FlippioError {
+        switch code {
+        case ENOSPC, EMFILE, ENFILE:
+            return limitError(errno: code, directory: directory)
+        case ENOENT, ENOTDIR:
+            return FlippioError(.noSuchFile, "Cannot watch \(directory.path): it is not an existing folder.",
+                                remedy: "Check the workspace folder; `flippio status` lists what is tracked.",
+                                context: ["path": directory.path])
+        case EACCES, EPERM:
+            return FlippioError(.permissionDenied, "Cannot watch \(directory.path): permission denied.",
+                                remedy: "Check the permissions of the workspace folder.",
+                                context: ["path": directory.path])
+        default:
+            return FlippioError.internalError("inotify_add_watch(\(directory.path)) failed: \(String(cString: strerror(code))).")
+        }
+    }
+
+    static func limitError(errno code: Int32, directory: URL?) -> FlippioError {
+        let limits = InotifyLimits.current()
+        let what = directory.map { "Cannot watch \($0.path)" } ?? "Cannot start watching"
+        if code == ENOSPC {
+            let current = limits.maxUserWatches.map { " (fs.inotify.max_user_watches = \($0))" } ?? ""
+            return FlippioError(
+                .watchLimitReached,
+                "\(what): the per-user inotify watch limit is reached\(current); changes there are only found by rescans.",
+                remedy: "Raise it with `sudo sysctl fs.inotify.max_user_watches=524288`, and keep it across reboots with `echo fs.inotify.max_user_watches=524288 | sudo tee /etc/sysctl.d/90-flippio-inotify.conf`.",
+                context: ["errno": String(code), "limit": limits.maxUserWatches.map(String.init) ?? "unknown"])
+        }
+        let current = limits.maxUserInstances.map { " (fs.inotify.max_user_instances = \($0))" } ?? ""
+        return FlippioError(
+            .watchLimitReached,
+            "\(what): too many inotify instances or open files\(current).",
+            remedy: "Close other file-watching programs or raise the limit with `sudo sysctl fs.inotify.max_user_instances=1024` (persist it in /etc/sysctl.d/90-flippio-inotify.conf); also check `ulimit -n`.",
+            context: ["errno": String(code), "limit": limits.maxUserInstances.map(String.init) ?? "unknown"])
+    }
+}
+
+/// The kernel's inotify limits, as `flippio doctor` prints them.
+public struct InotifyLimits: Sendable, Equatable, Codable {
+    /// `fs.inotify.max_user_watches`: folders one user may watch, over all programs.
+    public var maxUserWatches: Int?
+    /// `fs.inotify.max_user_instances`: inotify instances one user may open.
+    public var maxUserInstances: Int?
+    /// `fs.inotify.max_queued_events`: events queued per instance before `IN_Q_OVERFLOW`.
+    public var maxQueuedEvents: Int?
+
+    public init(maxUserWatches: Int?, maxUserInstances: Int?, maxQueuedEvents: Int?) {
+        self.maxUserWatches = maxUserWatches
+        self.maxUserInstances = maxUserInstances
+        self.maxQueuedEvents = maxQueuedEvents
+    }
+
+    /// Reads the limits from `/proc/sys/fs/inotify` (nil for each value that cannot be read).
+    public static func current(procDirectory: URL = URL(fileURLWithPath: "/proc/sys/fs/inotify")) -> InotifyLimits {
+        func value(_ name: String) -> Int? {
+            guard case .success(let data) = SidecarStore.readFile(procDirectory.appendingPathComponent(name).path) else { return nil }
+            return Int(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return InotifyLimits(maxUserWatches: value("max_user_watches"),
+                             maxUserInstances: value("max_user_instances"),
+                             maxQueuedEvents: value("max_queued_events"))
+    }
+}

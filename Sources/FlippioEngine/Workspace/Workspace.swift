@@ -1,0 +1,367 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where local copies of device databases live: `<root>/<device id>/<app id>/<remote path>`.
+///
+/// The workspace is a plain folder tree. A database is tracked when a sidecar
+/// (`<db>.flippio.json`, see ``Sidecar``) lies beside it; ``trackedDatabases()`` finds them by
+/// walking the tree, so the sidecars are the agent's whole state.
+///
+/// Everything a device tells us (device ids, app ids, remote paths) is untrusted input:
+/// ``localURL(for:)`` refuses `..`, control characters, over-long names and symlinks, so nothing
+/// is ever written outside ``root``.
+///
+/// For example:
+///
+/// ```swift
+/// let workspace = Workspace(root: Workspace.defaultRoot(environment: ProcessInfo.processInfo.environment))
+/// let local = try workspace.localURL(for: remote)   // folders created, mode 0700
+/// ```
+///
+/// ## Topics
+///
+/// - ``localURL(for:)``
+/// - ``trackedDatabases()``
+/// - ``stateDirectory``
+/// - ``lock(for:)``
+public struct Workspace: Sendable {
+    /// The name of the agent's private folder directly under ``root`` (snapshots, locks).
+    public static let stateDirectoryName = ".flippio"
+    /// The longest file name accepted, in UTF-8 bytes (Linux's `NAME_MAX`).
+    public static let maximumComponentLength = 255
+    /// The longest absolute local path accepted, in UTF-8 bytes (Linux's `PATH_MAX`).
+    public static let maximumPathLength = 4096
+
+    /// The workspace folder. Created (mode 0700) on first use.
+    public let root: URL
+
+    public init(root: URL) {
+        self.root = root.standardizedFileURL
+    }
+
+    /// The default workspace: `$FLIPPIO_WORKSPACE` when set, else `$XDG_DATA_HOME/flippio`,
+    /// else `~/.local/share/flippio`.
+    ///
+    /// Relative values of `XDG_DATA_HOME` are ignored, as the XDG Base Directory spec requires.
+    public static func defaultRoot(environment: [String: String]) -> URL {
+        if let explicit = environment["FLIPPIO_WORKSPACE"], !explicit.isEmpty {
+            return URL(fileURLWithPath: expandTilde(explicit, environment: environment), isDirectory: true)
+                .standardizedFileURL
+        }
+        if let xdg = environment["XDG_DATA_HOME"], xdg.hasPrefix("/") {
+            return URL(fileURLWithPath: xdg, isDirectory: true).appendingPathComponent("flippio", isDirectory: true)
+                .standardizedFileURL
+        }
+        return URL(fileURLWithPath: homeDirectory(environment), isDirectory: true)
+            .appendingPathComponent(".local/share/flippio", isDirectory: true)
+            .standardizedFileURL
+    }
+
+    /// `<root>/.flippio`: snapshots and lock files. Never watched for pushes.
+    public var stateDirectory: URL {
+        root.appendingPathComponent(Self.stateDirectoryName, isDirectory: true)
+    }
+
+    // MARK: - Local paths
+
+    /// The local path of a remote database, with its folders created (mode 0700).
+    ///
+    /// The path is `<root>/<device id>/<app id>/<remote path without its leading />`. The file
+    /// itself is not created.
+    ///
+    /// - throws: ``FlippioError/Code/unsafePath`` when the device id, app id or remote path
+    ///   contains `..` or `.` components, empty names, NUL or control characters, a name longer
+    ///   than 255 bytes, a path longer than 4096 bytes, a `/` in the device or app id, a name the
+    ///   agent uses for its own files, or when an existing folder on the way (or the file) is a
+    ///   symlink. ``FlippioError/Code/workspaceWriteFailed`` when a folder cannot be created.
+    public func localURL(for database: RemoteDatabase) throws -> URL {
+        let components = try Self.relativeComponents(for: database)
+        let url = components.reduce(root) { $0.appendingPathComponent($1) }
+        guard url.path.utf8.count <= Self.maximumPathLength else {
+            throw Self.unsafe("The local path for \(database.path) would be \(url.path.utf8.count) bytes long, over the \(Self.maximumPathLength)-byte limit.",
+                              value: database.path)
+        }
+        try createRoot()
+        try Self.createDirectories(components.dropLast(), under: root)
+        try Self.checkFinal(components.last!, in: url.deletingLastPathComponent())
+        return url
+    }
+
+    /// The workspace-relative components `[device id, app id, path components...]`, each checked.
+    ///
+    /// - throws: ``FlippioError/Code/unsafePath`` as described in ``localURL(for:)``.
+    public static func relativeComponents(for database: RemoteDatabase) throws -> [String] {
+        var components: [String] = []
+        components.append(try checkIdentifier(database.deviceID, kind: "device id"))
+        components.append(try checkIdentifier(database.appID, kind: "app id"))
+        let path = database.path
+        if let bad = firstControlCharacter(in: path) {
+            throw unsafe("The remote path \(quoted(path)) contains the control character \(bad); refusing to use it as a local path.",
+                         value: path)
+        }
+        guard path.utf8.count <= maximumPathLength else {
+            throw unsafe("The remote path \(quoted(String(path.prefix(64))))… is \(path.utf8.count) bytes long, over the \(maximumPathLength)-byte limit.",
+                         value: path)
+        }
+        // Normalisation: a leading `/` and repeated `/` carry no meaning; `.`/`..` are refused, not resolved.
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        guard !parts.isEmpty else {
+            throw unsafe("The remote path \(quoted(path)) names no file.", value: path)
+        }
+        for part in parts {
+            try checkComponent(part, in: path)
+        }
+        let name = parts.last!
+        if isAgentFileName(name) {
+            throw unsafe("The remote file name \(quoted(name)) collides with flippio's own files (\(Sidecar.fileSuffix), temporary files); refusing to track it.",
+                         value: path)
+        }
+        components.append(contentsOf: parts)
+        return components
+    }
+
+    // MARK: - Tracked databases
+
+    /// Every database in the workspace that has a sidecar beside it, sorted by path.
+    ///
+    /// The walk does not enter ``stateDirectory`` or other hidden folders directly under
+    /// ``root``, and never follows symlinks. A sidecar whose database file is missing still
+    /// counts (the database is tracked; the sync engine reports the missing file).
+    ///
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed`` only when ``root`` exists but cannot be read.
+    ///   A missing root is an empty workspace.
+    public func trackedDatabases() throws -> [URL] {
+        var result: [URL] = []
+        try walk { directory, name, isDirectory in
+            if !isDirectory, name.hasSuffix(Sidecar.fileSuffix),
+               let database = Sidecar.databaseURL(forSidecar: directory.appendingPathComponent(name)) {
+                result.append(database)
+            }
+        }
+        return result.sorted { $0.path < $1.path }
+    }
+
+    /// Every folder of the workspace that the watcher should watch: ``root`` and all folders
+    /// below it, except ``stateDirectory`` and hidden folders directly under ``root``; sorted.
+    public func watchableDirectories() throws -> [URL] {
+        var result: [URL] = []
+        var info = stat()
+        if stat(root.path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { result.append(root) }  // the root may be a symlink
+        try walk { directory, name, isDirectory in
+            if isDirectory { result.append(directory.appendingPathComponent(name, isDirectory: true)) }
+        }
+        return result.sorted { $0.path < $1.path }
+    }
+
+    /// Removes sidecar temporary files (`.x.db.flippio.json.tmp-*`) left by a crash between
+    /// writing and renaming, when they are older than `age`. Returns how many were removed.
+    ///
+    /// The age guard keeps another process's write in progress (e.g. `flippio push` while the
+    /// agent runs) from losing its temp file.
+    @discardableResult
+    public func removeStaleTemporaryFiles(olderThan age: TimeInterval = 60, now: Date = Date()) -> Int {
+        var removed = 0
+        try? walk { directory, name, isDirectory in
+            guard !isDirectory, SidecarStore.isTemporaryFileName(name) else { return }
+            let path = directory.appendingPathComponent(name).path
+            var info = stat()
+            guard lstat(path, &info) == 0 else { return }
+            let modified = Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec))
+            if now.timeIntervalSince(modified) >= age, unlink(path) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
+    // MARK: - Locks
+
+    /// The advisory lock that serialises pushes of one database across processes.
+    ///
+    /// The lock is a file in `<stateDirectory>/locks/`, named after a hash of the database's
+    /// path; `flock(2)` on it, never on the database itself (closing any descriptor of the
+    /// database would drop SQLite's POSIX locks). The returned lock is not held yet: call
+    /// ``DatabaseLock/tryAcquire()`` or ``DatabaseLock/acquire(timeout:)``.
+    ///
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed`` when the lock file cannot be created.
+    public func lock(for database: URL) throws -> DatabaseLock {
+        try createRoot()
+        let locks = stateDirectory.appendingPathComponent("locks", isDirectory: true)
+        try Self.createDirectories([Self.stateDirectoryName, "locks"], under: root)
+        let key = ContentHash.sha256(Data(database.standardizedFileURL.path.utf8)).prefix(32)
+        let url = locks.appendingPathComponent("\(key).lock")
+        return try DatabaseLock(lockFile: url, database: database)
+    }
+
+    // MARK: - Internals
+
+    /// Creates ``root`` and its missing parents (mode 0700). Symlinks above the root are the
+    /// user's choice and are followed.
+    private func createRoot() throws {
+        if Self.lstatMode(root.path) != nil { return }
+        var path = ""
+        for component in root.path.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o700) != 0, errno != EEXIST {
+                throw FlippioError.workspaceWriteFailed(path: path, errno: errno)
+            }
+        }
+    }
+
+    /// Walks the workspace without following symlinks; `visit(directory, name, isDirectory)`.
+    private func walk(_ visit: (URL, String, Bool) throws -> Void) throws {
+        guard let mode = Self.lstatMode(root.path), mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK else { return }
+        var stack: [(URL, Int)] = [(root, 0)]
+        while let (directory, depth) = stack.popLast() {
+            let names: [String]
+            do {
+                names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            } catch {
+                if depth == 0 { throw FlippioError.workspaceWriteFailed(path: directory.path, errno: EACCES) }
+                continue  // a folder removed or unreadable mid-walk: skip it
+            }
+            for name in names {
+                let child = directory.appendingPathComponent(name)
+                guard let mode = Self.lstatMode(child.path) else { continue }
+                switch mode & S_IFMT {
+                case S_IFDIR:
+                    if depth == 0 && name.hasPrefix(".") { continue }
+                    try visit(directory, name, true)
+                    stack.append((child, depth + 1))
+                case S_IFREG:
+                    try visit(directory, name, false)
+                default:
+                    continue  // symlinks, sockets, devices: never followed, never tracked
+                }
+            }
+        }
+    }
+
+    static func lstatMode(_ path: String) -> mode_t? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return info.st_mode
+    }
+
+    /// Creates `components` one by one under `base`, refusing symlinks: each folder is opened
+    /// with `O_NOFOLLOW | O_DIRECTORY` relative to its parent, so a symlink planted anywhere on
+    /// the way (even between the check and the use) makes the call fail instead of escaping.
+    static func createDirectories<C: Collection>(_ components: C, under base: URL) throws where C.Element == String {
+        var fd = open(base.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FlippioError.workspaceWriteFailed(path: base.path, errno: errno) }
+        defer { close(fd) }
+        var current = base
+        for component in components {
+            current = current.appendingPathComponent(component, isDirectory: true)
+            if mkdirat(fd, component, 0o700) != 0, errno != EEXIST {
+                throw FlippioError.workspaceWriteFailed(path: current.path, errno: errno)
+            }
+            let next = openat(fd, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0 {
+                let code = errno
+                var info = stat()
+                if fstatat(fd, component, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFLNK {
+                    throw unsafe("\(current.path) is a symlink; flippio never follows symlinks inside its workspace. Remove it and pull again.",
+                                 value: current.path)
+                }
+                if code == ENOTDIR || code == ELOOP {
+                    throw unsafe("\(current.path) exists and is not a folder; cannot store a database below it.",
+                                 value: current.path)
+                }
+                throw FlippioError.workspaceWriteFailed(path: current.path, errno: code)
+            }
+            close(fd)
+            fd = next
+        }
+    }
+
+    /// The final path component may not exist yet; if it does, it must be a regular file.
+    private static func checkFinal(_ name: String, in directory: URL) throws {
+        let path = directory.appendingPathComponent(name).path
+        guard let mode = lstatMode(path) else { return }
+        switch mode & S_IFMT {
+        case S_IFREG: return
+        case S_IFLNK:
+            throw unsafe("\(path) is a symlink; flippio never writes through symlinks inside its workspace. Remove it and pull again.",
+                         value: path)
+        default:
+            throw unsafe("\(path) exists and is not a regular file; cannot store a database there.", value: path)
+        }
+    }
+
+    private static func checkIdentifier(_ value: String, kind: String) throws -> String {
+        if value.contains("/") {
+            throw unsafe("The \(kind) \(quoted(value)) contains `/`; refusing to use it as a folder name.", value: value)
+        }
+        if value.hasPrefix(".") && value != "." && value != ".." {
+            throw unsafe("The \(kind) \(quoted(value)) starts with `.`; such folders are hidden and reserved for flippio's state.",
+                         value: value)
+        }
+        try checkComponent(value, in: nil, kind: kind)
+        return value
+    }
+
+    private static func checkComponent(_ component: String, in path: String?, kind: String = "path component") throws {
+        let context = path.map { " in the remote path \(quoted($0))" } ?? ""
+        if component.isEmpty {
+            throw unsafe("The \(kind) is empty\(context).", value: path ?? component)
+        }
+        if component == "." || component == ".." {
+            throw unsafe("The \(kind) \(quoted(component))\(context) would leave its folder; refusing it.", value: path ?? component)
+        }
+        if let bad = firstControlCharacter(in: component) {
+            throw unsafe("The \(kind) \(quoted(component))\(context) contains the control character \(bad).", value: path ?? component)
+        }
+        if component.utf8.count > maximumComponentLength {
+            throw unsafe("The \(kind) \(quoted(String(component.prefix(40))))…\(context) is \(component.utf8.count) bytes long, over the \(maximumComponentLength)-byte limit.",
+                         value: path ?? component)
+        }
+    }
+
+    /// Names the agent writes for itself, which a device file must never shadow.
+    static func isAgentFileName(_ name: String) -> Bool {
+        name.hasSuffix(Sidecar.fileSuffix) || SidecarStore.isTemporaryFileName(name)
+    }
+
+    private static func firstControlCharacter(in string: String) -> String? {
+        for scalar in string.unicodeScalars {
+            let v = scalar.value
+            if v < 0x20 || v == 0x7F || (0x80...0x9F).contains(v) {
+                return String(format: "U+%04X", v)
+            }
+        }
+        return nil
+    }
+
+    /// Quotes untrusted text for a message, with control characters escaped so logs stay one line.
+    private static func quoted(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars.prefix(300) {
+            let v = scalar.value
+            if v < 0x20 || v == 0x7F || (0x80...0x9F).contains(v) {
+                out += String(format: "\\u{%02X}", v)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    private static func unsafe(_ message: String, value: String) -> FlippioError {
+        FlippioError(.unsafePath, message,
+                     remedy: "The device reported a name that cannot be stored safely; rename the file on the device or pull another database.",
+                     context: ["value": String(value.prefix(512))])
+    }
+
+    private static func homeDirectory(_ environment: [String: String]) -> String {
+        if let home = environment["HOME"], home.hasPrefix("/") { return home }
+        if let pw = getpwuid(getuid()), let dir = pw.pointee.pw_dir { return String(cString: dir) }
+        return NSHomeDirectory()
+    }
+
+    private static func expandTilde(_ path: String, environment: [String: String]) -> String {
+        if path == "~" { return homeDirectory(environment) }
+        if path.hasPrefix("~/") { return homeDirectory(environment) + path.dropFirst(1) }
+        return path
+    }
+}
