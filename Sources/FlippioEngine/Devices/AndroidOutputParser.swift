@@ -16,7 +16,7 @@ enum AndroidOutputParser {
     static func devices(_ text: String) -> [Device] {
         var devices: [Device] = []
         var seen = Set<String>()
-        for rawLine in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+        for rawLine in text.split(whereSeparator: \.isNewline) {
             let line = String(rawLine)
             guard let device = device(line), seen.insert(device.id).inserted else { continue }
             devices.append(device)
@@ -92,7 +92,7 @@ enum AndroidOutputParser {
     /// whose name is not a well-formed package name are ignored.
     static func packages(_ text: String) -> [String] {
         var names = Set<String>()
-        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+        for line in text.split(whereSeparator: \.isNewline) {
             guard line.hasPrefix("package:") else { continue }
             var name = line.dropFirst("package:".count)
             // `pm list packages -f` prints `package:/data/app/.../base.apk=NAME`.
@@ -195,7 +195,7 @@ enum AndroidOutputParser {
     /// `sha256sum` lines (`HASH  FILE`) as FILE → lowercase hex hash. Malformed lines are ignored.
     static func sha256sums(_ text: String) -> [String: String] {
         var hashes: [String: String] = [:]
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             guard line.count > 66 else { continue }
             let hash = line.prefix(64).lowercased()
             let separator = line.dropFirst(64).prefix(2)
@@ -208,7 +208,7 @@ enum AndroidOutputParser {
     /// `stat -c '%s %n'` lines as FILE → size. Malformed lines are ignored.
     static func sizes(_ text: String) -> [String: Int64] {
         var sizes: [String: Int64] = [:]
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             guard let space = line.firstIndex(of: " "), let size = Int64(line[..<space]), size >= 0 else { continue }
             sizes[String(line[line.index(after: space)...])] = size
         }
