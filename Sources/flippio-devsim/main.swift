@@ -30,6 +30,14 @@ struct DevsimCommand: ParsableCommand {
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
+        // A parent (a test runner) may have blocked or ignored SIGTERM; we must die on it.
+        signal(SIGTERM, SIG_DFL)
+        signal(SIGINT, SIG_DFL)
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        sigprocmask(SIG_UNBLOCK, &unblock, nil)
         let verbose = self.verbose
         let exitOnKill = self.exitOnKill
         var logger: (@Sendable (String) -> Void)?
