@@ -148,7 +148,7 @@ public actor ConnectionPool {
             return WriterLockProbe.writerActive(path: key, locks: locks)
         }
         let queue = try connection(for: database)
-        return try queue.inDatabase { WriterLockProbe.reservedLockHeld($0) }
+        return queue.inDatabase { WriterLockProbe.reservedLockHeld($0) }
     }
 
     // MARK: - Private
