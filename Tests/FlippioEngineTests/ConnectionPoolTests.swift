@@ -37,20 +37,32 @@ struct ConnectionPoolTests {
         let dir = try TemporaryDirectory()
         let db = try DBFixtures.makeDatabase(dir.child("x.db"), rows: 1)
         let pool = ConnectionPool()
-        let old = try await pool.connection(for: db)
-        #expect(try await old.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 1)
+        // Only the pool holds the old connection, so the pool can close it on reopen.
+        do {
+            let old = try await pool.connection(for: db)
+            #expect(try await old.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 1)
+        }
+
+        #expect(Self.openDescriptors(to: db.path) == 1, "SQLite's descriptor on the file")
 
         // An editor saves by writing a new file and renaming it over the old one.
         let temp = try DBFixtures.makeDatabase(dir.child(".x.db.save-tmp"), rows: 5)
         #expect(rename(temp.path, db.path) == 0)
 
         let new = try await pool.connection(for: db)
-        #expect(new !== old)
         #expect(await pool.counters.reopens == 1)
         #expect(await pool.counters.opens == 2)
         #expect(try await new.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 5)
         _ = try await pool.connection(for: db)
         #expect(await pool.counters.reopens == 1)
+        // The replaced file's connection is closed: no descriptor on the unlinked inode remains.
+        #expect(Self.openDescriptors(to: db.path + " (deleted)") == 0)
+    }
+
+    /// How many of this process's file descriptors point at `target` (as /proc/self/fd shows it).
+    static func openDescriptors(to target: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) == target }.count
     }
 
     @Test func evictsTheLeastRecentlyUsedBeyondCapacity() async throws {
@@ -136,5 +148,50 @@ struct ConnectionPoolTests {
         let reserved = locks.filter { $0.inode == 16220442 }
         #expect(reserved.count == 2)
         #expect(reserved.contains { $0.covers(WriterLockProbe.reservedByte) })
+    }
+}
+
+extension ConnectionPoolTests {
+    @Test func aHotJournalInTheUsersDatabaseIsReportedNotRolledBack() async throws {
+        let dir = try TemporaryDirectory()
+        let live = dir.child("live.db")
+        try Shell.sqlite(live, """
+            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+            INSERT INTO t(payload) SELECT zeroblob(500) FROM c;
+            """)
+        // An editor crashed mid-transaction: the copy taken then has a hot journal.
+        let editor = try LiveSQLite(live)
+        try await editor.run("PRAGMA cache_size=10; BEGIN; UPDATE t SET payload = randomblob(500);")
+        let db = dir.child("x.db")
+        try DBFixtures.copy(live, to: db)
+        try DBFixtures.copy(URL(fileURLWithPath: live.path + "-journal"), to: URL(fileURLWithPath: db.path + "-journal"))
+        editor.kill()
+        let journalHash = try ContentHash.sha256(fileAt: URL(fileURLWithPath: db.path + "-journal"))
+        let dbHash = try ContentHash.sha256(fileAt: db)
+
+        let pool = ConnectionPool()
+        let error = await expectFlippioError(.databaseBusy) {
+            let queue = try await pool.connection(for: db)
+            return try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") }
+        }
+        #expect(error?.message.contains("hot journal") == true)
+        await pool.closeAll()
+        // Read-only: the agent leaves the roll-back to the user's own tool.
+        #expect(try ContentHash.sha256(fileAt: URL(fileURLWithPath: db.path + "-journal")) == journalHash)
+        #expect(try ContentHash.sha256(fileAt: db) == dbHash)
+    }
+
+    @Test func aConnectionEvictedWhileInUseStaysUsable() async throws {
+        let dir = try TemporaryDirectory()
+        let db = try DBFixtures.makeDatabase(dir.child("x.db"), rows: 2)
+        let pool = ConnectionPool(capacity: 1)
+        let queue = try await pool.connection(for: db)
+        await pool.close(db)
+        _ = try await pool.connection(for: DBFixtures.makeDatabase(dir.child("other.db")))
+        // A snapshot that got the connection before it was dropped still completes.
+        let snapshot = try Snapshotter(directory: dir.child("snapshots")).snapshot(of: queue, named: "x.db")
+        #expect(snapshot.tableRowCounts == ["t": 2])
+        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 2)
     }
 }

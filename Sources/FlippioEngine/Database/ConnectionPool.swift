@@ -100,17 +100,18 @@ public actor ConnectionPool {
                                remedy: "Pull the database again, or run `flippio forget` to stop tracking it.",
                                context: ["path": key])
         }
-        if var entry = entries[key] {
-            if entry.identity == identity {
-                entry.lastUse = useClock
-                entries[key] = entry
-                return entry.queue
-            }
-            // Close the old connection BEFORE opening the new one: both would open the same
-            // `x.db-shm` path, and closing the old descriptor later would drop the new
-            // connection's locks on it (POSIX locks belong to the process, not the descriptor).
+        switch entries[key]?.identity {
+        case identity?:
+            entries[key]?.lastUse = useClock
+            return entries[key]!.queue
+        case _?:
+            // Close the old connection BEFORE opening the new one (when nobody else holds it):
+            // both would open the same `x.db-shm` path, and closing the old descriptor later
+            // would drop the new connection's locks on it (POSIX locks belong to the process).
             closeEntry(key)
             counters.reopens += 1
+        case nil:
+            break
         }
         let queue = try open(key, expected: identity)
         entries[key] = Entry(queue: queue.queue, identity: queue.identity, lastUse: useClock)
@@ -119,6 +120,9 @@ public actor ConnectionPool {
     }
 
     /// Closes the connection to `database`, if open.
+    ///
+    /// A connection still held by a caller (a snapshot in progress) stays usable and closes when
+    /// the caller releases it.
     public func close(_ database: URL) {
         closeEntry(database.standardizedFileURL.path)
     }
@@ -177,9 +181,13 @@ public actor ConnectionPool {
     }
 
     private func closeEntry(_ key: String) {
-        guard let entry = entries.removeValue(forKey: key) else { return }
-        // A failed close (unfinalized statements) leaves closing to the queue's deinit.
-        try? entry.queue.close()
+        guard var queue = entries.removeValue(forKey: key)?.queue else { return }
+        // GRDB crashes when a closed queue is used, so close explicitly only when nobody else
+        // holds it. Otherwise the last holder's release closes it (GRDB closes on deinit).
+        // A failed close (unfinalized statements) also leaves closing to deinit.
+        if isKnownUniquelyReferenced(&queue) {
+            try? queue.close()
+        }
     }
 
     private func evictBeyondCapacity() {
