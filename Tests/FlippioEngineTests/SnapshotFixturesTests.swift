@@ -31,7 +31,7 @@ enum DBFixtures {
         try Shell.sqlite(url, """
             CREATE TABLE blobs(id INTEGER PRIMARY KEY, label TEXT, payload BLOB);
             CREATE INDEX blobs_label ON blobs(label);
-            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < \(megabytes * 900))
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < \(megabytes * 720))
             INSERT INTO blobs(label, payload) SELECT hex(randomblob(8)), randomblob(1000) FROM c;
             """)
     }
