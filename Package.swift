@@ -40,7 +40,7 @@ let package = Package(
             ]
         ),
         // The emulated Android device: an adb server that the real `adb` client talks to.
-        .target(name: "DeviceSimulator"),
+        .target(name: "DeviceSimulator", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .executableTarget(
             name: "flippio-devsim",
             dependencies: [

@@ -1,2 +1,0 @@
-/// The emulated Android device (placeholder until the simulator lands).
-public enum DeviceSimulator {}

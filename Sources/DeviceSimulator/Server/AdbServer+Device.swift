@@ -1,0 +1,82 @@
+import Foundation
+import Glibc
+
+/// Device services: `shell:` (raw and shell protocol v2) and `exec:`.
+extension AdbServer {
+    func handleDevice(_ service: String, selection: Selection, connection: SocketConnection) throws {
+        let device = selection.device
+        let serial = device.serial
+
+        if service.hasPrefix("shell:") || service.hasPrefix("shell,") {
+            // shell[,arg,arg...]:command — args: v2, TERM=..., raw, pty.
+            let colon = service.firstIndex(of: ":") ?? service.endIndex
+            let args = service[service.index(service.startIndex, offsetBy: 5)..<colon].split(separator: ",")
+            let command = colon < service.endIndex ? String(service[service.index(after: colon)...]) : ""
+            registry.log(serial: serial, service: "shell", command: command)
+            guard hang(selection, connection) else { return }
+            try connection.sendOkay()
+            if args.contains("v2") {
+                try runShellProtocol(command, device: device, connection: connection)
+            } else {
+                try runRaw(command, device: device, connection: connection, dropping: false)
+            }
+            return
+        }
+        if service.hasPrefix("exec:") {
+            let command = String(service.dropFirst("exec:".count))
+            registry.log(serial: serial, service: "exec", command: command)
+            guard hang(selection, connection) else { return }
+            try connection.sendOkay()
+            let dropping = registry.takeDropTransfer(serial: serial)
+            try runRaw(command, device: device, connection: connection, dropping: dropping)
+            return
+        }
+        if service == "sync:" || service.hasPrefix("sync:") {
+            guard hang(selection, connection) else { return }
+            try connection.sendOkay()
+            try runSync(device: device, connection: connection)
+            return
+        }
+        registry.log(serial: serial, service: service)
+        try connection.sendFail("closed")
+        connection.finish()
+    }
+
+    /// The `hangSeconds` fault: the request was accepted, the answer comes late (or never, if the
+    /// client gives up first). False when the client left or the server stopped.
+    private func hang(_ selection: Selection, _ connection: SocketConnection) -> Bool {
+        guard selection.faults.hangSeconds > 0 else { return true }
+        return pause(seconds: selection.faults.hangSeconds, connection: connection)
+    }
+
+    private func makeShell(_ device: SimulatedDevice, _ connection: SocketConnection) -> DeviceShell {
+        DeviceShell(device: device, user: .shell, cwd: "/", cancelled: { [weak self] in self?.isStopped ?? true })
+    }
+
+    /// Shell protocol v2: stdout and stderr as separate packets, then the exit status.
+    private func runShellProtocol(_ command: String, device: SimulatedDevice, connection: SocketConnection) throws {
+        let io = ShellIO(
+            stdin: ShellPacketInput(socket: connection),
+            stdout: ShellPacketSink(socket: connection, id: ShellPacketSink.stdout),
+            stderr: ShellPacketSink(socket: connection, id: ShellPacketSink.stderr))
+        let shell = makeShell(device, connection)
+        let status = command.isEmpty ? try shell.sh([], io) : try shell.run(script: command, io: io)
+        try connection.write(ShellPacketSink.header(id: ShellPacketSink.exit, length: 1) + [UInt8(truncatingIfNeeded: status)])
+        connection.finish()
+    }
+
+    /// `exec:` and protocol-less `shell:`: stdout and stderr in one byte stream, no exit status.
+    private func runRaw(_ command: String, device: SimulatedDevice, connection: SocketConnection, dropping: Bool) throws {
+        var sink: OutputSink = SocketSink(socket: connection)
+        if dropping { sink = DroppingSink(inner: sink, socket: connection) }
+        let io = ShellIO(stdin: SocketInput(socket: connection), stdout: sink, stderr: sink)
+        let shell = makeShell(device, connection)
+        _ = command.isEmpty ? try shell.sh([], io) : try shell.run(script: command, io: io)
+        if dropping {
+            // Nothing was written (empty output): still cut the transfer short.
+            connection.abort()
+            return
+        }
+        connection.finish()
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+
+/// run-as, su, pm, am, cmd: the Android tools flippio's bridge uses, with their real texts.
+extension DeviceShell {
+    /// `run-as PKG [CMD...]`: runs CMD as the app, in `/data/data/PKG`, for debuggable apps only.
+    func runAs(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        var args = args
+        if args.first == "--user", args.count >= 2 { args.removeFirst(2) }
+        guard let package = args.first else {
+            try io.err("run-as: usage: run-as <package-name> [--user <uid>] <command> [<args>]\n")
+            return 1
+        }
+        args.removeFirst()
+        if args.first == "--user", args.count >= 2 { args.removeFirst(2) }
+        guard let info = device.config.packages[package] else {
+            try io.err("run-as: unknown package: \(package)\n")
+            return 1
+        }
+        guard info.debuggable else {
+            try io.err("run-as: package not debuggable: \(package)\n")
+            return 1
+        }
+        if user != .shell && user != .root {
+            try io.err("run-as: only 'shell' or 'root' users can run this program\n")
+            return 1
+        }
+        let home = "/data/data/\(package)"
+        // An installed app always has its data folder.
+        let dataDir = device.fsRoot.appendingPathComponent("data/data/\(package)", isDirectory: true)
+        try? FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        let app = child(user: .app(package), cwd: home)
+        if args.isEmpty {
+            return try app.sh([], io)
+        }
+        if let status = try app.exec(args, io: io) { return status }
+        try io.err("run-as: exec failed for \(args[0]): No such file or directory\n")
+        return 1
+    }
+
+    /// `su [-c STRING] [UID [CMD...]]` on devices where `device.json` has `"su": true`.
+    func su(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        if case .app = user {
+            try io.err("su: uid \(uid) not allowed to su\n")
+            return 1
+        }
+        var args = args
+        var script: String?
+        var target = DeviceUser.root
+        var command: [String] = []
+        while let a = args.first {
+            args.removeFirst()
+            if a == "-c" || a == "--command" {
+                guard let s = args.first else {
+                    try io.err("su: option requires an argument -- c\n")
+                    return 1
+                }
+                script = s
+                args.removeFirst()
+            } else if a == "-" || a == "-l" || a == "--login" || a == "-mm" || a == "--mount-master" || a == "-p" {
+                continue
+            } else if command.isEmpty && script == nil && (a == "0" || a == "root") {
+                target = .root
+            } else if command.isEmpty && script == nil && (a == "2000" || a == "shell") {
+                target = .shell
+            } else {
+                command = [a] + args
+                args = []
+            }
+        }
+        let shell = child(user: target, cwd: cwd)
+        if let script { return try shell.run(script: script, io: io) }
+        if command.isEmpty { return try shell.sh([], io) }
+        if let status = try shell.exec(command, io: io) { return status }
+        try io.err("su: exec failed for \(command[0]): No such file or directory\n")
+        return 1
+    }
+
+    // MARK: - pm
+
+    /// The install path `pm path` prints (stable per package).
+    func apkPath(_ package: String) -> String {
+        if device.config.packages[package]?.system == true { return "/system/app/\(package)/\(package).apk" }
+        var hash: UInt64 = 1_469_598_103_934_665_603
+        for b in package.utf8 { hash = (hash ^ UInt64(b)) &* 1_099_511_628_211 }
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        func token(_ seed: UInt64) -> String {
+            var h = seed
+            var s = ""
+            for _ in 0..<22 { s.append(alphabet[Int(h % 64)]); h = h / 64 &+ (h &* 31) }
+            return s + "=="
+        }
+        return "/data/app/~~\(token(hash))/\(package)-\(token(hash &* 7 &+ 13))/base.apk"
+    }
+
+    func pm(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        guard let sub = args.first else {
+            try io.err("usage: pm path [--user USER_ID] PACKAGE\n       pm list packages [-f] [-d] [-e] [-s] [-3] [-i] [-l] [-u] [-U] [FILTER]\n")
+            return 1
+        }
+        let rest = Array(args.dropFirst())
+        switch sub {
+        case "list":
+            guard rest.first == "packages" || rest.first == "package" else {
+                if rest.first == "users" {
+                    try io.out("Users:\n\tUserInfo{0:Owner:c13} running\n")
+                    return 0
+                }
+                try io.err("Error: unknown list type '\(rest.first ?? "")'\n")
+                return 1
+            }
+            var flags = Set<String>()
+            var filter: String?
+            var i = 1
+            while i < rest.count {
+                let a = rest[i]
+                if a == "--user" { i += 2; continue }
+                if a.hasPrefix("-") { a.dropFirst().forEach { flags.insert(String($0)) } } else { filter = a }
+                i += 1
+            }
+            for name in device.config.packages.keys.sorted() {
+                let info = device.config.packages[name]!
+                if flags.contains("3") && info.system { continue }
+                if flags.contains("s") && !info.system { continue }
+                if let filter, !name.contains(filter) { continue }
+                var line = "package:"
+                if flags.contains("f") { line += apkPath(name) + "=" }
+                line += name
+                if flags.contains("U") { line += " uid:\(device.uid(of: name))" }
+                try io.out(line + "\n")
+            }
+            return 0
+        case "path":
+            guard let package = rest.last(where: { !$0.hasPrefix("-") && Int($0) == nil }) else {
+                try io.err("Error: no package specified\n")
+                return 1
+            }
+            guard device.config.packages[package] != nil else { return 1 }
+            try io.out("package:\(apkPath(package))\n")
+            return 0
+        case "clear":
+            guard let package = rest.last, device.config.packages[package] != nil else {
+                try io.out("Failed\n")
+                return 1
+            }
+            let dataDir = device.fsRoot.appendingPathComponent("data/data/\(package)")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dataDir.path)) ?? [] {
+                try? FileManager.default.removeItem(at: dataDir.appendingPathComponent(name))
+            }
+            try io.out("Success\n")
+            return 0
+        default:
+            try io.err("Unknown command: \(sub)\n")
+            return 1
+        }
+    }
+
+    // MARK: - am, cmd
+
+    /// `am force-stop PKG` and `am kill PKG` print nothing and succeed, even for unknown packages.
+    func am(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        switch args.first {
+        case "force-stop", "kill", "kill-all", "stop-app":
+            return 0
+        case "start", "start-activity":
+            try io.out("Starting: Intent { \(args.dropFirst().joined(separator: " ")) }\n")
+            return 0
+        case "broadcast":
+            try io.out("Broadcasting: Intent { \(args.dropFirst().joined(separator: " ")) }\nBroadcast completed: result=0\n")
+            return 0
+        case nil:
+            try io.err("usage: am [subcommand] [options]\n")
+            return 1
+        default:
+            try io.err("Unknown command: \(args[0])\n")
+            return 255
+        }
+    }
+
+    /// `cmd package ...` and `cmd activity ...` (the binder front ends of pm and am).
+    func cmd(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        switch args.first {
+        case "package": return try pm(Array(args.dropFirst()), io)
+        case "activity": return try am(Array(args.dropFirst()), io)
+        case nil:
+            try io.err("cmd: No service specified; use -l to list all running services.\n")
+            return 20
+        default:
+            try io.err("cmd: Can't find service: \(args[0])\n")
+            return 20
+        }
+    }
+}

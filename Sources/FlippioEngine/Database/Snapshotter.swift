@@ -1,0 +1,180 @@
+import Foundation
+import GRDB
+
+/// A checked, self-contained copy of a database's committed state, ready to push.
+public struct Snapshot: Sendable, Equatable {
+    /// The snapshot file (in the ``Snapshotter``'s private folder).
+    public var url: URL
+    /// SHA-256 (hex) of the snapshot file. Equal for snapshots of an unchanged database.
+    public var contentHash: String
+    /// The snapshot file's size in bytes.
+    public var size: Int64
+    /// Row counts per ordinary table, read from the snapshot.
+    public var tableRowCounts: [String: Int]
+}
+
+/// How a ``Snapshotter`` copies a database.
+public enum SnapshotMethod: String, Sendable, CaseIterable {
+    /// SQLite's online backup API (`sqlite3_backup_*`), all pages in one step: a page-for-page
+    /// copy, so `PRAGMA quick_check` on the copy sees any damage the original has.
+    case backup
+    /// `VACUUM INTO`: a compacted copy rebuilt row by row. Smaller (no free pages) and
+    /// independent of the original's page layout, but it rebuilds indexes, which can hide a
+    /// damaged index: the original is therefore quick_checked too, which costs one more read.
+    case vacuumInto
+}
+
+/// Takes consistent snapshots of databases through SQLite.
+///
+/// A snapshot is the committed state as a reader sees it (WAL content that is not checkpointed
+/// yet included, an open write transaction excluded), written to a new file in a private folder,
+/// set to `journal_mode=DELETE` (header bytes 18/19 are 1: a plain file with no side files),
+/// fsynced, checked with `PRAGMA quick_check`, and hashed.
+///
+/// The hash is deterministic: snapshotting an unchanged database gives the same bytes, whether
+/// or not it was opened, read, `touch`ed, or checkpointed by another connection in between.
+/// The header fields that vary with the original's history are not copied from it:
+///
+/// - the file change counter (offset 24) and version-valid-for number (92) of the copy are
+///   counted by the copy's own commits, which are the same for every snapshot (the original's
+///   counter, which rollback-mode commits increment even when they change nothing, is not kept);
+/// - the schema cookie (offset 40) is set by SQLite for the new file: 1 with `.backup`, the
+///   original's plus one with `.vacuumInto`; it changes only with the schema;
+/// - `SQLITE_VERSION_NUMBER` (offset 96) is that of the library here.
+///
+/// No header byte is patched by hand. A real edit changes a page, so it changes the hash.
+///
+/// For example:
+///
+/// ```swift
+/// let snapshotter = Snapshotter(directory: stateFolder.appendingPathComponent("snapshots"))
+/// let snapshot = try snapshotter.snapshot(of: try await pool.connection(for: file), named: "x.db")
+/// if snapshot.contentHash != sidecar.lastPushedHash { push(snapshot.url) }
+/// ```
+public struct Snapshotter: Sendable {
+    /// The private folder the snapshot files are written to (created when needed).
+    public let directory: URL
+    /// How the copy is made. The default is ``SnapshotMethod/backup``.
+    public let method: SnapshotMethod
+
+    public init(directory: URL, method: SnapshotMethod = .backup) {
+        self.directory = directory
+        self.method = method
+    }
+
+    /// Snapshots the database behind `connection` into `directory/named`, replacing an older one.
+    ///
+    /// - parameters:
+    ///     - connection: a (read-only) connection to the database, e.g. from ``ConnectionPool``.
+    ///     - named: the snapshot's file name in ``directory`` (one path component).
+    /// - throws: ``FlippioError/Code/corruptDatabase`` with the quick_check output,
+    ///   ``FlippioError/Code/notSQLite``, ``FlippioError/Code/databaseBusy`` (a writer holds an
+    ///   exclusive lock longer than the connection's busy timeout; retry),
+    ///   ``FlippioError/Code/workspaceWriteFailed``. The original is never modified.
+    public func snapshot(of connection: DatabaseQueue, named: String) throws -> Snapshot {
+        let source = connection.path
+        guard !named.isEmpty, !named.contains("/"), named != ".", named != ".." else {
+            throw FlippioError(.invalidArgument, "Invalid snapshot name \"\(named)\".",
+                               remedy: "This is a bug in flippio; please report it with the log.")
+        }
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw FlippioError.workspaceWriteFailed(path: directory.path, errno: errno == 0 ? EIO : errno)
+        }
+        let final = directory.appendingPathComponent(named)
+        let temporary = directory.appendingPathComponent(".\(named).\(UUID().uuidString.prefix(8)).tmp")
+        defer { Self.remove(temporary) }
+
+        do {
+            switch method {
+            case .backup:
+                let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
+                try connection.backup(to: destination)
+                try destination.close()
+            case .vacuumInto:
+                try connection.inDatabase { db in
+                    try DatabaseInspector.quickCheck(db, path: source, what: "\(source)")
+                    try db.execute(sql: "VACUUM INTO ?", arguments: [temporary.path])
+                }
+            }
+        } catch {
+            throw FlippioError.database(error, path: source, action: "snapshot")
+        }
+
+        let tableRowCounts: [String: Int]
+        do {
+            tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)")
+        } catch {
+            throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
+        }
+        try DatabaseInspector.syncToDisk(fileAt: temporary)
+        guard rename(temporary.path, final.path) == 0 else {
+            throw FlippioError.workspaceWriteFailed(path: final.path, errno: errno)
+        }
+        try DatabaseInspector.syncToDisk(fileAt: final)
+        let hash: String
+        do { hash = try ContentHash.sha256(fileAt: final) } catch {
+            throw FlippioError.workspaceWriteFailed(path: final.path, errno: EIO)
+        }
+        return Snapshot(url: final, contentHash: hash, size: DatabaseInspector.fileSize(final),
+                        tableRowCounts: tableRowCounts)
+    }
+
+    /// Describes how row counts changed, for the agent's log: `["users": "3 → 4"]`.
+    ///
+    /// Tables whose count did not change are left out; an added table reads `"new → 2"`, a
+    /// dropped one `"5 → dropped"`.
+    public func rowCountChanges(from old: [String: Int], to new: [String: Int]) -> [String: String] {
+        Self.rowCountChanges(from: old, to: new)
+    }
+
+    /// See ``rowCountChanges(from:to:)``.
+    public static func rowCountChanges(from old: [String: Int], to new: [String: Int]) -> [String: String] {
+        var changes: [String: String] = [:]
+        for table in Set(old.keys).union(new.keys) {
+            switch (old[table], new[table]) {
+            case let (a?, b?) where a != b: changes[table] = "\(a) → \(b)"
+            case let (nil, b?): changes[table] = "new → \(b)"
+            case let (a?, nil): changes[table] = "\(a) → dropped"
+            default: break
+            }
+        }
+        return changes
+    }
+
+    // MARK: - Private
+
+    /// Our own files only: they are not shared, so a lock means a bug; fail fast.
+    private static var privateConfiguration: Configuration {
+        var configuration = Configuration()
+        configuration.label = "flippio.snapshot"
+        configuration.busyMode = .immediateError
+        return configuration
+    }
+
+    /// Makes the copy a plain rollback-journal file, checks it, and counts its rows.
+    private static func finish(_ file: URL, what: String) throws -> [String: Int] {
+        // The header is checked first: SQLite would open some damaged headers as an empty database.
+        _ = try SQLiteHeader.read(fileAt: file)
+        let queue = try DatabaseQueue(path: file.path, configuration: privateConfiguration)
+        let counts = try queue.writeWithoutTransaction { db -> [String: Int] in
+            // The backup API copies page 1 as it is: a WAL original gives a copy marked WAL
+            // (bytes 18/19 = 2). Leaving WAL mode rewrites them to 1 and removes the -wal/-shm.
+            if try String.fetchOne(db, sql: "PRAGMA journal_mode") == "wal" {
+                let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
+                guard mode == "delete" else {
+                    throw FlippioError.internalError("Could not switch the snapshot \(file.path) out of WAL mode (got \(mode ?? "nil")).")
+                }
+            }
+            try DatabaseInspector.quickCheck(db, path: file.path, what: what)
+            return try DatabaseInspector.tableRowCounts(db)
+        }
+        try queue.close()
+        return counts
+    }
+
+    private static func remove(_ file: URL) {
+        for path in [file.path] + DatabaseInspector.sideFiles(of: file).map(\.path) { unlink(path) }
+    }
+}

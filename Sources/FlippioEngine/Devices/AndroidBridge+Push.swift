@@ -1,0 +1,114 @@
+import Crypto
+import Foundation
+
+// MARK: - Push
+
+extension AndroidBridge {
+    /// The deterministic temp names of a push to `database`: a retry overwrites the same files and
+    /// a later success removes them.
+    struct PushNames: Sendable, Equatable {
+        /// `/data/local/tmp/flippio-<16 hex>.db`, where `adb push` writes.
+        var staging: String
+        /// `DIR/.x.db.flippio-tmp`, beside the target, renamed over it.
+        var sibling: String
+
+        init(serial: String, path: String) {
+            let digest = SHA256.hash(data: Data((serial + path).utf8))
+            let id = digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+            staging = "/data/local/tmp/flippio-\(id).db"
+            let slash = path.lastIndex(of: "/")!
+            let directory = String(path[..<slash])
+            let name = String(path[path.index(after: slash)...])
+            sibling = "\(directory)/.\(name).flippio-tmp"
+        }
+    }
+
+    /// Replaces the device's database with `snapshot` (the contract's steps e, a, b, c, d):
+    ///
+    /// 1. remove a stale `DIR/.x.db.flippio-tmp` left by an interrupted push;
+    /// 2. `adb push` the snapshot to `/data/local/tmp/flippio-<id>.db`;
+    /// 3. as the app: copy it to `DIR/.x.db.flippio-tmp`, `chmod 660`, remove `x.db-wal`,
+    ///    `x.db-shm`, `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
+    /// 4. verify that the device's `sha256sum x.db` equals `snapshotHash`;
+    /// 5. remove the staging file.
+    ///
+    /// Does not check for conflicts and does not stop the app: the sync engine does both first.
+    ///
+    /// - Important: `adb push` keeps the local file's permission bits, and the app's user must be
+    ///   able to read the staging copy, so the snapshot is made readable (`a+r`) before it is sent.
+    /// - throws: ``FlippioError/Code/verificationFailed`` when the device's hash differs from
+    ///   `snapshotHash`; the codes of `AndroidErrors` for adb and device failures.
+    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, progress: TransferProgress?) async throws -> DeviceFingerprint {
+        let (prefix, subject) = try validate(database)
+        let serial = database.deviceID
+        let names = PushNames(serial: serial, path: database.path)
+        let path = database.path
+        let q = DeviceShellQuoting.quote
+
+        let attributes: [FileAttributeKey: Any]
+        do {
+            attributes = try FileManager.default.attributesOfItem(atPath: snapshot.path)
+        } catch {
+            throw FlippioError(.noSuchFile, "The snapshot \(snapshot.path) to push to \(path) cannot be read.",
+                               remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
+        }
+        let size = (attributes[.size] as? NSNumber)?.int64Value
+        if let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue, mode & 0o444 != 0o444 {
+            try? FileManager.default.setAttributes([.posixPermissions: mode | 0o444], ofItemAtPath: snapshot.path)
+        }
+
+        // e. A temp file left by an interrupted push would be copied over anyway; remove it first.
+        try await shellChecked(serial, prefix + "rm -f " + q(names.sibling), subject: subject)
+
+        // a. Upload.
+        progress?(0, size)
+        let pushArguments = ["push", snapshot.path, names.staging]
+        let upload = try await adb(pushArguments, serial: serial, subject: .init(serial: serial, package: database.appID, path: names.staging),
+                                   timeout: timeouts.transfer(bytes: size))
+        guard upload.succeeded else {
+            throw failure(upload, pushArguments, serial: serial, .init(serial: serial, package: database.appID, path: names.staging))
+        }
+        progress?(size ?? 0, size)
+
+        // b. Copy beside the target, drop the stale journals, rename over the target. su copies
+        // as root: hand the copy to the owner of the file it replaces.
+        var steps = ["cp \(q(names.staging)) \(q(names.sibling))", "chmod 660 \(q(names.sibling))"]
+        if database.access == .su, let owner = await owner(of: path, serial: serial) {
+            steps.append("chown \(owner) \(q(names.sibling))")
+        }
+        steps.append("rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal"))")
+        steps.append("mv -f \(q(names.sibling)) \(q(path))")
+        try await shellChecked(serial, prefix + "sh -c " + q(steps.joined(separator: " && ")), subject: subject)
+
+        // c. Verify.
+        let verify = try await shellChecked(serial, prefix + "sha256sum " + q(path), subject: subject)
+        let deviceHash = AndroidOutputParser.sha256sums(verify.stdoutText)[path]
+        guard deviceHash == snapshotHash.lowercased() else {
+            throw FlippioError(.verificationFailed,
+                               "After the push, \(path) on device \(serial) has hash \(deviceHash ?? "none") instead of \(snapshotHash).",
+                               remedy: "flippio pushes again by itself; if this repeats, check the device's free space.",
+                               context: subject.context.merging(["expected": snapshotHash, "actual": deviceHash ?? ""]) { $1 })
+        }
+
+        // d. Clean up; a failure here leaves only a temp file that the next push overwrites.
+        do {
+            try await shellChecked(serial, "rm -f " + q(names.staging), subject: subject)
+        } catch {
+            logger.warning("Could not remove \(names.staging) on \(serial): \(error)")
+        }
+        return DeviceFingerprint(mainHash: deviceHash)
+    }
+
+    /// `uid:gid` of `path` (or of its folder when it does not exist), through su; nil when unknown.
+    private func owner(of path: String, serial: String) async -> String? {
+        let folder = String(path[..<path.lastIndex(of: "/")!])
+        for candidate in [path, folder] {
+            guard let result = try? await shell(serial, "su 0 stat -c %u:%g " + DeviceShellQuoting.quote(candidate),
+                                                subject: .init(serial: serial)),
+                  result.succeeded else { continue }
+            let owner = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+            if owner.wholeMatch(of: /[0-9]+:[0-9]+/) != nil { return owner }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+
+extension IOSBridge {
+    /// The folders searched for databases, in order.
+    static let searchRoots = ["/Documents", "/Library"]
+    /// Folders under `/Library` that hold caches and snapshots, not app data.
+    static let skippedFolders: Set<String> = ["/Library/Caches", "/Library/SplashBoard", "/Library/Snapshots",
+                                              "/Library/WebKit", "/Library/Cookies", "/Library/Saved Application State"]
+
+    // MARK: - Finding databases
+
+    /// SQLite databases in the app's container (`/Documents`, `/Library` and below, including
+    /// `/Library/Application Support`), or in its shared Documents when the container is refused.
+    ///
+    /// - throws: `iosContainerRefused` naming the fix when house_arrest vends neither.
+    public func databases(deviceID: String, appID: String) async throws -> [RemoteDatabase] {
+        try Self.validate(deviceID: deviceID)
+        try Self.validate(appID: appID)
+        var access = RemoteDatabase.Access.container
+        var roots = Self.searchRoots
+        var first: [IOSOutputParser.AFCEntry]?
+        do {
+            first = try await listDirectory(deviceID: deviceID, appID: appID, access: .container, path: "/Documents")
+        } catch let error as FlippioError where error.code == .iosContainerRefused {
+            do {
+                first = try await listDirectory(deviceID: deviceID, appID: appID, access: .documents, path: "/Documents")
+                access = .documents
+                roots = ["/Documents"]
+            } catch let error as FlippioError where error.code == .iosContainerRefused {
+                throw IOSErrors.containerRefused(appID: appID, deviceID: deviceID)
+            } catch let error as FlippioError where error.code == .noSuchFile {
+                access = .documents
+                roots = []
+            }
+        } catch let error as FlippioError where error.code == .noSuchFile {
+            first = nil
+        }
+
+        var found: [RemoteDatabase] = []
+        var queue: [(path: String, depth: Int, entries: [IOSOutputParser.AFCEntry]?)] = roots.map { ($0, 1, nil) }
+        if !queue.isEmpty, queue[0].path == "/Documents" { queue[0].entries = first ?? [] }
+        var listed = 0, seen = 0
+        while !queue.isEmpty, listed < limits.maxDirectories, seen < limits.maxEntries {
+            let (path, depth, known) = queue.removeFirst()
+            let entries: [IOSOutputParser.AFCEntry]
+            if let known {
+                entries = known
+            } else {
+                do {
+                    entries = try await listDirectory(deviceID: deviceID, appID: appID, access: access, path: path)
+                } catch let error as FlippioError where error.code == .noSuchFile || error.code == .permissionDenied {
+                    continue
+                }
+            }
+            listed += 1
+            for entry in entries {
+                seen += 1
+                if seen > limits.maxEntries { break }
+                let child = path + "/" + entry.name
+                switch entry.kind {
+                case .directory where depth < limits.maxDepth && !Self.skippedFolders.contains(child):
+                    queue.append((child, depth + 1, nil))
+                case .file where IOSOutputParser.isDatabaseName(entry.name):
+                    found.append(RemoteDatabase(platform: .ios, deviceID: deviceID, appID: appID, path: child,
+                                                access: access, size: entry.size))
+                default:
+                    break
+                }
+            }
+        }
+        return found.sorted { $0.path < $1.path }
+    }
+
+    /// Lists a folder with `ls -l` (names, kinds, sizes); falls back to `ls` plus `info` per entry
+    /// for an afcclient without `ls -l`.
+    func listDirectory(deviceID: String, appID: String, access: RemoteDatabase.Access, path: String) async throws
+        -> [IOSOutputParser.AFCEntry] {
+        let arguments = afcArguments(deviceID: deviceID, appID: appID, access: access)
+        let long = try await run(.afcClient, arguments + ["--", "ls", "-l", path], timeout: timeouts.control)
+        let olderTool = IOSOutputParser.errorLines(long.stdoutText).contains { $0.contains("'-l'") }
+        if !olderTool {
+            if let error = IOSErrors.failure(in: long, tool: .afcClient, command: "afcclient ls -l \(path)", deviceID: deviceID) {
+                throw error
+            }
+            if let entries = IOSOutputParser.longListing(long.stdoutText) { return entries }
+        }
+        let plain = try await checked(.afcClient, arguments + ["--", "ls", path], timeout: timeouts.control, deviceID: deviceID)
+        var entries: [IOSOutputParser.AFCEntry] = []
+        for name in IOSOutputParser.names(plain.stdoutText).prefix(limits.maxEntries) {
+            let info = try? await checked(.afcClient, arguments + ["--", "info", path + "/" + name],
+                                          timeout: timeouts.control, deviceID: deviceID)
+            if let parsed = info.flatMap({ IOSOutputParser.info($0.stdoutText) }) {
+                entries.append(IOSOutputParser.AFCEntry(name: name, kind: parsed.kind, size: parsed.size))
+            }
+        }
+        return entries
+    }
+
+    func afcArguments(deviceID: String, appID: String, access: RemoteDatabase.Access) -> [String] {
+        ["-u", deviceID] + networkFlag(deviceID) + [access == .documents ? "--documents" : "--container", appID]
+    }
+
+    func afcArguments(_ database: RemoteDatabase) -> [String] {
+        afcArguments(deviceID: database.deviceID, appID: database.appID, access: database.access)
+    }
+
+    // MARK: - Pull and fingerprint
+
+    /// Copies the database and its `-wal`/`-journal` (when the device has them, not empty) into
+    /// `directory` under the remote file's name, replacing older local copies; checks the header.
+    public func pull(_ database: RemoteDatabase, into directory: URL, progress: TransferProgress?) async throws -> PulledFiles {
+        let (parent, name) = try Self.split(database)
+        let staging = directory.appendingPathComponent(".flippio-pull-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        } catch {
+            throw FlippioError.workspaceWriteFailed(path: staging.path, errno: (error as NSError).code == 0 ? EIO : Int32(clamping: (error as NSError).code))
+        }
+        defer { try? FileManager.default.removeItem(at: staging) }
+        let fetched = try await fetch(database, parent: parent, name: name, into: staging, progress: progress)
+        guard let main = fetched.main else {
+            throw FlippioError(.databaseMissing, "\(database.path) is not on the device \(database.deviceID) (app \(database.appID)).",
+                               remedy: "Run the app once so it creates the database, or pick another with `flippio dbs`.")
+        }
+        try Self.checkHeader(main, remotePath: database.path)
+        let fingerprint = try fetched.fingerprint()
+        func place(_ staged: URL?, as localName: String) throws -> URL? {
+            let destination = directory.appendingPathComponent(localName)
+            guard let staged else {
+                try? FileManager.default.removeItem(at: destination)  // a stale local -wal/-journal
+                return nil
+            }
+            if rename(staged.path, destination.path) != 0 {
+                throw FlippioError.workspaceWriteFailed(path: destination.path, errno: errno)
+            }
+            return destination
+        }
+        let mainFile = try place(main, as: name)!
+        let wal = try place(fetched.wal, as: name + "-wal")
+        let journal = try place(fetched.journal, as: name + "-journal")
+        return PulledFiles(mainFile: mainFile, walFile: wal, journalFile: journal, fingerprint: fingerprint)
+    }
+
+    /// Hashes of the device's files right now: they are copied to a temp folder and hashed
+    /// locally (iOS has no remote hash command).
+    public func fingerprint(_ database: RemoteDatabase) async throws -> DeviceFingerprint {
+        let (parent, name) = try Self.split(database)
+        let folder = temporaryDirectory.appendingPathComponent("flippio-ios-\(UUID().uuidString.prefix(12))", isDirectory: true)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        return try await fetch(database, parent: parent, name: name, into: folder, progress: nil).fingerprint()
+    }
+
+    struct Fetched {
+        var main: URL?
+        var wal: URL?
+        var journal: URL?
+
+        func fingerprint() throws -> DeviceFingerprint {
+            func hash(_ url: URL?) throws -> String? {
+                guard let url else { return nil }
+                return try ContentHash.sha256(fileAt: url)
+            }
+            return DeviceFingerprint(mainHash: try hash(main), walHash: try hash(wal), journalHash: try hash(journal))
+        }
+    }
+
+    /// `get`s `name`, `name-wal` and `name-journal` from `parent` into `folder` (which must not
+    /// hold them yet: afcclient does not overwrite without `-f`). Absent or empty side files are nil.
+    func fetch(_ database: RemoteDatabase, parent: String, name: String, into folder: URL,
+               progress: TransferProgress?) async throws -> Fetched {
+        let listing: [IOSOutputParser.AFCEntry]
+        do {
+            listing = try await listDirectory(deviceID: database.deviceID, appID: database.appID,
+                                              access: database.access, path: parent)
+        } catch let error as FlippioError where error.code == .noSuchFile {
+            return Fetched()
+        }
+        func entry(_ fileName: String) -> IOSOutputParser.AFCEntry? {
+            listing.first { $0.name == fileName && $0.kind == .file }
+        }
+        guard let mainEntry = entry(name) else { return Fetched() }
+        let wal = entry(name + "-wal").flatMap { ($0.size ?? 1) > 0 ? $0 : nil }
+        let journal = entry(name + "-journal").flatMap { ($0.size ?? 1) > 0 ? $0 : nil }
+        let total = [mainEntry, wal, journal].compactMap { $0?.size }.reduce(0, +)
+        var done: Int64 = 0
+        func get(_ fileName: String, size: Int64?) async throws -> URL? {
+            let local = folder.appendingPathComponent(fileName)
+            do {
+                try await checked(.afcClient, afcArguments(database) + ["--", "get", parent + "/" + fileName, local.path],
+                                  timeout: timeouts.transfer(bytes: size ?? 0), deviceID: database.deviceID)
+            } catch let error as FlippioError where error.code == .noSuchFile {
+                return nil  // gone since the listing (a checkpoint removed the -wal)
+            }
+            guard FileManager.default.fileExists(atPath: local.path) else {
+                throw FlippioError(.protocolFault, "afcclient reported success but did not write \(local.path).",
+                                   context: ["device": database.deviceID, "path": parent + "/" + fileName])
+            }
+            done += size ?? 0
+            progress?(done, total)
+            return local
+        }
+        var fetched = Fetched()
+        fetched.main = try await get(name, size: mainEntry.size)
+        if fetched.main == nil { return Fetched() }
+        if let wal { fetched.wal = try await get(wal.name, size: wal.size) }
+        if let journal { fetched.journal = try await get(journal.name, size: journal.size) }
+        for side in [\Fetched.wal, \Fetched.journal] {
+            if let url = fetched[keyPath: side], (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) == 0 {
+                fetched[keyPath: side] = nil  // an empty -wal counts as none
+            }
+        }
+        return fetched
+    }
+
+    // MARK: - Push
+
+    /// Replaces the device's database with `snapshot`: `put` to `NAME.flippio-tmp`, check its size,
+    /// `rm` the stale `-wal`/`-shm`/`-journal`, `mv` the temp file over the database, then copy it
+    /// back and check its SHA-256 against `snapshotHash`.
+    ///
+    /// The stale side files go before the rename: at every moment the device holds the old
+    /// database (at worst without its uncheckpointed `-wal`) or the new one, never the new file
+    /// beside an old `-wal` that SQLite would replay over it.
+    ///
+    /// - throws: `verificationFailed` when the upload came out short or the device's copy differs.
+    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase,
+                     progress: TransferProgress?) async throws -> DeviceFingerprint {
+        let (parent, name) = try Self.split(database)
+        let localHash = try ContentHash.sha256(fileAt: snapshot)
+        guard localHash == snapshotHash else {
+            throw FlippioError(.invalidArgument, "The snapshot \(snapshot.path) does not have the hash it was pushed with.",
+                               remedy: "This is a bug in flippio; please report it with the log.")
+        }
+        let size = (try FileManager.default.attributesOfItem(atPath: snapshot.path)[.size] as? NSNumber)?.int64Value ?? 0
+        let arguments = afcArguments(database)
+        let tempName = name + ".flippio-tmp"
+        let tempPath = parent + "/" + tempName
+        let missing: (String) -> Bool = { $0.contains("Not found (8)") }
+
+        // A temp file left by an interrupted push would make `put` refuse to overwrite it.
+        try await checked(.afcClient, arguments + ["--", "rm", tempPath], timeout: timeouts.control,
+                          deviceID: database.deviceID, ignoring: missing)
+        do {
+            try await checked(.afcClient, arguments + ["--", "put", snapshot.path, tempPath],
+                              timeout: timeouts.transfer(bytes: size), deviceID: database.deviceID)
+            progress?(size, size)
+            let listing = try await listDirectory(deviceID: database.deviceID, appID: database.appID,
+                                                  access: database.access, path: parent)
+            guard let uploaded = listing.first(where: { $0.name == tempName }), uploaded.size == size else {
+                throw FlippioError(.verificationFailed, "The upload of \(database.path) to \(database.deviceID) came out incomplete.",
+                                   remedy: "Check the cable; flippio tries again.", context: ["path": database.path])
+            }
+            let stale = ["-wal", "-shm", "-journal"].map { name + $0 }
+                .filter { sideName in listing.contains { $0.name == sideName } }
+            if !stale.isEmpty {
+                try await checked(.afcClient, arguments + ["--", "rm"] + stale.map { parent + "/" + $0 },
+                                  timeout: timeouts.control, deviceID: database.deviceID, ignoring: missing)
+            }
+            try await checked(.afcClient, arguments + ["--", "mv", tempPath, database.path],
+                              timeout: timeouts.control, deviceID: database.deviceID)
+        } catch {
+            _ = try? await run(.afcClient, arguments + ["--", "rm", tempPath], timeout: timeouts.control)
+            throw error
+        }
+        let after = try await fingerprint(database)
+        guard after.mainHash == snapshotHash else {
+            throw FlippioError(.verificationFailed,
+                               "After the push, \(database.path) on \(database.deviceID) does not match what was sent.",
+                               remedy: "flippio pushes again; if the app is running, send it to the background.",
+                               context: ["path": database.path, "expected": snapshotHash, "found": after.mainHash ?? "none"])
+        }
+        return after
+    }
+
+    // MARK: - Checks
+
+    /// The database's folder and file name, after checking that the path stays inside the app's
+    /// reach (absolute, normalized, under `/Documents` or `/Library`).
+    static func split(_ database: RemoteDatabase) throws -> (parent: String, name: String) {
+        try validate(deviceID: database.deviceID)
+        try validate(appID: database.appID)
+        let path = database.path
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let unsafe = FlippioError(.unsafePath, "\"\(path.prefix(200))\" is not a path flippio uses on iOS.",
+                                  remedy: "Use a path that `flippio dbs` lists.", context: ["path": path])
+        guard database.platform == .ios, path.hasPrefix("/"), parts.count >= 2,
+              parts.allSatisfy({ IOSOutputParser.isSafeName(String($0)) }) else { throw unsafe }
+        let top = parts.first!
+        guard top == "Documents" || (top == "Library" && database.access == .container) else { throw unsafe }
+        return ("/" + parts.dropLast().joined(separator: "/"), String(parts.last!))
+    }
+
+    private static let sqliteMagic = Data("SQLite format 3\0".utf8)
+
+    /// Throws `notSQLite` unless the file starts with the SQLite header (an empty file is an
+    /// empty database to SQLite and passes).
+    static func checkHeader(_ file: URL, remotePath: String) throws {
+        let handle = try FileHandle(forReadingFrom: file)
+        defer { try? handle.close() }
+        let head = try handle.read(upToCount: 16) ?? Data()
+        guard head.isEmpty || head == sqliteMagic else {
+            throw FlippioError(.notSQLite, "\(remotePath) is not a SQLite database (its header is wrong).",
+                               remedy: "Pick a database that `flippio dbs` lists; this file may be encrypted or another format.",
+                               context: ["path": remotePath])
+        }
+    }
+}

@@ -1,0 +1,299 @@
+import Foundation
+import Synchronization
+
+/// iOS devices through the libimobiledevice command-line tools.
+///
+/// Devices come from `idevice_id -l`/`-n` and `ideviceinfo`, apps from `ideviceinstaller`, and
+/// files from `afcclient` over house_arrest: the app's container (`--container`, development-signed
+/// builds) or, when that is refused, its shared Documents (`--documents`, `UIFileSharingEnabled`).
+///
+/// For example:
+///
+/// ```swift
+/// let bridge = IOSBridge(tools: .onPath(), runner: ProcessRunner())
+/// for device in try await bridge.devices() where device.state == .ready {
+///     let apps = try await bridge.apps(deviceID: device.id, includeSystem: false)
+/// }
+/// ```
+///
+/// Every call runs through ``ProcessRunning`` with a timeout from ``Timeouts``. The bridge does not
+/// retry: callers wrap calls in the retry policy.
+///
+/// - Important: iOS offers no remote hash: ``fingerprint(_:)`` copies the files and hashes them
+///   locally, and ``stopApp(deviceID:appID:)`` cannot stop an app (that needs developer services),
+///   so it does nothing.
+public struct IOSBridge: DeviceBridge {
+    /// Where the four tools are; nil means missing (calls that need it throw `toolNotFound`).
+    public struct ToolPaths: Sendable, Equatable {
+        public var ideviceID: String?
+        public var ideviceInfo: String?
+        public var ideviceInstaller: String?
+        public var afcClient: String?
+
+        public init(ideviceID: String?, ideviceInfo: String?, ideviceInstaller: String?, afcClient: String?) {
+            self.ideviceID = ideviceID
+            self.ideviceInfo = ideviceInfo
+            self.ideviceInstaller = ideviceInstaller
+            self.afcClient = afcClient
+        }
+
+        /// The tools found in `directory` (executables named `idevice_id`, `ideviceinfo`, ...).
+        public static func inDirectory(_ directory: URL) -> ToolPaths {
+            func find(_ name: String) -> String? {
+                let path = directory.appendingPathComponent(name).path
+                return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+            }
+            return ToolPaths(ideviceID: find("idevice_id"), ideviceInfo: find("ideviceinfo"),
+                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"))
+        }
+
+        /// The tools found on `PATH` (from `environment`, default the process's).
+        public static func onPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> ToolPaths {
+            let dirs = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
+            func find(_ name: String) -> String? {
+                for dir in dirs {
+                    let path = URL(fileURLWithPath: String(dir)).appendingPathComponent(name).path
+                    if FileManager.default.isExecutableFile(atPath: path) { return path }
+                }
+                return nil
+            }
+            return ToolPaths(ideviceID: find("idevice_id"), ideviceInfo: find("ideviceinfo"),
+                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"))
+        }
+
+        func path(for tool: IOSErrors.Tool) -> String? {
+            switch tool {
+            case .ideviceID: ideviceID
+            case .ideviceInfo: ideviceInfo
+            case .ideviceInstaller: ideviceInstaller
+            case .afcClient: afcClient
+            }
+        }
+    }
+
+    /// Deadlines for the tools.
+    public struct Timeouts: Sendable, Equatable {
+        /// `idevice_id`, `ideviceinfo`, and `afcclient` calls that move no file data. The default is 20 s.
+        public var control: Duration
+        /// `ideviceinstaller` listing apps (slow on devices with many apps). The default is 30 s.
+        public var listApps: Duration
+        /// Base deadline of a `get`/`put`, plus one second per `transferBytesPerSecond`. The default is 30 s.
+        public var transferBase: Duration
+        /// The slowest transfer rate accepted. The default is 5 MB/s.
+        public var transferBytesPerSecond: Int64
+        /// Time between SIGTERM and SIGKILL to a tool's process group. The default is 2 s.
+        public var killGrace: Duration
+
+        public init(control: Duration = .seconds(20), listApps: Duration = .seconds(30), transferBase: Duration = .seconds(30),
+                    transferBytesPerSecond: Int64 = 5_000_000, killGrace: Duration = .seconds(2)) {
+            self.control = control
+            self.listApps = listApps
+            self.transferBase = transferBase
+            self.transferBytesPerSecond = transferBytesPerSecond
+            self.killGrace = killGrace
+        }
+
+        /// The deadline for moving `bytes`.
+        public func transfer(bytes: Int64) -> Duration {
+            transferBase + .milliseconds(max(0, bytes) * 1000 / max(1, transferBytesPerSecond))
+        }
+    }
+
+    /// Bounds on the database search in an app's container.
+    public struct Limits: Sendable, Equatable {
+        /// Deepest folder level searched below `/Documents` and `/Library`. The default is 6.
+        public var maxDepth: Int
+        /// Most folders listed. The default is 256.
+        public var maxDirectories: Int
+        /// Most entries looked at. The default is 10,000.
+        public var maxEntries: Int
+
+        public init(maxDepth: Int = 6, maxDirectories: Int = 256, maxEntries: Int = 10_000) {
+            self.maxDepth = maxDepth
+            self.maxDirectories = maxDirectories
+            self.maxEntries = maxEntries
+        }
+    }
+
+    public let tools: ToolPaths
+    public let timeouts: Timeouts
+    public let limits: Limits
+    let runner: any ProcessRunning
+    /// Added to the tools' environment (e.g. `USBMUXD_SOCKET_ADDRESS`).
+    let environment: [String: String]
+    /// Where fingerprints and verifications copy files to.
+    let temporaryDirectory: URL
+    /// UDIDs last seen only over the network (their calls need `-n`).
+    let networkDevices = NetworkDevices()
+
+    public var platform: Platform { .ios }
+
+    /// - parameters:
+    ///   - tools: the tools' paths.
+    ///   - runner: runs every tool with its deadline.
+    ///   - timeouts: deadlines; see ``Timeouts``.
+    ///   - limits: bounds on the database search.
+    ///   - environment: variables added to the tools' environment.
+    ///   - temporaryDirectory: where files are copied to be hashed. The default is the system's.
+    public init(tools: ToolPaths, runner: any ProcessRunning, timeouts: Timeouts = Timeouts(), limits: Limits = Limits(),
+                environment: [String: String] = [:],
+                temporaryDirectory: URL = URL(fileURLWithPath: NSTemporaryDirectory(), isDirectory: true)) {
+        self.tools = tools
+        self.runner = runner
+        self.timeouts = timeouts
+        self.limits = limits
+        self.environment = environment
+        self.temporaryDirectory = temporaryDirectory
+    }
+
+    // MARK: - Devices
+
+    /// Every device usbmuxd sees (USB, then network-only), with its name and iOS version, or with
+    /// its state and a remedy when it is locked or not trusted.
+    ///
+    /// - throws: `usbmuxdUnavailable` when usbmuxd is not running, `toolNotFound`, `timedOut`.
+    public func devices() async throws -> [Device] {
+        let usb = try await checked(.ideviceID, ["-l"], timeout: timeouts.control, deviceID: nil)
+        let usbIDs = IOSOutputParser.udids(usb.stdoutText)
+        let network = try await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil)
+        let networkIDs = IOSOutputParser.udids(network.stdoutText).filter { !usbIDs.contains($0) }
+        networkDevices.replace(with: Set(networkIDs))
+        let all = usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }
+        return try await withThrowingTaskGroup(of: (Int, Device).self) { group in
+            for (index, (id, isNetwork)) in all.enumerated() {
+                group.addTask { (index, try await describe(id, network: isNetwork)) }
+            }
+            var found: [(Int, Device)] = []
+            for try await item in group { found.append(item) }
+            return found.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+    }
+
+    private func describe(_ id: String, network: Bool) async throws -> Device {
+        let details = ["connection": network ? "network" : "usb"]
+        let base = ["-u", id] + (network ? ["-n"] : [])
+        let nameResult = try await run(.ideviceInfo, base + ["-k", "DeviceName"], timeout: timeouts.control)
+        if let error = IOSErrors.failure(in: nameResult, tool: .ideviceInfo, command: "ideviceinfo -k DeviceName", deviceID: id) {
+            let state: Device.State
+            switch error.code {
+            case .iosDeviceLocked: state = .locked
+            case .iosNotPaired: state = .notTrusted
+            case .deviceNotFound, .connectionReset: state = .offline
+            case .usbmuxdUnavailable, .toolNotFound: throw error
+            default: state = .unknown
+            }
+            return Device(platform: .ios, id: id, state: state, details: details,
+                          remedy: error.remedy.map { state == .unknown ? "\(error.message) \($0)" : $0 } ?? error.message)
+        }
+        let version = try? await checked(.ideviceInfo, base + ["-k", "ProductVersion"], timeout: timeouts.control, deviceID: id)
+        return Device(platform: .ios, id: id, state: .ready, model: IOSOutputParser.value(nameResult.stdoutText),
+                      osVersion: version.flatMap { IOSOutputParser.value($0.stdoutText) }, details: details)
+    }
+
+    // MARK: - Apps
+
+    /// Installed apps from `ideviceinstaller -l -o xml` (or the later `list --xml`), falling back to
+    /// the text listing. Apple's own apps (`com.apple.*`) are left out unless `includeSystem`.
+    public func apps(deviceID: String, includeSystem: Bool) async throws -> [AppInfo] {
+        try Self.validate(deviceID: deviceID)
+        let base = ["-u", deviceID] + networkFlag(deviceID)
+        var modern = false
+        var result = try await run(.ideviceInstaller, base + ["-l", "-o", "xml"] + (includeSystem ? ["-o", "list_all"] : []),
+                                   timeout: timeouts.listApps)
+        if result.status == 2, (result.stderrText + result.stdoutText).contains("Usage") {
+            // ideviceinstaller after 1.1.1 has commands instead of -l.
+            modern = true
+            result = try await run(.ideviceInstaller, base + ["list", "--xml"] + (includeSystem ? ["--all"] : []),
+                                   timeout: timeouts.listApps)
+        }
+        try await throwDiagnosed(result, tool: .ideviceInstaller, command: "ideviceinstaller list", deviceID: deviceID)
+        var apps: [AppInfo]
+        if let parsed = try? IOSOutputParser.apps(fromPropertyList: result.stdout) {
+            apps = parsed
+        } else {
+            let textArgs = modern ? base + ["list"] + (includeSystem ? ["--all"] : [])
+                : base + ["-l"] + (includeSystem ? ["-o", "list_all"] : [])
+            let text = try await run(.ideviceInstaller, textArgs, timeout: timeouts.listApps)
+            try await throwDiagnosed(text, tool: .ideviceInstaller, command: "ideviceinstaller list", deviceID: deviceID)
+            guard let parsed = IOSOutputParser.apps(fromText: text.stdoutText) else {
+                throw FlippioError(.unexpectedOutput, "ideviceinstaller printed an app list flippio cannot read.",
+                                   context: ["device": deviceID, "output": String(text.stdoutText.prefix(300))])
+            }
+            apps = parsed
+        }
+        var seen = Set<String>()
+        return apps.filter { includeSystem || !$0.id.hasPrefix("com.apple.") }
+            .filter { seen.insert($0.id).inserted }
+            .sorted { $0.id < $1.id }
+    }
+
+    /// Does nothing: iOS has no way to stop an app without developer services (a debug session).
+    /// Keep the app in the background, or closed, while flippio pushes.
+    public func stopApp(deviceID: String, appID: String) async throws {}
+
+    // MARK: - Running the tools
+
+    func run(_ tool: IOSErrors.Tool, _ arguments: [String], timeout: Duration,
+             output: ProcessCommand.Output = .capture(limit: 8 << 20)) async throws -> ProcessResult {
+        guard let path = tools.path(for: tool) else { throw IOSErrors.toolMissing(tool) }
+        let command = ProcessCommand(executable: path, arguments: arguments, environment: environment,
+                                     timeout: timeout, killGrace: timeouts.killGrace, output: output)
+        do {
+            return try await runner.run(command)
+        } catch let error as FlippioError where error.code == .toolNotFound {
+            throw IOSErrors.toolMissing(tool, path: path)
+        }
+    }
+
+    /// Runs a tool and throws the failure its output reports.
+    @discardableResult
+    func checked(_ tool: IOSErrors.Tool, _ arguments: [String], timeout: Duration, deviceID: String?,
+                 ignoring: (String) -> Bool = { _ in false }) async throws -> ProcessResult {
+        let result = try await run(tool, arguments, timeout: timeout)
+        if let error = IOSErrors.failure(in: result, tool: tool, command: ([tool.rawValue] + arguments).joined(separator: " "),
+                                         deviceID: deviceID, ignoring: ignoring) {
+            throw error
+        }
+        return result
+    }
+
+    /// Throws the failure in `result`; when a tool only says "Could not connect to lockdownd"
+    /// (ideviceinstaller 1.1.1), asks `ideviceinfo` why (locked, or not trusted).
+    func throwDiagnosed(_ result: ProcessResult, tool: IOSErrors.Tool, command: String, deviceID: String) async throws {
+        guard let error = IOSErrors.failure(in: result, tool: tool, command: command, deviceID: deviceID) else { return }
+        if error.code == .iosNotPaired, IOSOutputParser.lockdownError(result.stderrText) == nil, tools.ideviceInfo != nil {
+            let probe = try? await run(.ideviceInfo, ["-u", deviceID] + networkFlag(deviceID) + ["-k", "DeviceName"],
+                                       timeout: timeouts.control)
+            if let probe, let precise = IOSErrors.failure(in: probe, tool: .ideviceInfo, command: "ideviceinfo", deviceID: deviceID) {
+                throw precise
+            }
+        }
+        throw error
+    }
+
+    func networkFlag(_ deviceID: String) -> [String] {
+        networkDevices.contains(deviceID) ? ["-n"] : []
+    }
+
+    static func validate(deviceID: String) throws {
+        guard IOSOutputParser.isUDID(deviceID) else {
+            throw FlippioError(.invalidArgument, "\"\(deviceID.prefix(80))\" is not an iOS device UDID.",
+                               remedy: "Use an id that `flippio devices` lists.")
+        }
+    }
+
+    static func validate(appID: String) throws {
+        guard IOSOutputParser.isBundleID(appID) else {
+            throw FlippioError(.invalidArgument, "\"\(appID.prefix(80))\" is not a bundle identifier.",
+                               remedy: "Use an id that `flippio apps DEVICE` lists.")
+        }
+    }
+}
+
+/// The UDIDs seen only over the network, shared by copies of one bridge.
+final class NetworkDevices: Sendable {
+    private let ids = Mutex<Set<String>>([])
+
+    func replace(with new: Set<String>) { ids.withLock { $0 = new } }
+    func contains(_ id: String) -> Bool { ids.withLock { $0.contains(id) } }
+}

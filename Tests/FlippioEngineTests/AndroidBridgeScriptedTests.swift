@@ -1,0 +1,208 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FlippioEngine
+
+/// A ``ProcessRunning`` that answers from a script and records every command: checks the exact
+/// commands the bridge sends and how it reads the answers, without a device.
+actor ScriptedRunner: ProcessRunning {
+    typealias Reply = @Sendable (ProcessCommand) -> (status: Int32, stdout: String, stderr: String)
+    private(set) var commands: [ProcessCommand] = []
+    private let reply: Reply
+
+    init(_ reply: @escaping Reply) { self.reply = reply }
+
+    func run(_ command: ProcessCommand) async throws -> ProcessResult {
+        commands.append(command)
+        let (status, stdout, stderr) = reply(command)
+        var captured = Data(stdout.utf8)
+        if case .file(let path) = command.output {
+            FileManager.default.createFile(atPath: path, contents: captured)
+            captured = Data()
+        }
+        return ProcessResult(termination: .exited(status), stdout: captured, stderr: Data(stderr.utf8),
+                             duration: .milliseconds(1), timedOut: false)
+    }
+
+    /// The argument after `shell`/`exec-out`, or the arguments joined.
+    var deviceCommands: [String] {
+        commands.map { $0.arguments.count >= 4 ? $0.arguments[3...].joined(separator: " ") : $0.arguments.joined(separator: " ") }
+    }
+}
+
+@Suite("Android bridge commands (scripted adb)")
+struct AndroidBridgeScriptedTests {
+    static let pkg = "com.example.notes"
+    static let path = "/data/data/com.example.notes/databases/notes.db"
+    static let db = RemoteDatabase(platform: .android, deviceID: "emulator-5554", appID: pkg, path: path, access: .runAs)
+
+    func bridge(_ runner: ScriptedRunner) -> AndroidBridge {
+        AndroidBridge(adbPath: "/usr/bin/adb", runner: runner)
+    }
+
+    @Test func push_runsContractStepsInOrder() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        let hash = try ContentHash.sha256(fileAt: snapshot)
+        let runner = ScriptedRunner { command in
+            let last = command.arguments.last ?? ""
+            if last.contains("sha256sum") { return (0, "\(hash)  \(Self.path)\n", "") }
+            return (0, "", "")
+        }
+        let fingerprint = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db, progress: nil)
+        #expect(fingerprint == DeviceFingerprint(mainHash: hash))
+
+        let names = AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path)
+        #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}\.db/) != nil)
+        #expect(names.sibling == "/data/data/com.example.notes/databases/.notes.db.flippio-tmp")
+        let sibling = names.sibling, staging = names.staging, p = Self.path
+        let commands = await runner.commands.map(\.arguments)
+        #expect(commands == [
+            ["-s", "emulator-5554", "shell", "run-as com.example.notes rm -f \(sibling)"],
+            ["-s", "emulator-5554", "push", snapshot.path, staging],
+            ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c 'cp \(staging) \(sibling) && chmod 660 \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p)'"],
+            ["-s", "emulator-5554", "shell", "run-as com.example.notes sha256sum \(p)"],
+            ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
+        ])
+    }
+
+    @Test func push_hashMismatch_isVerificationFailed_andKeepsStaging() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        let runner = ScriptedRunner { command in
+            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(String(repeating: "0", count: 64))  \(Self.path)\n", "") }
+            return (0, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db, progress: nil)
+        }
+        #expect(error?.code == .verificationFailed)
+        #expect(await runner.commands.count == 4)
+    }
+
+    @Test func push_quotesSpecialPaths() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("x".utf8).write(to: snapshot)
+        let hash = try ContentHash.sha256(fileAt: snapshot)
+        let odd = "/data/data/com.example.notes/databases/it's $(x).db"
+        let runner = ScriptedRunner { command in
+            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(hash)  \(odd)\n", "") }
+            return (0, "", "")
+        }
+        var db = Self.db
+        db.path = odd
+        _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: db, progress: nil)
+        let move = await runner.commands[2].arguments[3]
+        // Quoted twice: once inside `sh -c`, once for the device shell that runs run-as.
+        #expect(move.hasPrefix("run-as com.example.notes sh -c '"))
+        #expect(move.contains(#"'\''/data/data/com.example.notes/databases/it'\''\'\'''\''s $(x).db'\''"#))
+    }
+
+    @Test func fingerprint_emptyWalCountsAsNone_missingMainIsAbsent() async throws {
+        let main = "1111111111111111111111111111111111111111111111111111111111111111"
+        let runner = ScriptedRunner { _ in
+            (1, "\(main)  \(Self.path)\n\(AndroidBridge.emptyHash)  \(Self.path)-wal\n",
+             "sha256sum: \(Self.path)-journal: No such file or directory\n")
+        }
+        let fingerprint = try await bridge(runner).fingerprint(Self.db)
+        #expect(fingerprint == DeviceFingerprint(mainHash: main, walHash: nil, journalHash: nil))
+        #expect(await runner.deviceCommands == ["run-as com.example.notes sha256sum \(Self.path) \(Self.path)-wal \(Self.path)-journal"])
+
+        let absent = ScriptedRunner { _ in
+            (1, "", "sha256sum: \(Self.path): No such file or directory\nsha256sum: \(Self.path)-wal: No such file or directory\nsha256sum: \(Self.path)-journal: No such file or directory\n")
+        }
+        #expect(try await bridge(absent).fingerprint(Self.db) == .absent)
+
+        let denied = ScriptedRunner { _ in (1, "", "sha256sum: \(Self.path): Permission denied\n") }
+        let error = await #expect(throws: FlippioError.self) { try await bridge(denied).fingerprint(Self.db) }
+        #expect(error?.code == .permissionDenied)
+    }
+
+    @Test func pull_runAsErrorInByteStream_mapsToCode() async throws {
+        let dir = try TemporaryDirectory()
+        let runner = ScriptedRunner { command in
+            if command.arguments.contains("exec-out") { return (0, "run-as: package not debuggable: com.example.notes\n", "") }
+            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(String(repeating: "a", count: 64))  \(Self.path)\n", "") }
+            return (1, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) { try await bridge(runner).pull(Self.db, into: dir.url, progress: nil) }
+        #expect(error?.code == .appNotDebuggable)
+    }
+
+    @Test func pull_notSQLite() async throws {
+        let dir = try TemporaryDirectory()
+        let text = "just some text, not a database"
+        let hash = ContentHash.sha256(Data(text.utf8))
+        let runner = ScriptedRunner { command in
+            if command.arguments.contains("exec-out") { return (0, text, "") }
+            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(hash)  \(Self.path)\n", "") }
+            return (1, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) { try await bridge(runner).pull(Self.db, into: dir.url, progress: nil) }
+        #expect(error?.code == .notSQLite)
+    }
+
+    @Test func databases_notDebuggableWithoutSu_namesTheFix() async throws {
+        let runner = ScriptedRunner { command in
+            let line = command.arguments.last ?? ""
+            if line.hasPrefix("run-as") { return (1, "", "run-as: package not debuggable: com.example.notes\n") }
+            if line.hasPrefix("su") { return (127, "", "/system/bin/sh: su: inaccessible or not found\n") }
+            return (1, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) { try await bridge(runner).databases(deviceID: "emulator-5554", appID: Self.pkg) }
+        #expect(error?.code == .appNotDebuggable)
+        #expect(error?.remedy?.contains("android:debuggable=true") == true)
+        #expect(error?.message.contains(Self.pkg) == true)
+    }
+
+    @Test func databases_notDebuggableWithSu_usesSu() async throws {
+        let runner = ScriptedRunner { command in
+            let line = command.arguments.last ?? ""
+            if line.hasPrefix("run-as") { return (1, "", "run-as: package not debuggable: com.example.notes\n") }
+            if line == "su 0 id" { return (0, "uid=0(root) gid=0(root)\n", "") }
+            if line.hasPrefix("su 0 find") { return (0, "\(Self.path)\n", "") }
+            if line.hasPrefix("su 0 stat") { return (0, "8192 \(Self.path)\n", "") }
+            return (1, "", "")
+        }
+        let dbs = try await bridge(runner).databases(deviceID: "emulator-5554", appID: Self.pkg)
+        #expect(dbs == [RemoteDatabase(platform: .android, deviceID: "emulator-5554", appID: Self.pkg, path: Self.path, access: .su, size: 8192)])
+        let commands = await runner.deviceCommands
+        #expect(commands.contains("run-as com.example.notes find /data/data/com.example.notes \(AndroidBridge.findExpression)"))
+        #expect(commands.contains("find /sdcard/Android/data/com.example.notes \(AndroidBridge.findExpression) 2>/dev/null"))
+    }
+
+    @Test func invalidPackage_neverReachesTheDevice() async throws {
+        let runner = ScriptedRunner { _ in (0, "", "") }
+        let error = await #expect(throws: FlippioError.self) { try await bridge(runner).databases(deviceID: "emulator-5554", appID: "x;reboot") }
+        #expect(error?.code == .invalidArgument)
+        var db = Self.db
+        db.path = "/data/data/com.example.other/databases/x.db"
+        let unsafe = await #expect(throws: FlippioError.self) { try await bridge(runner).fingerprint(db) }
+        #expect(unsafe?.code == .unsafePath)
+        #expect(await runner.commands.isEmpty)
+    }
+
+    @Test func devices_unauthorizedOnly_noGetprop() async throws {
+        let runner = ScriptedRunner { command in
+            if command.arguments == ["devices", "-l"] {
+                return (0, "List of devices attached\nemulator-5554          device product:sdk model:Pixel_7 device:x transport_id:1\nR58M                   unauthorized usb:1-1 transport_id:2\n\n", "")
+            }
+            if command.arguments.last == "getprop ro.build.version.release" { return (0, "14\n", "") }
+            return (1, "", "")
+        }
+        let devices = try await bridge(runner).devices()
+        #expect(devices.map(\.osVersion) == ["14", nil])
+        #expect(devices[1].remedy?.contains("Allow USB debugging") == true)
+        #expect(await runner.commands.count == 2)
+    }
+
+    @Test func timeoutsScaleWithSize() {
+        let timeouts = AndroidBridge.Timeouts()
+        #expect(timeouts.control == .seconds(20))
+        #expect(timeouts.transfer(bytes: 0) == .seconds(30))
+        #expect(timeouts.transfer(bytes: 50_000_000) == .seconds(40))
+    }
+}
