@@ -58,10 +58,14 @@ struct AFCClient {
         var container = false
         var useNetwork = false
         var rest: [String] = []
+        // GNU getopt_long permutes: options are taken from anywhere before "--", so a command's
+        // own flags (`ls -l`, `get -rf`) need "--" in front of the command.
         var scanner = ArgumentScanner(args)
+        var endOfOptions = false
         while let arg = scanner.next() {
-            if !rest.isEmpty { rest.append(arg); continue }
+            if endOfOptions || arg == "-" || !arg.hasPrefix("-") { rest.append(arg); continue }
             switch arg {
+            case "--": endOfOptions = true
             case "-u", "--udid":
                 guard let value = scanner.next(), !value.isEmpty else {
                     Output.err("ERROR: UDID must not be empty!\n"); Output.err(Self.usage); Output.finish(2)
@@ -81,8 +85,14 @@ struct AFCClient {
                 appID = value
                 container = arg == "--container"
             default:
-                if arg.hasPrefix("-") && rest.isEmpty { Output.err(Self.usage); Output.finish(2) }
-                rest.append(arg)
+                let program = CommandLine.arguments.first ?? "afcclient"
+                if arg.hasPrefix("--") {
+                    Output.err("\(program): unrecognized option '\(arg)'\n")
+                } else {
+                    Output.err("\(program): invalid option -- '\(arg.dropFirst().prefix(1))'\n")
+                }
+                Output.err(Self.usage)
+                Output.finish(2)
             }
         }
 

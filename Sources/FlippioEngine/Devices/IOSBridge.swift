@@ -155,8 +155,9 @@ public struct IOSBridge: DeviceBridge {
     public func devices() async throws -> [Device] {
         let usb = try await checked(.ideviceID, ["-l"], timeout: timeouts.control, deviceID: nil)
         let usbIDs = IOSOutputParser.udids(usb.stdoutText)
-        let network = try await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil)
-        let networkIDs = IOSOutputParser.udids(network.stdoutText).filter { !usbIDs.contains($0) }
+        // Network devices are a bonus: an idevice_id without -n (before 1.3.0) must not hide USB ones.
+        let network = try? await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil)
+        let networkIDs = IOSOutputParser.udids(network?.stdoutText ?? "").filter { !usbIDs.contains($0) }
         networkDevices.replace(with: Set(networkIDs))
         let all = usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }
         return try await withThrowingTaskGroup(of: (Int, Device).self) { group in
