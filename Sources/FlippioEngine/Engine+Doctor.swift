@@ -10,7 +10,9 @@ extension Engine {
             public var fix: String?
         }
         public var tools: [ToolInfo]
-        public var inotify: InotifyLimits?
+        /// `fs.inotify.max_user_watches` and `max_queued_events`, when readable.
+        public var maxUserWatches: Int?
+        public var maxQueuedEvents: Int?
         public var devices: [Device]
         public var checks: [Check]
         public var workspace: String
@@ -38,10 +40,11 @@ extension Engine {
                             fix: missingIOS.isEmpty ? nil : "sudo apt-get install libimobiledevice-utils ideviceinstaller usbmuxd (only needed for iOS devices)"))
 
         let limits = InotifyLimits.current()
-        if let limits {
-            let low = limits.maxUserWatches < 65536
+        if let watches = limits.maxUserWatches {
+            // One watch per workspace folder; a low limit is shared with every other watcher (IDEs...).
+            let low = watches < 65536
             checks.append(.init(name: "inotify", ok: !low,
-                                detail: "max_user_watches=\(limits.maxUserWatches), max_queued_events=\(limits.maxQueuedEvents)",
+                                detail: "max_user_watches=\(watches), max_queued_events=\(limits.maxQueuedEvents.map(String.init) ?? "?")",
                                 fix: low ? "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)" : nil))
         }
         for problem in problems {
@@ -54,6 +57,7 @@ extension Engine {
             || !FileManager.default.fileExists(atPath: workspace.root.path)
         checks.append(.init(name: "workspace", ok: writable, detail: workspace.root.path,
                             fix: writable ? nil : "Make it writable or choose another with --workspace / FLIPPIO_WORKSPACE."))
-        return DoctorReport(tools: tools, inotify: limits, devices: devices, checks: checks, workspace: workspace.root.path)
+        return DoctorReport(tools: tools, maxUserWatches: limits.maxUserWatches, maxQueuedEvents: limits.maxQueuedEvents,
+                            devices: devices, checks: checks, workspace: workspace.root.path)
     }
 }

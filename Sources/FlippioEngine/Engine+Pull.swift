@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 
 extension Engine {
     /// What `flippio pull` did for one database.
@@ -62,8 +63,9 @@ extension Engine {
     func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool,
               progress: TransferProgress?) async throws -> PullReport {
         let local = try workspace.localURL(for: remote)
-        let lock = try await workspace.lock(for: local, timeout: .seconds(120))
-        defer { lock.unlock() }
+        let lock = try workspace.lock(for: local)
+        try await lock.acquire(timeout: .seconds(120))
+        defer { lock.release() }
 
         if !overwrite, let existing = try? await sidecars.read(forDatabase: local),
            FileManager.default.fileExists(atPath: local.path) {
@@ -84,11 +86,12 @@ extension Engine {
         let pulled = try await configuration.retry.run("pull \(remote.path)") {
             try await bridge.pull(remote, into: staging, progress: progress)
         }
-        let summary = try PulledDatabase.fold(mainFile: pulled.mainFile)
-        let snapshotter = Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
-        let snapshot = try await pool.withTemporaryConnection(to: pulled.mainFile) { connection in
-            try snapshotter.snapshot(of: connection, named: "pulled")
-        }
+        let summary = try PulledDatabase.fold(pulled.mainFile)
+        // The staging file is ours alone (not a live tracked database), so a short-lived connection is fine.
+        let staged = try DatabaseQueue(path: pulled.mainFile.path)
+        let snapshot = try Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
+            .snapshot(of: staged, named: "pulled")
+        try staged.close()
 
         // Into place: remove stale side files of an earlier copy first, then one rename.
         for suffix in ["-wal", "-shm", "-journal"] {

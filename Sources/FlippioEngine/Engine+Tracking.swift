@@ -24,7 +24,7 @@ extension Engine {
     public func status() async throws -> [TrackedStatus] {
         try workspace.trackedDatabases().map { database in
             do {
-                let sidecar = try Sidecar.read(forDatabase: database)
+                let sidecar = try SidecarStore.load(forDatabase: database)
                 return TrackedStatus(
                     path: database.path, state: sidecar.state.rawValue, platform: sidecar.origin.platform,
                     device: sidecar.origin.deviceID, app: sidecar.origin.appID, remotePath: sidecar.origin.remotePath,
@@ -73,7 +73,7 @@ extension Engine {
     /// `--keep-device`), so nothing is lost either way.
     public func resolve(_ path: String, keeping resolution: Resolution) async throws -> PushPipeline.Outcome? {
         let database = try trackedDatabase(path)
-        let sidecar = try Sidecar.read(forDatabase: database)
+        let sidecar = try SidecarStore.load(forDatabase: database)
         switch resolution {
         case .keepLocal:
             let outcome = await pipeline.push(database, force: true, overrideConflict: true)
@@ -82,9 +82,7 @@ extension Engine {
             return outcome
         case .keepDevice:
             let bridge = try await bridges.bridge(for: sidecar.origin.platform)
-            let backup = PushPipeline.conflictCopyURL(for: database, at: Date())
-                .deletingLastPathComponent()
-                .appendingPathComponent(database.deletingPathExtension().lastPathComponent + ".local-" + Self.stamp() + (database.pathExtension.isEmpty ? "" : "." + database.pathExtension))
+            let backup = PushPipeline.siblingCopyURL(for: database, tag: "local", at: Date())
             try? FileManager.default.copyItem(at: database, to: backup)
             let device = Device(platform: sidecar.origin.platform, id: sidecar.origin.deviceID, state: .ready, model: sidecar.origin.deviceModel)
             _ = try await pull(sidecar.origin.remoteDatabase, device: device, bridge: bridge, overwrite: true, progress: nil)
@@ -97,13 +95,5 @@ extension Engine {
         let database = try trackedDatabase(path)
         try FileManager.default.removeItem(at: Sidecar.url(forDatabase: database))
         return database
-    }
-
-    static func stamp(_ date: Date = Date()) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd-HHmmss"
-        return formatter.string(from: date)
     }
 }

@@ -4,7 +4,7 @@ import Logging
 /// What the command line calls: one method per command, each returning values the CLI prints
 /// (as text or `--json`). Knows nothing of argument parsing or terminals.
 public struct Engine: Sendable {
-    public let configuration: Configuration
+    public let configuration: FlippioConfiguration
     public let workspace: Workspace
     public let sidecars: SidecarStore
     public let pool: ConnectionPool
@@ -12,7 +12,7 @@ public struct Engine: Sendable {
     public let runner: any ProcessRunning
     public let logger: Logger
 
-    public init(configuration: Configuration, runner: any ProcessRunning = ProcessRunner(), bridges: BridgeProvider? = nil,
+    public init(configuration: FlippioConfiguration, runner: any ProcessRunning = ProcessRunner(), bridges: BridgeProvider? = nil,
                 logger: Logger = Logger(label: "flippio")) {
         self.configuration = configuration
         self.workspace = Workspace(root: configuration.workspace)

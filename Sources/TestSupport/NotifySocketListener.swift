@@ -38,16 +38,15 @@ public final class NotifySocketListener: @unchecked Sendable {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n <= 0 { return }
             let text = String(decoding: buffer[0..<n], as: UTF8.self)
-            lock.lock()
-            for line in text.split(separator: "\n") { received.append((Date(), String(line))) }
-            lock.unlock()
+            lock.withLock {
+                for line in text.split(separator: "\n") { received.append((Date(), String(line))) }
+            }
         }
     }
 
     /// Every message so far, in order, with the time it arrived.
     public var messages: [(at: Date, text: String)] {
-        lock.lock(); defer { lock.unlock() }
-        return received.map { (at: $0.0, text: $0.1) }
+        lock.withLock { received.map { (at: $0.0, text: $0.1) } }
     }
 
     public var texts: [String] { messages.map(\.text) }

@@ -23,7 +23,7 @@ public final class SQLiteSession: @unchecked Sendable {
         handle.readabilityHandler = { [weak self] h in
             let data = h.availableData
             guard let self, !data.isEmpty else { return }
-            self.lock.lock(); self.buffer.append(data); self.lock.unlock()
+            self.lock.withLock { self.buffer.append(data) }
         }
         try process.run()
     }
@@ -35,13 +35,10 @@ public final class SQLiteSession: @unchecked Sendable {
         input.fileHandleForWriting.write(Data("\(sql)\n.print \(marker)\n".utf8))
         var text = ""
         try await waitUntil("sqlite3 ran \(sql.prefix(60))", timeout: timeout, poll: .milliseconds(10)) {
-            self.lock.lock(); defer { self.lock.unlock() }
-            text = String(decoding: self.buffer, as: UTF8.self)
+            text = self.lock.withLock { String(decoding: self.buffer, as: UTF8.self) }
             return text.contains(marker)
         }
-        lock.lock()
-        buffer.removeAll()
-        lock.unlock()
+        lock.withLock { buffer.removeAll() }
         return text.components(separatedBy: marker)[0]
     }
 

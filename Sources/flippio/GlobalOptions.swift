@@ -17,8 +17,8 @@ struct GlobalOptions: ParsableArguments {
     var logLevel: String?
 
     /// The engine configuration: config file, then environment, then these flags.
-    func configuration() throws -> Configuration {
-        var config = try Configuration.load()
+    func configuration() throws -> FlippioConfiguration {
+        var config = try FlippioConfiguration.load()
         if let workspace {
             config.workspace = URL(fileURLWithPath: (workspace as NSString).expandingTildeInPath, isDirectory: true)
         }

@@ -82,6 +82,6 @@ struct Scenario {
 
     /// Device pushes recorded by the simulator: `adb push` uploads (sync SEND) to /data/local/tmp.
     func uploadCount() throws -> Int {
-        try harness.sim.requests().filter { $0.service == "sync" && $0.command.contains("/data/local/tmp/") && $0.command.contains("SEND") }.count
+        try harness.sim.requests().filter { $0.service == "sync" && $0.op == "SEND" && ($0.command ?? "").contains("/data/local/tmp/") }.count
     }
 }

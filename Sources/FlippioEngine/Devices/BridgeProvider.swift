@@ -6,12 +6,14 @@ import Foundation
 /// whose tools are missing fails with ``FlippioError/Code/toolNotFound`` naming the Debian package,
 /// without stopping the other platform.
 public actor BridgeProvider {
-    private let configuration: Configuration
+    private let configuration: FlippioConfiguration
     private let runner: any ProcessRunning
     private let discovery: ToolDiscovery
     private var built: [Platform: any DeviceBridge] = [:]
 
-    public init(configuration: Configuration, runner: any ProcessRunning) {
+    /// - parameter bridges: ready-made bridges (tests, the demo); other platforms are built from
+    ///   the discovered tools when first needed.
+    public init(configuration: FlippioConfiguration, runner: any ProcessRunning, bridges: [any DeviceBridge] = []) {
         self.configuration = configuration
         self.runner = runner
         var explicit: [Tool: String] = [:]
@@ -20,12 +22,7 @@ public actor BridgeProvider {
         }
         self.discovery = ToolDiscovery(environment: configuration.environment, explicitPaths: explicit,
                                        runner: runner, timeout: .seconds(3))
-    }
-
-    /// Tests and the demo hand in ready-made bridges.
-    public init(configuration: Configuration, runner: any ProcessRunning, bridges: [any DeviceBridge]) {
-        self.init(configuration: configuration, runner: runner)
-        for bridge in bridges { built[bridge.platform] = bridge }
+        self.built = Dictionary(bridges.map { ($0.platform, $0) }, uniquingKeysWith: { $1 })
     }
 
     /// The tool finder (shared, cached for the process).
@@ -52,7 +49,7 @@ public actor BridgeProvider {
                 throw FlippioError(.toolNotFound, "idevice_id was not found, so iOS devices cannot be listed.",
                                    remedy: "Install the Debian package libimobiledevice-utils (and usbmuxd), or set FLIPPIO_IDEVICE_ID.")
             }
-            bridge = IOSBridge(tools: .init(ideviceID: i.path, ideviceinfo: n.path, ideviceinstaller: s.path, afcclient: a.path),
+            bridge = IOSBridge(tools: .init(ideviceID: i.path, ideviceInfo: n.path, ideviceInstaller: s.path, afcClient: a.path),
                                runner: runner)
         }
         built[platform] = bridge

@@ -17,13 +17,13 @@ public struct Agent: Service {
         public init() {}
     }
 
-    private let configuration: Configuration
+    private let configuration: FlippioConfiguration
     private let bridges: BridgeProvider
     private let options: Options
     private let logger: Logger
     private let notifier: SystemdNotifier
 
-    public init(configuration: Configuration, bridges: BridgeProvider, options: Options = .init(), logger: Logger,
+    public init(configuration: FlippioConfiguration, bridges: BridgeProvider, options: Options = .init(), logger: Logger,
                 notifier: SystemdNotifier) {
         self.configuration = configuration
         self.bridges = bridges
@@ -35,10 +35,9 @@ public struct Agent: Service {
     public func run() async throws {
         let notifier = self.notifier
         let engine = try SyncEngine(configuration: configuration, bridges: bridges, logger: logger,
-                                    onStatusChange: { line in notifier.status(line) })
+                                    onStatusChange: { line in try? notifier.status(line) })
         try await engine.start()
-        notifier.ready()
-        notifier.status(await engine.statusLine())
+        try? notifier.ready(status: await engine.statusLine())
         logger.info("ready")
 
         await withDiscardingTaskGroup { group in
@@ -46,19 +45,19 @@ public struct Agent: Service {
             group.addTask { await engine.consumeSettled() }
             group.addTask { await engine.resumeAll() }
             group.addTask { await self.trackDevices(engine) }
-            if let interval = notifier.watchdogInterval {
+            if let interval = WatchdogSchedule(environment: configuration.environment)?.interval {
                 group.addTask {
                     // Pinged through the engine actor: if the actor is stuck, the pings stop.
                     while !Task.isCancelled {
                         _ = await engine.trackedCount
-                        notifier.watchdog()
+                        try? notifier.watchdog()
                         try? await Task.sleep(for: interval)
                     }
                 }
             }
             try? await gracefulShutdown()
             logger.info("stopping")
-            notifier.stopping()
+            try? notifier.stopping()
             await engine.shutdown(grace: options.shutdownGrace)
             group.cancelAll()
         }
@@ -68,15 +67,10 @@ public struct Agent: Service {
     /// Follows device plug/unplug (`adb track-devices`) and resumes pushes waiting for a device.
     private func trackDevices(_ engine: SyncEngine) async {
         guard let android = try? await bridges.bridge(for: .android) as? AndroidBridge else { return }
-        var delay = Duration.seconds(1)
-        while !Task.isCancelled {
-            for await devices in android.trackDevices() {
-                delay = .seconds(1)
-                await engine.devicesChanged(devices)
-            }
-            // The tracker ends when the adb server goes away; start it again with backoff.
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(30))
+        // The tracker restarts `adb track-devices` itself (with backoff) when the server goes away.
+        let tracker = DeviceTracker(adbPath: android.adbPath, environment: android.environment)
+        for await devices in tracker.updates() {
+            await engine.devicesChanged(devices)
         }
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Logging
 
 /// One push of one tracked database, start to finish: the steps both `flippio push` and the
@@ -59,8 +58,9 @@ public struct PushPipeline: Sendable {
     public func push(_ database: URL, force: Bool = false, overrideConflict: Bool = false,
                      lockTimeout: Duration = .seconds(120)) async -> Outcome {
         do {
-            let lock = try await workspace.lock(for: database, timeout: lockTimeout)
-            defer { lock.unlock() }
+            let lock = try workspace.lock(for: database)
+            try await lock.acquire(timeout: lockTimeout)
+            defer { lock.release() }
             return try await pushLocked(database, force: force, overrideConflict: overrideConflict)
         } catch let error as FlippioError {
             return .failed(error)
@@ -189,7 +189,7 @@ public struct PushPipeline: Sendable {
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
         let pulled = try await retry.run("pull \(remote.path)") { try await bridge.pull(remote, into: staging, progress: nil) }
-        _ = try PulledDatabase.fold(mainFile: pulled.mainFile)
+        _ = try PulledDatabase.fold(pulled.mainFile)
         let copy = Self.conflictCopyURL(for: database, at: Date())
         try FileManager.default.moveItem(at: pulled.mainFile, to: copy)
         return copy
@@ -197,6 +197,11 @@ public struct PushPipeline: Sendable {
 
     /// `notes.db` → `notes.device-20261129-174203.db`.
     static func conflictCopyURL(for database: URL, at date: Date) -> URL {
+        siblingCopyURL(for: database, tag: "device", at: date)
+    }
+
+    /// `notes.db` → `notes.<tag>-20261129-174203.db`, beside it: the names of kept versions.
+    static func siblingCopyURL(for database: URL, tag: String, at date: Date) -> URL {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
@@ -204,7 +209,7 @@ public struct PushPipeline: Sendable {
         let stamp = formatter.string(from: date)
         let ext = database.pathExtension
         let stem = database.deletingPathExtension().lastPathComponent
-        let name = ext.isEmpty ? "\(stem).device-\(stamp)" : "\(stem).device-\(stamp).\(ext)"
+        let name = ext.isEmpty ? "\(stem).\(tag)-\(stamp)" : "\(stem).\(tag)-\(stamp).\(ext)"
         return database.deletingLastPathComponent().appendingPathComponent(name)
     }
 }

@@ -4,16 +4,16 @@ import Logging
 /// The agent's core: every tracked database's ``DatabaseSync``, fed by the watcher, the settler
 /// and the device tracker. Data flows one way: event → settle → snapshot → push → sidecar.
 actor SyncEngine {
-    private let configuration: Configuration
+    private let configuration: FlippioConfiguration
     private let workspace: Workspace
     private let sidecars: SidecarStore
     private let pool: ConnectionPool
     private let bridges: BridgeProvider
     private let pipeline: PushPipeline
     private let watcher: InotifyWatcher
-    private let settler: Settler<URL>
+    private let settler: Settler<URL, ContinuousClock>
     private let logger: Logger
-    private var index = DatabaseIndex()
+    private var index: DatabaseIndex
     private var syncs: [URL: DatabaseSync] = [:]
     /// The device each tracked database lives on (from its sidecar's origin).
     private var deviceOf: [URL: String] = [:]
@@ -25,7 +25,7 @@ actor SyncEngine {
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
 
-    init(configuration: Configuration, bridges: BridgeProvider, logger: Logger,
+    init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
          onStatusChange: @escaping @Sendable (String) -> Void) throws {
         self.configuration = configuration
         self.workspace = Workspace(root: configuration.workspace)
@@ -37,9 +37,10 @@ actor SyncEngine {
                                      stopAppBeforePush: configuration.stopAppBeforePush,
                                      retry: configuration.retry, logger: logger)
         self.watcher = try InotifyWatcher()
-        self.settler = Settler<URL>(window: configuration.settleWindow, maxWait: configuration.settleMaxWait,
+        self.settler = Settler<URL, ContinuousClock>(window: configuration.settleWindow, maxWait: configuration.settleMaxWait,
                                     clock: ContinuousClock())
         self.onStatusChange = onStatusChange
+        self.index = DatabaseIndex(stateDirectory: workspace.stateDirectory)
     }
 
     // MARK: - Start-up
@@ -53,7 +54,9 @@ actor SyncEngine {
         for database in databases {
             await track(database)
         }
-        await pool.warm(Array(syncs.keys))
+        for (database, error) in await pool.warm(Array(syncs.keys)) {
+            logger.error("cannot open \(database.path): \(error.message)")
+        }
         logger.info("watching \(syncs.count) databases in \(workspace.root.path)")
         publishStatus()
     }
@@ -171,7 +174,7 @@ actor SyncEngine {
         if exists, syncs[database] == nil {
             logger.info("now tracking \(database.path)")
             await track(database)
-            await pool.warm([database])
+            _ = await pool.warm([database])
         } else if !exists, syncs[database] != nil {
             await untrack(database)
         }

@@ -3,7 +3,7 @@ import Foundation
 /// Everything the engine can be told, with a default for each.
 ///
 /// Values come, in order of precedence, from command-line flags (the CLI sets them on the value
-/// it gets from ``Configuration/load(environment:)``), then the environment (`FLIPPIO_*`), then
+/// it gets from ``FlippioConfiguration/load(environment:)``), then the environment (`FLIPPIO_*`), then
 /// the optional config file `$XDG_CONFIG_HOME/flippio/config.json`, then these defaults.
 ///
 /// For example, the config file
@@ -14,7 +14,7 @@ import Foundation
 ///
 /// and `FLIPPIO_SETTLE_MS=200` give a workspace of `/home/ana/dbs`, a 200 ms settle window and
 /// pushes that leave the app running.
-public struct Configuration: Sendable, Equatable {
+public struct FlippioConfiguration: Sendable {
     /// Where local copies live. The default is `$XDG_DATA_HOME/flippio` (`~/.local/share/flippio`).
     public var workspace: URL
     /// The environment passed to every tool (so `ANDROID_ADB_SERVER_PORT`, `ADB_SERVER_SOCKET`,
@@ -63,8 +63,8 @@ public struct Configuration: Sendable, Equatable {
     ///
     /// - throws: ``FlippioError/Code/invalidArgument`` when the config file or a variable cannot be
     ///   read, naming the file or variable. A missing config file is not an error.
-    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Configuration {
-        var config = Configuration(workspace: Workspace.defaultRoot(environment: environment), environment: environment)
+    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> FlippioConfiguration {
+        var config = FlippioConfiguration(workspace: Workspace.defaultRoot(environment: environment), environment: environment)
         if let file = try ConfigFile.load(environment: environment) {
             try file.apply(to: &config)
         }
@@ -129,7 +129,7 @@ struct ConfigFile: Decodable {
     var tools: [String: String]?
 
     static func load(environment: [String: String]) throws -> ConfigFile? {
-        let url = Configuration.configFileURL(environment: environment)
+        let url = FlippioConfiguration.configFileURL(environment: environment)
         guard let data = FileManager.default.contents(atPath: url.path) else { return nil }
         do {
             return try JSONDecoder().decode(ConfigFile.self, from: data)
@@ -139,10 +139,10 @@ struct ConfigFile: Decodable {
         }
     }
 
-    func apply(to config: inout Configuration) throws {
+    func apply(to config: inout FlippioConfiguration) throws {
         if let workspace { config.workspace = URL(fileURLWithPath: (workspace as NSString).expandingTildeInPath, isDirectory: true) }
-        if let settleMs { config.settleWindow = .milliseconds(try Configuration.parseMilliseconds(String(settleMs), name: "settleMs")) }
-        if let settleMaxMs { config.settleMaxWait = .milliseconds(try Configuration.parseMilliseconds(String(settleMaxMs), name: "settleMaxMs")) }
+        if let settleMs { config.settleWindow = .milliseconds(try FlippioConfiguration.parseMilliseconds(String(settleMs), name: "settleMs")) }
+        if let settleMaxMs { config.settleMaxWait = .milliseconds(try FlippioConfiguration.parseMilliseconds(String(settleMaxMs), name: "settleMaxMs")) }
         if let stopApp { config.stopAppBeforePush = stopApp }
         if let poolSize, poolSize > 0 { config.poolCapacity = poolSize }
         if let logLevel { config.logLevel = logLevel }
