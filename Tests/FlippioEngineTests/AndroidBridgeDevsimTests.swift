@@ -224,6 +224,31 @@ struct AndroidBridgeDevsimTests {
         try device.clearFaults()
     }
 
+    @Test func droppedTransfer_pullStartsOver_pushFailsRetryably() async throws {
+        let onDevice = try makeWALDatabase()
+        try device.setFaults(["dropNextTransfer": true])
+        let local = try TemporaryDirectory("drop")
+        let pulled = try await bridge().pull(remote(), into: local.url, progress: nil)
+        #expect(try Data(contentsOf: pulled.mainFile) == Data(contentsOf: onDevice))
+        #expect(try ContentHash.sha256(fileAt: pulled.walFile!) == pulled.fingerprint.walHash)
+
+        let snapshot = local.child("snapshot.db")
+        try Shell.sqlite(snapshot, "CREATE TABLE t(x);")
+        let before = try Data(contentsOf: onDevice)
+        try device.setFaults(["dropNextTransfer": true])
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(), progress: nil)
+        }
+        #expect(error?.isRetryable == true, "\(String(describing: error)) \(String(describing: error?.context))")
+        // The device still has the old database, untouched.
+        #expect(try Data(contentsOf: onDevice) == before)
+        // A retry overwrites the same temp names and cleans them up.
+        let hash = try ContentHash.sha256(fileAt: snapshot)
+        #expect(try await bridge().push(snapshot: snapshot, snapshotHash: hash, to: remote(), progress: nil).mainHash == hash)
+        let tmp = try FileManager.default.contentsOfDirectory(atPath: device.url("/data/local/tmp").path)
+        #expect(tmp.filter { $0.hasPrefix("flippio-") }.isEmpty)
+    }
+
     @Test func offlineFault_mapsToDeviceOffline() async throws {
         try device.setFaults(["failNext": 1, "failMessage": "device offline"])
         let error = await #expect(throws: FlippioError.self) { try await bridge().stopApp(deviceID: Self.serial, appID: Self.pkg) }

@@ -24,6 +24,8 @@ struct AndroidErrorsTests {
         ("error: protocol fault (couldn't read status): Connection reset by peer\n", .connectionReset),
         ("adb: error: failed to read copy response\n", .connectionReset),
         ("error: closed\n", .connectionReset),
+        ("adb: error: failed to copy '/tmp/s.db' to '/data/local/tmp/flippio-0123456789abcdef.db': couldn't read from device\n", .connectionReset),
+        ("adb: error: failed to copy '/tmp/s.db' to '/data/local/tmp/x.db': remote couldn't create file: Permission denied\n", .permissionDenied),
         ("* daemon not running; starting now at tcp:5037\nADB server didn't ACK\nFull server startup log: /tmp/adb.1000.log\n* failed to start daemon\nerror: cannot connect to daemon\n", .adbServerUnavailable),
         ("error: cannot connect to daemon at tcp:5037: Connection refused\n", .adbServerUnavailable),
     ]

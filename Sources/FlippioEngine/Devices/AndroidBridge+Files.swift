@@ -134,8 +134,10 @@ extension AndroidBridge {
     public func fingerprint(_ database: RemoteDatabase) async throws -> DeviceFingerprint {
         let (prefix, subject) = try validate(database)
         let main = database.path, wal = main + "-wal", journal = main + "-journal"
+        // Hashing a large database takes a while: allow for its size when the listing told it.
+        let timeout = database.size.map { max(timeouts.control, timeouts.transfer(bytes: $0)) } ?? timeouts.control
         let result = try await shell(database.deviceID, prefix + "sha256sum " + DeviceShellQuoting.join([main, wal, journal]),
-                                     subject: subject)
+                                     subject: subject, timeout: timeout)
         let errors = result.stderrText
         if !result.succeeded, let error = AndroidErrors.adbLevel(errors, subject) { throw error }
         if errors.contains("run-as:") || errors.contains("inaccessible or not found"),

@@ -78,10 +78,12 @@ extension AndroidBridge {
         }
         steps.append("rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal"))")
         steps.append("mv -f \(q(names.sibling)) \(q(path))")
-        try await shellChecked(serial, prefix + "sh -c " + q(steps.joined(separator: " && ")), subject: subject)
+        // Copying and hashing on the device take time in proportion to the size, like a transfer.
+        let onDevice = max(timeouts.control, timeouts.transfer(bytes: size))
+        try await shellChecked(serial, prefix + "sh -c " + q(steps.joined(separator: " && ")), subject: subject, timeout: onDevice)
 
         // c. Verify.
-        let verify = try await shellChecked(serial, prefix + "sha256sum " + q(path), subject: subject)
+        let verify = try await shellChecked(serial, prefix + "sha256sum " + q(path), subject: subject, timeout: onDevice)
         let deviceHash = AndroidOutputParser.sha256sums(verify.stdoutText)[path]
         guard deviceHash == snapshotHash.lowercased() else {
             throw FlippioError(.verificationFailed,

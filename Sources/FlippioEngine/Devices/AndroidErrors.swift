@@ -97,7 +97,7 @@ enum AndroidErrors {
         }
         if t.contains("connection reset") || t.contains("failed to read copy response") || t.contains("error: closed")
             || t.contains("connect failed: closed") || t.contains("broken pipe") || t.contains("failed to read data")
-            || t.contains("unexpected eof") {
+            || t.contains("unexpected eof") || t.contains("couldn't read from device") {
             return FlippioError(.connectionReset, "The connection to \(s.device) broke during the transfer.",
                                 remedy: transientRemedy, context: ctx)
         }
