@@ -59,7 +59,9 @@ let package = Package(
             dependencies: [
                 "FlippioEngine", "TestSupport", "DeviceSimulator",
                 .product(name: "GRDB", package: "GRDB.swift"),
-            ]
+            ],
+            // Captured tool output, read by path from the tests.
+            exclude: ["Fixtures"]
         ),
         .testTarget(name: "flippioTests", dependencies: ["FlippioEngine", "TestSupport", "DeviceSimulator"]),
     ]

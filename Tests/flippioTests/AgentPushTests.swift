@@ -61,8 +61,11 @@ struct AgentPushTests {
         // A generous settle window, so a noisy machine's pause inside the burst is not "quiet".
         let agent = try scenario.harness.startAgent(["--settle-ms", "1500", "--settle-max-ms", "120000"])
         try await agent.waitForLog("ready")
+        // The start-up check (a snapshot compared with the device's content) has run.
+        try await agent.waitForLog("nothing pushed")
         let inserts = (1...1000).map { "INSERT INTO notes(title) VALUES ('burst \($0)');" }.joined(separator: "\n")
-        try Shell.sqlite(scenario.localCopy, "PRAGMA synchronous=OFF;\n" + inserts)
+        // Like any GUI tool, wait briefly when the agent's snapshot holds a read lock.
+        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=5000; PRAGMA synchronous=OFF;\n" + inserts)
         try await waitUntil("1003 rows on the device\n\(agent.log)", timeout: .seconds(60)) {
             (try? Shell.sqlite(scenario.deviceDatabase, "SELECT count(*) FROM notes")) == "1003\n"
         }

@@ -132,7 +132,7 @@ public struct ProcessRunner: ProcessRunning {
         case cancelled
     }
 
-    private static func configuration(for command: ProcessCommand) -> FlippioConfiguration {
+    private static func configuration(for command: ProcessCommand) -> Configuration {
         var overrides: [Environment.Key: String?] = [:]
         for (key, value) in command.environment {
             if let key = Environment.Key(rawValue: key) { overrides[key] = value }
@@ -148,7 +148,7 @@ public struct ProcessRunner: ProcessRunning {
         ]
         let executable: Executable = command.executable.contains("/")
             ? .path(FilePath(command.executable)) : .name(command.executable)
-        return FlippioConfiguration(
+        return Configuration(
             executable: executable,
             arguments: Arguments(command.arguments),
             // Inherited and never scrubbed: ANDROID_ADB_SERVER_PORT, ADB_SERVER_SOCKET,
@@ -159,7 +159,7 @@ public struct ProcessRunner: ProcessRunning {
     }
 
     private static func execute(
-        _ configuration: FlippioConfiguration, input: Data?, outputFile: FileDescriptor?,
+        _ configuration: Configuration, input: Data?, outputFile: FileDescriptor?,
         stdout: BoundedCapture, stderr: BoundedCapture, child: ChildProcess
     ) async throws -> TerminationStatus {
         if let input {
@@ -171,7 +171,7 @@ public struct ProcessRunner: ProcessRunning {
     }
 
     private static func execute<Input: InputProtocol>(
-        _ configuration: FlippioConfiguration, input: Input, outputFile: FileDescriptor?,
+        _ configuration: Configuration, input: Input, outputFile: FileDescriptor?,
         stdout: BoundedCapture, stderr: BoundedCapture, child: ChildProcess
     ) async throws -> TerminationStatus {
         if let outputFile {

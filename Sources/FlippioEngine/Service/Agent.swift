@@ -22,14 +22,18 @@ public struct Agent: Service {
     private let options: Options
     private let logger: Logger
     private let notifier: SystemdNotifier
+    private let watchdog: WatchdogSchedule?
 
+    /// - parameter systemdEnvironment: where `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` are
+    ///   read from (the agent's own environment; children get a copy without them).
     public init(configuration: FlippioConfiguration, bridges: BridgeProvider, options: Options = .init(), logger: Logger,
-                notifier: SystemdNotifier) {
+                systemdEnvironment: [String: String]) {
         self.configuration = configuration
         self.bridges = bridges
         self.options = options
         self.logger = logger
-        self.notifier = notifier
+        self.notifier = SystemdNotifier(environment: systemdEnvironment)
+        self.watchdog = WatchdogSchedule(environment: systemdEnvironment)
     }
 
     public func run() async throws {
@@ -45,7 +49,7 @@ public struct Agent: Service {
             group.addTask { await engine.consumeSettled() }
             group.addTask { await engine.resumeAll() }
             group.addTask { await self.trackDevices(engine) }
-            if let interval = WatchdogSchedule(environment: configuration.environment)?.interval {
+            if let interval = watchdog?.interval {
                 group.addTask {
                     // Pinged through the engine actor: if the actor is stuck, the pings stop.
                     while !Task.isCancelled {

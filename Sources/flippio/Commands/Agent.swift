@@ -32,14 +32,14 @@ extension Flippio {
             if let settleMaxMs { config.settleMaxWait = .milliseconds(settleMaxMs) }
             if noStopApp { config.stopAppBeforePush = false }
             if let poolSize { config.poolCapacity = poolSize }
-            try FlippioLogging.bootstrap(level: config.logLevel, environment: config.environment)
+            FlippioLogging.bootstrap(level: try .parse(config.logLevel), environment: config.environment)
             let logger = Logger(label: "flippio.agent")
-            let notifier = SystemdNotifier(environment: config.environment)
+            let systemdEnvironment = config.environment
             // Children (adb) must not talk to systemd in our name.
             config.environment = SystemdNotifier.scrubbedEnvironment(config.environment)
             let runner = ProcessRunner()
             let agent = Agent(configuration: config, bridges: BridgeProvider(configuration: config, runner: runner),
-                              logger: logger, notifier: notifier)
+                              logger: logger, systemdEnvironment: systemdEnvironment)
             let group = ServiceGroup(configuration: .init(
                 services: [.init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup,
                                  failureTerminationBehavior: .gracefullyShutdownGroup)],

@@ -9,7 +9,7 @@ extension Flippio {
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
-            let report = await global.engine().doctor()
+            let report = await try global.engine().doctor()
             if global.json { return try Output.json(report) }
             for tool in report.tools {
                 Output.line("\(tool.path == nil ? "✗" : "✓") \(tool.tool.rawValue): \(tool.path.map { "\($0) \(tool.version ?? "")" } ?? (tool.problem ?? "not found"))")

@@ -15,9 +15,10 @@ extension Flippio {
 
             func run() async throws {
                 let report = try await installer(global).install()
-                if global.json { return try Output.json(report) }
-                Output.line("installed \(report.unitPath) and started it")
-                for hint in report.hints { Output.line(hint) }
+                if global.json {
+                    return try Output.json(["unit": report.unitURL.path, "execStart": report.execStart, "hints": report.hints.joined(separator: "\n")])
+                }
+                Output.line(report.description)
             }
         }
 
