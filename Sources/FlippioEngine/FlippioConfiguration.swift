@@ -34,8 +34,9 @@ public struct FlippioConfiguration: Sendable {
     public var commandTimeout: Duration
     /// Backoff for transient failures.
     public var retry: RetryPolicy
-    /// `trace`...`critical`. The default is `info`.
-    public var logLevel: String
+    /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
+    /// for one-shot commands, whose output is their result).
+    public var logLevel: String?
 
     public init(workspace: URL, environment: [String: String]) {
         self.workspace = workspace
@@ -47,7 +48,7 @@ public struct FlippioConfiguration: Sendable {
         self.poolCapacity = 256
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
-        self.logLevel = "info"
+        self.logLevel = nil
     }
 
     /// The environment variables for explicit tool paths.

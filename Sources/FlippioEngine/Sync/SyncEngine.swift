@@ -57,7 +57,7 @@ actor SyncEngine {
         for (database, error) in await pool.warm(Array(syncs.keys)) {
             logger.error("cannot open \(database.path): \(error.message)")
         }
-        logger.info("watching \(syncs.count) databases in \(workspace.root.path)")
+        logger.info("\(await statusLine()) in \(workspace.root.path)")
         publishStatus()
     }
 
