@@ -57,7 +57,8 @@ actor SyncEngine {
         for (database, error) in await pool.warm(Array(syncs.keys)) {
             logger.error("cannot open \(database.path): \(error.message)")
         }
-        logger.info("\(await statusLine()) in \(workspace.root.path)")
+        let status = await statusLine()
+        logger.info("\(status) in \(workspace.root.path)")
         publishStatus()
     }
 
