@@ -24,6 +24,10 @@ actor SyncEngine {
     private let onStatusChange: @Sendable (String) -> Void
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
+    /// Devices the tracker last listed as ready (nil until it has reported).
+    private var readyDevices: Set<String>?
+    /// Consecutive "device unavailable" failures per database while its device looked ready.
+    private var unexpectedDeviceFailures: [URL: Int] = [:]
 
     init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
          onStatusChange: @escaping @Sendable (String) -> Void) throws {
@@ -50,6 +54,8 @@ actor SyncEngine {
     func start() async throws {
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
         try watchTree(workspace.root)
+        let removed = workspace.removeStaleTemporaryFiles()
+        if removed > 0 { logger.debug("removed \(removed) stale temporary files") }
         let databases = try workspace.trackedDatabases()
         for database in databases {
             await track(database)
@@ -205,15 +211,41 @@ actor SyncEngine {
     }
 
     private func pushEnded(_ database: URL, _ outcome: PushPipeline.Outcome) {
-        if case .pushed = outcome { pushCount += 1 }
+        switch outcome {
+        case .pushed:
+            pushCount += 1
+            unexpectedDeviceFailures[database] = nil
+        case .failed(let error) where DatabaseSync.StateMachine.meansDeviceUnavailable(error.code):
+            retryIfDeviceLooksReady(database)
+        case .failed:
+            break
+        case .unchanged, .conflict, .invalid:
+            unexpectedDeviceFailures[database] = nil
+        }
         publishStatus()
     }
 
     // MARK: - Devices
 
+    /// A push failed because the device was unavailable, but adb lists it as ready, so no plug
+    /// event will wake this database: the failure was a passing one (a dropped connection, a
+    /// device that just reconnected). Try again after a growing delay instead.
+    private func retryIfDeviceLooksReady(_ database: URL) {
+        guard let device = deviceOf[database], readyDevices?.contains(device) == true, let sync = syncs[database] else { return }
+        let failures = (unexpectedDeviceFailures[database] ?? 0) + 1
+        unexpectedDeviceFailures[database] = failures
+        var generator = SystemRandomNumberGenerator()
+        let delay = max(configuration.retry.delay(forAttempt: failures, using: &generator), .milliseconds(200))
+        Task {
+            try? await Task.sleep(for: delay)
+            await sync.send(.deviceReady)
+        }
+    }
+
     /// A device's list of connected devices changed: resume databases waiting for a device that is back.
     func devicesChanged(_ devices: [Device]) async {
         let ready = Set(devices.filter { $0.state == .ready }.map(\.id))
+        readyDevices = ready
         for (database, sync) in syncs where ready.contains(deviceOf[database] ?? "") {
             await sync.send(.deviceReady)
         }
