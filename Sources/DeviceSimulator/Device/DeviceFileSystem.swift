@@ -59,6 +59,8 @@ struct DeviceFileSystem {
     /// the last component is followed only when `followLast` is set.
     func resolve(_ path: String, cwd: String, followLast: Bool = true) throws -> Resolved {
         let start = path.hasPrefix("/") ? path : cwd + "/" + path
+        // A trailing slash (`link/`) resolves the last component too, as the kernel does.
+        let followLast = followLast || path.hasSuffix("/") || path.hasSuffix("/.")
         var pending = start.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         var result: [String] = []
         var links = 0
