@@ -54,8 +54,8 @@ public final class Devsim: @unchecked Sendable {
         }
         let outURL = temp.url.appendingPathComponent("devsim.out")
         let errURL = temp.url.appendingPathComponent("devsim.err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         let process = Process()
         process.executableURL = executable
         process.arguments = ["--port", "0", "--devices", devicesDirectory.path]

@@ -38,6 +38,9 @@ import TestSupport
         #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("echo 'open") }
         #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("&& echo") }
         #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("echo |") }
+        // Unquoted parens are shell syntax: the bridge must quote find's '(' and ')'.
+        #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("find . ( -name x )") }
+        #expect(try run("find /sdcard \\( -name abc.txt \\)").1 == "/sdcard/abc.txt\n")
         let (status, _, err) = try run("echo \"open")
         #expect(status == 1)
         #expect(err.hasPrefix("/system/bin/sh: syntax error"))
