@@ -111,6 +111,10 @@ import TestSupport
         #expect(try shell("su 0 cat /data/data/\(Self.app)/databases/notes.db").out == "main")
         #expect(try shell("su -c 'id -u; whoami'").out.hasSuffix("root\n"))
         #expect(try shell("run-as \(Self.app) su 0 id").err == "su: uid \(try appUID()) not allowed to su\n")
+        let owner = try shell("su 0 stat -c %u:%g /data/data/\(Self.app)/databases/notes.db").out
+        #expect(owner == "\(try appUID()):\(try appUID())\n")
+        #expect(try shell("su 0 sh -c 'cp /data/local/tmp/../../data/\(Self.app)/databases/notes.db /data/data/\(Self.app)/databases/n2 && chown \(owner.dropLast()) /data/data/\(Self.app)/databases/n2'").status == 0)
+        #expect(try shell("chown 0:0 /sdcard").err == "chown: '/sdcard' to '0:0': Operation not permitted\n")
     }
 
     func appUID() throws -> String {

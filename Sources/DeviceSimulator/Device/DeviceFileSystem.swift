@@ -22,6 +22,7 @@ struct DeviceErrno: Error, Equatable {
         case ELOOP: return "Too many symbolic links encountered"
         case EINVAL: return "Invalid argument"
         case EXDEV: return "Cross-device link"
+        case EPERM: return "Operation not permitted"
         default: return String(cString: strerror(code))
         }
     }

@@ -36,6 +36,8 @@ extension DeviceShell {
         case "ls": return ls
         case "stat": return stat
         case "chmod": return chmod
+        case "chown": return { [self] args, io in try chown(args, io: io, name: "chown") }
+        case "chgrp": return { [self] args, io in try chown(args, io: io, name: "chgrp") }
         case "find": return find
         case "sha256sum": return { [self] args, io in try hashsum(args, io: io, name: "sha256sum") }
         case "sha1sum": return { [self] args, io in try hashsum(args, io: io, name: "sha1sum") }
