@@ -122,6 +122,12 @@ import TestSupport
         return String(id.dropFirst(4).prefix { $0.isNumber })
     }
 
+    @Test func phoneAliases_resolveInsideTheDevice() throws {
+        #expect(try shell("run-as \(Self.app) cat /data/user/0/\(Self.app)/databases/notes.db").out == "main")
+        #expect(try shell("cat /data/user/0/\(Self.app)/databases/notes.db").err == "cat: /data/user/0/\(Self.app)/databases/notes.db: Permission denied\n")
+        #expect(try shell("find /storage/emulated/0/Android/data/\(Self.app) -name '*.db'").out == "/storage/emulated/0/Android/data/\(Self.app)/files/ext.db\n")
+    }
+
     @Test func paths_neverEscapeTheDeviceFolder() throws {
         // A secret beside the devices folder, and symlinks on the device that point at it.
         let secret = sim.workDirectory.appendingPathComponent("secret.txt")

@@ -32,10 +32,7 @@ final class DeviceRegistry: @unchecked Sendable {
         let fsRoot = root.appendingPathComponent("fs", isDirectory: true)
         if !FileManager.default.fileExists(atPath: fsRoot.path) {
             // A device.json alone is a fresh phone: give it the folders every phone has.
-            for dir in ["data/local/tmp", "data/data", "sdcard"] {
-                try? FileManager.default.createDirectory(
-                    at: fsRoot.appendingPathComponent(dir), withIntermediateDirectories: true)
-            }
+            try? DeviceLayout.create(fs: fsRoot)
         }
         return SimulatedDevice(serial: serial, root: root, fsRoot: fsRoot, config: config)
     }
