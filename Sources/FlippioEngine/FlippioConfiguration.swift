@@ -97,6 +97,15 @@ public struct FlippioConfiguration: Sendable {
             poolCapacity = n
         }
         if let value = env["FLIPPIO_LOG_LEVEL"], !value.isEmpty { logLevel = value }
+        if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
+            commandTimeout = .milliseconds(max(1, try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")))
+        }
+        if let value = env["FLIPPIO_RETRY_ATTEMPTS"] {
+            guard let n = Int(value), (1...100).contains(n) else {
+                throw FlippioError(.invalidArgument, "FLIPPIO_RETRY_ATTEMPTS=\(value) is not a number of tries.", remedy: "Use 1 to 100 (1 means no retry).")
+            }
+            retry.maxAttempts = n
+        }
         for (tool, variable) in Self.toolEnvironmentVariables {
             if let path = env[variable], !path.isEmpty { toolPaths[tool] = path }
         }
