@@ -104,7 +104,10 @@ public struct ProcessRunner: ProcessRunning {
 
         let timedOut: Bool
         if case .deadline = first { timedOut = true } else { timedOut = false }
-        let cancelled = Task.isCancelled
+        // A call that finished before the caller was cancelled keeps its result (the caller sees
+        // the cancellation at its next suspension point), and nothing of it is killed.
+        let cancelled: Bool
+        if case .finished = first { cancelled = false } else { cancelled = Task.isCancelled }
         if timedOut || cancelled {
             // Step 3 of the teardown: the leader has been reaped, but a grandchild that caught
             // SIGTERM may still hold the group. While any member lives the kernel does not reuse
