@@ -3,46 +3,6 @@ import Testing
 import TestSupport
 @testable import FlippioEngine
 
-/// Runs real processes for these tests (the engine's ProcessRunner lives on another branch).
-/// Output goes to files, so a chatty child can never fill a pipe and hang.
-struct TestProcessRunner: ProcessRunning {
-    func run(_ command: ProcessCommand) async throws -> ProcessResult {
-        let dir = try TemporaryDirectory("flippio-run")
-        let outURL = dir.child("out"), errURL = dir.child("err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command.executable)
-        process.arguments = command.arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(command.environment) { _, new in new }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        process.standardInput = FileHandle.nullDevice
-        let start = ContinuousClock.now
-        do {
-            try process.run()
-        } catch {
-            throw FlippioError(.toolNotFound, "could not start \(command.executable): \(error)")
-        }
-        let deadline = start.advanced(by: command.timeout)
-        var timedOut = false
-        while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                timedOut = true
-                process.terminate()
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        process.waitUntilExit()
-        let termination: ProcessResult.Termination = process.terminationReason == .uncaughtSignal
-            ? .signalled(process.terminationStatus) : .exited(process.terminationStatus)
-        return ProcessResult(termination: termination, stdout: try Data(contentsOf: outURL),
-                             stderr: try Data(contentsOf: errURL), duration: ContinuousClock.now - start,
-                             timedOut: timedOut)
-    }
-}
-
 /// A stand-in `systemctl` (a shell script) that records each call and answers as the real one does.
 ///
 /// Each call appends one line to `calls.log`: the arguments separated by `|`. `FAKE_SYSTEMCTL_MODE`
@@ -113,7 +73,7 @@ struct ServiceInstallerTests {
             "HOME": home.path, "XDG_CONFIG_HOME": config.path, "PATH": fake.dir.child("bin").path + ":/usr/bin:/bin",
             "FAKE_SYSTEMCTL_MODE": mode, "NOTIFY_SOCKET": "/run/user/0/systemd/notify", "WATCHDOG_USEC": "30000000",
         ]
-        let installer = ServiceInstaller(environment: environment, runner: TestProcessRunner(),
+        let installer = ServiceInstaller(environment: environment, runner: ProcessRunner(),
                                          systemctlPath: systemctl ?? "systemctl",
                                          executablePath: "/opt/flippio tools/bin/flippio", workspace: workspace)
         return Setup(fake: fake, home: home, config: config, workspace: workspace, installer: installer)
@@ -179,7 +139,7 @@ struct ServiceInstallerTests {
         let s = try setup()
         _ = try await s.installer.install()
         _ = try await s.installer.install()
-        let moved = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let moved = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                      executablePath: s.installer.executablePath,
                                      workspace: s.fake.dir.child("other workspace"))
         let report = try await moved.install()
@@ -231,7 +191,7 @@ struct ServiceInstallerTests {
     @Test("a relative executable path is refused before anything is written")
     func relativeExecutable() async throws {
         let s = try setup()
-        let bad = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let bad = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                    executablePath: "flippio", workspace: s.workspace)
         await #expect(throws: FlippioError.self) { try await bad.install() }
         #expect(!FileManager.default.fileExists(atPath: bad.unitURL.path))
@@ -297,6 +257,7 @@ final class RealUserManager: @unchecked Sendable {
     static var canRun: Bool {
         getuid() == 0 && systemdBinary != nil && Products.systemTool("systemctl") != nil
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid")
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
             && ProcessInfo.processInfo.environment["FLIPPIO_SKIP_REAL_SYSTEMD"] == nil
     }
@@ -329,12 +290,13 @@ final class RealUserManager: @unchecked Sendable {
     ///   `Process` learns of a child's exit when a socket the child inherits reaches EOF, then calls a
     ///   blocking `waitpid` on its one manager thread. systemd closes every inherited descriptor at
     ///   start-up, so that `waitpid` would block until systemd exits, and no other `Process` in the
-    ///   test run would ever be seen to finish.
+    ///   test run would ever be seen to finish. `setsid` puts it in its own process group, out of reach
+    ///   of a runner that tears down the shell's group.
     func start() async throws {
         let log = dir.child("manager.log").path
         let inner = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec \(Self.systemdBinary!) --user"
-        let outer = "/usr/bin/unshare -m /bin/sh -c '\(inner)' </dev/null >'\(log)' 2>&1 & echo $!"
-        let result = try await TestProcessRunner().run(ProcessCommand(
+        let outer = "/usr/bin/setsid /usr/bin/unshare -m /bin/sh -c '\(inner)' </dev/null >'\(log)' 2>&1 & echo $!"
+        let result = try await ProcessRunner().run(ProcessCommand(
             executable: "/bin/sh", arguments: ["-c", outer], environment: environment, timeout: .seconds(30)))
         guard result.succeeded, let pid = Int32(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw ShellError("could not start systemd --user: \(result.stderrText)")
@@ -350,7 +312,7 @@ final class RealUserManager: @unchecked Sendable {
     }
 
     func systemctl(_ arguments: [String]) async throws -> ProcessResult {
-        try await TestProcessRunner().run(ProcessCommand(
+        try await ProcessRunner().run(ProcessCommand(
             executable: Products.systemTool("systemctl")!.path, arguments: ["--user"] + arguments,
             environment: environment, timeout: .seconds(60)))
     }
@@ -427,7 +389,7 @@ struct ServiceInstallerRealManagerTests {
         let workspace = manager.dir.child("work space 100% $HOME")
         try FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
 
-        let installer = ServiceInstaller(environment: manager.environment, runner: TestProcessRunner(),
+        let installer = ServiceInstaller(environment: manager.environment, runner: ProcessRunner(),
                                          executablePath: executable.path, workspace: workspace)
         let report = try await installer.install()
         #expect(report.unitURL.path == manager.config.appendingPathComponent("systemd/user/flippio-agent.service").path)
