@@ -103,6 +103,7 @@ struct ServiceInstallerTests {
         #expect(ServiceInstaller.quote("/w/a\nb") == #""/w/a\nb""#)
         #expect(ServiceInstaller.quote(";") == #"";""#)
         #expect(ServiceInstaller.quote("") == #""""#)
+        #expect(ServiceInstaller.quote("--workspace") == "--workspace")
         let installer = ServiceInstaller(environment: [:], runner: UnusedRunner(), executablePath: "/opt/my tools/flippio",
                                          workspace: URL(fileURLWithPath: "/home/u/db 100%"))
         #expect(installer.unitFileContents().contains(#"ExecStart="/opt/my tools/flippio" agent --workspace "/home/u/db 100%%""#))
@@ -165,7 +166,22 @@ struct ServiceInstallerTests {
             #expect(error.remedy?.contains("loginctl enable-linger") == true)
             #expect(error.remedy?.contains("flippio agent") == true)
         }
+        // No half-installed unit is left behind.
+        #expect(!FileManager.default.fileExists(atPath: s.installer.unitURL.path))
         await #expect(throws: FlippioError.self) { try await s.installer.status() }
+    }
+
+    @Test("no user manager on a reinstall: the previous unit is restored")
+    func noUserManagerKeepsPreviousUnit() async throws {
+        let s = try setup()
+        _ = try await s.installer.install()
+        let before = try String(contentsOf: s.installer.unitURL, encoding: .utf8)
+        var environment = s.installer.environment
+        environment["FAKE_SYSTEMCTL_MODE"] = "nobus"
+        let moved = ServiceInstaller(environment: environment, runner: ProcessRunner(),
+                                     executablePath: s.installer.executablePath, workspace: s.fake.dir.child("elsewhere"))
+        await #expect(throws: FlippioError.self) { try await moved.install() }
+        #expect(try String(contentsOf: s.installer.unitURL, encoding: .utf8) == before)
     }
 
     @Test("a start failure is tool-failed and quotes systemctl's message")
