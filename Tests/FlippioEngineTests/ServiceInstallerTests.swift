@@ -3,46 +3,6 @@ import Testing
 import TestSupport
 @testable import FlippioEngine
 
-/// Runs real processes for these tests (the engine's ProcessRunner lives on another branch).
-/// Output goes to files, so a chatty child can never fill a pipe and hang.
-struct TestProcessRunner: ProcessRunning {
-    func run(_ command: ProcessCommand) async throws -> ProcessResult {
-        let dir = try TemporaryDirectory("flippio-run")
-        let outURL = dir.child("out"), errURL = dir.child("err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command.executable)
-        process.arguments = command.arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(command.environment) { _, new in new }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        process.standardInput = FileHandle.nullDevice
-        let start = ContinuousClock.now
-        do {
-            try process.run()
-        } catch {
-            throw FlippioError(.toolNotFound, "could not start \(command.executable): \(error)")
-        }
-        let deadline = start.advanced(by: command.timeout)
-        var timedOut = false
-        while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                timedOut = true
-                process.terminate()
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        process.waitUntilExit()
-        let termination: ProcessResult.Termination = process.terminationReason == .uncaughtSignal
-            ? .signalled(process.terminationStatus) : .exited(process.terminationStatus)
-        return ProcessResult(termination: termination, stdout: try Data(contentsOf: outURL),
-                             stderr: try Data(contentsOf: errURL), duration: ContinuousClock.now - start,
-                             timedOut: timedOut)
-    }
-}
-
 /// A stand-in `systemctl` (a shell script) that records each call and answers as the real one does.
 ///
 /// Each call appends one line to `calls.log`: the arguments separated by `|`. `FAKE_SYSTEMCTL_MODE`
@@ -113,7 +73,7 @@ struct ServiceInstallerTests {
             "HOME": home.path, "XDG_CONFIG_HOME": config.path, "PATH": fake.dir.child("bin").path + ":/usr/bin:/bin",
             "FAKE_SYSTEMCTL_MODE": mode, "NOTIFY_SOCKET": "/run/user/0/systemd/notify", "WATCHDOG_USEC": "30000000",
         ]
-        let installer = ServiceInstaller(environment: environment, runner: TestProcessRunner(),
+        let installer = ServiceInstaller(environment: environment, runner: ProcessRunner(),
                                          systemctlPath: systemctl ?? "systemctl",
                                          executablePath: "/opt/flippio tools/bin/flippio", workspace: workspace)
         return Setup(fake: fake, home: home, config: config, workspace: workspace, installer: installer)
@@ -143,6 +103,7 @@ struct ServiceInstallerTests {
         #expect(ServiceInstaller.quote("/w/a\nb") == #""/w/a\nb""#)
         #expect(ServiceInstaller.quote(";") == #"";""#)
         #expect(ServiceInstaller.quote("") == #""""#)
+        #expect(ServiceInstaller.quote("--workspace") == "--workspace")
         let installer = ServiceInstaller(environment: [:], runner: UnusedRunner(), executablePath: "/opt/my tools/flippio",
                                          workspace: URL(fileURLWithPath: "/home/u/db 100%"))
         #expect(installer.unitFileContents().contains(#"ExecStart="/opt/my tools/flippio" agent --workspace "/home/u/db 100%%""#))
@@ -179,7 +140,7 @@ struct ServiceInstallerTests {
         let s = try setup()
         _ = try await s.installer.install()
         _ = try await s.installer.install()
-        let moved = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let moved = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                      executablePath: s.installer.executablePath,
                                      workspace: s.fake.dir.child("other workspace"))
         let report = try await moved.install()
@@ -205,7 +166,22 @@ struct ServiceInstallerTests {
             #expect(error.remedy?.contains("loginctl enable-linger") == true)
             #expect(error.remedy?.contains("flippio agent") == true)
         }
+        // No half-installed unit is left behind.
+        #expect(!FileManager.default.fileExists(atPath: s.installer.unitURL.path))
         await #expect(throws: FlippioError.self) { try await s.installer.status() }
+    }
+
+    @Test("no user manager on a reinstall: the previous unit is restored")
+    func noUserManagerKeepsPreviousUnit() async throws {
+        let s = try setup()
+        _ = try await s.installer.install()
+        let before = try String(contentsOf: s.installer.unitURL, encoding: .utf8)
+        var environment = s.installer.environment
+        environment["FAKE_SYSTEMCTL_MODE"] = "nobus"
+        let moved = ServiceInstaller(environment: environment, runner: ProcessRunner(),
+                                     executablePath: s.installer.executablePath, workspace: s.fake.dir.child("elsewhere"))
+        await #expect(throws: FlippioError.self) { try await moved.install() }
+        #expect(try String(contentsOf: s.installer.unitURL, encoding: .utf8) == before)
     }
 
     @Test("a start failure is tool-failed and quotes systemctl's message")
@@ -231,7 +207,7 @@ struct ServiceInstallerTests {
     @Test("a relative executable path is refused before anything is written")
     func relativeExecutable() async throws {
         let s = try setup()
-        let bad = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let bad = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                    executablePath: "flippio", workspace: s.workspace)
         await #expect(throws: FlippioError.self) { try await bad.install() }
         #expect(!FileManager.default.fileExists(atPath: bad.unitURL.path))
@@ -276,5 +252,194 @@ struct ServiceInstallerTests {
         #expect(ServiceInstaller.isManagerUnavailable("Failed to connect to bus: No such file or directory"))
         #expect(ServiceInstaller.isManagerUnavailable("Failed to connect to bus: $DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR not defined (consider using --machine=<user>@.host --user to connect to bus of other user)"))
         #expect(!ServiceInstaller.isManagerUnavailable("Failed to enable unit: Unit file flippio-agent.service does not exist."))
+    }
+}
+
+// MARK: - A real systemd user manager
+
+/// A real `systemd --user`, started for one test in a private mount namespace.
+///
+/// This machine's PID 1 is not systemd, and `systemd --user` refuses to start unless
+/// `/run/systemd/system` exists ("Trying to run as user instance, but the system has not been booted
+/// with systemd."). As root, `unshare -m` gives the manager its own mount namespace in which a tmpfs
+/// over `/run/systemd` holds that marker; nothing changes outside it. The manager gets its own
+/// `XDG_RUNTIME_DIR` and `XDG_CONFIG_HOME` in a temp folder, and `systemctl --user` (run from the
+/// test's own namespace) reaches it through `$XDG_RUNTIME_DIR/systemd/private`.
+final class RealUserManager: @unchecked Sendable {
+    static let systemdBinary = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd"]
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Root, unshare, systemd, systemctl and python3 (the stand-in agent) are all here.
+    static var canRun: Bool {
+        getuid() == 0 && systemdBinary != nil && Products.systemTool("systemctl") != nil
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+            && ProcessInfo.processInfo.environment["FLIPPIO_SKIP_REAL_SYSTEMD"] == nil
+    }
+
+    let dir: TemporaryDirectory
+    let runtime: URL
+    let config: URL
+    /// The environment a user of this manager has.
+    let environment: [String: String]
+    /// The manager's process id, once started.
+    private(set) var pid: Int32 = 0
+
+    init() throws {
+        dir = try TemporaryDirectory("flippio-sd")
+        runtime = dir.child("runtime")
+        config = dir.child("config")
+        try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(at: config, withIntermediateDirectories: true)
+        var env = ProcessInfo.processInfo.environment
+        env["XDG_RUNTIME_DIR"] = runtime.path
+        env["XDG_CONFIG_HOME"] = config.path
+        env["DBUS_SESSION_BUS_ADDRESS"] = nil
+        environment = env
+    }
+
+    /// Starts the manager detached (a background job of a shell that exits at once).
+    ///
+    /// - Important: the manager must not be a direct child made by Foundation's `Process`: on Linux
+    ///   `Process` learns of a child's exit when a socket the child inherits reaches EOF, then calls a
+    ///   blocking `waitpid` on its one manager thread. systemd closes every inherited descriptor at
+    ///   start-up, so that `waitpid` would block until systemd exits, and no other `Process` in the
+    ///   test run would ever be seen to finish. `setsid` puts it in its own process group, out of reach
+    ///   of a runner that tears down the shell's group.
+    func start() async throws {
+        let log = dir.child("manager.log").path
+        let inner = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec \(Self.systemdBinary!) --user"
+        let outer = "/usr/bin/setsid /usr/bin/unshare -m /bin/sh -c '\(inner)' </dev/null >'\(log)' 2>&1 & echo $!"
+        let result = try await ProcessRunner().run(ProcessCommand(
+            executable: "/bin/sh", arguments: ["-c", outer], environment: environment, timeout: .seconds(30)))
+        guard result.succeeded, let pid = Int32(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ShellError("could not start systemd --user: \(result.stderrText)")
+        }
+        self.pid = pid
+    }
+
+    var isRunning: Bool {
+        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        // The state follows the parenthesised command name; a zombie has exited.
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+
+    func systemctl(_ arguments: [String]) async throws -> ProcessResult {
+        try await ProcessRunner().run(ProcessCommand(
+            executable: Products.systemTool("systemctl")!.path, arguments: ["--user"] + arguments,
+            environment: environment, timeout: .seconds(60)))
+    }
+
+    func waitUntilUp() async throws {
+        try await waitUntil("systemd --user answers", timeout: .seconds(60)) {
+            guard isRunning else {
+                let log = (try? String(contentsOf: dir.child("manager.log"), encoding: .utf8)) ?? ""
+                throw ShellError("systemd --user is not running: \(log)")
+            }
+            guard FileManager.default.fileExists(atPath: runtime.appendingPathComponent("systemd/private").path) else {
+                return false
+            }
+            return try await systemctl(["show", "-p", "Version"]).succeeded
+        }
+    }
+
+    /// SIGTERM: the manager stops its units (their whole cgroups) and exits.
+    func stop() async throws {
+        guard isRunning else { return }
+        kill(pid, SIGTERM)
+        do {
+            try await waitUntil("systemd --user exits", timeout: .seconds(60)) { !isRunning }
+        } catch {
+            kill(pid, SIGKILL)
+            throw error
+        }
+    }
+}
+
+@Suite("ServiceInstaller with a real systemd user manager", .serialized)
+struct ServiceInstallerRealManagerTests {
+    /// A stand-in agent: records its argv and watchdog variables, sends READY=1 with a STATUS, then waits.
+    static let fakeAgent = #"""
+    import json, os, socket, sys, time
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
+    record = {"argv": sys.argv[1:], "pid": os.getpid(),
+              "WATCHDOG_USEC": os.environ.get("WATCHDOG_USEC"), "WATCHDOG_PID": os.environ.get("WATCHDOG_PID")}
+    with open(os.path.join(here, "started.json.tmp"), "w") as f:
+        json.dump(record, f)
+    os.rename(os.path.join(here, "started.json.tmp"), os.path.join(here, "started.json"))
+    address = os.environ["NOTIFY_SOCKET"]
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"READY=1\nSTATUS=fake agent watching", address)
+    time.sleep(120)
+    """#
+
+    @Test("install starts a Type=notify agent under the real user manager; status and uninstall see it",
+          .enabled(if: RealUserManager.canRun, "needs root, unshare, systemd, systemctl and python3"))
+    func realManager() async throws {
+        let manager = try RealUserManager()
+        do {
+            try await manager.start()
+            try await manager.waitUntilUp()
+            try await exercise(manager)
+        } catch {
+            try? await manager.stop()
+            throw error
+        }
+        try await manager.stop()
+    }
+
+    func exercise(_ manager: RealUserManager) async throws {
+        // Paths with a space, % and $: the quoting must survive systemd's parser and expansion.
+        let bin = manager.dir.child("bin dir")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        try Self.fakeAgent.write(to: bin.appendingPathComponent("agent.py"), atomically: true, encoding: .utf8)
+        let executable = bin.appendingPathComponent("fake flippio")
+        try "#!/bin/sh\nexec /usr/bin/python3 \"$(dirname \"$0\")/agent.py\" \"$@\"\n"
+            .write(to: executable, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: executable.path)
+        let workspace = manager.dir.child("work space 100% $HOME")
+        try FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
+
+        let installer = ServiceInstaller(environment: manager.environment, runner: ProcessRunner(),
+                                         executablePath: executable.path, workspace: workspace)
+        let report = try await installer.install()
+        #expect(report.unitURL.path == manager.config.appendingPathComponent("systemd/user/flippio-agent.service").path)
+
+        // enable --now returned: systemd got READY=1 from the main process.
+        let status = try await installer.status()
+        #expect(status.loadState == "loaded")
+        #expect(status.activeState == "active")
+        #expect(status.subState == "running")
+        #expect(status.unitFileState == "enabled")
+        #expect(status.statusText == "fake agent watching")
+        let pid = try #require(status.mainPID)
+
+        let started = try JSONSerialization.jsonObject(with: Data(contentsOf: bin.appendingPathComponent("started.json")))
+            as? [String: Any]
+        #expect(started?["argv"] as? [String] == ["agent", "--workspace", workspace.path])
+        #expect(started?["pid"] as? Int == Int(pid))
+        // WatchdogSec=30 reaches the agent as WATCHDOG_USEC/WATCHDOG_PID, and the schedule honours them.
+        let watchdogEnv = ["WATCHDOG_USEC": started?["WATCHDOG_USEC"] as? String ?? "",
+                           "WATCHDOG_PID": started?["WATCHDOG_PID"] as? String ?? ""]
+        let schedule = try #require(WatchdogSchedule(environment: watchdogEnv, processID: pid))
+        #expect(schedule.interval == .seconds(15))
+        #expect(WatchdogSchedule(environment: watchdogEnv, processID: pid + 1) == nil)
+
+        // The unit is enabled for default.target.
+        let wants = manager.config.appendingPathComponent("systemd/user/default.target.wants/flippio-agent.service")
+        #expect(FileManager.default.fileExists(atPath: wants.path))
+
+        #expect(try await installer.uninstall())
+        let after = try await installer.status()
+        #expect(after.loadState == "not-found")
+        #expect(after.activeState == "inactive")
+        #expect(!FileManager.default.fileExists(atPath: wants.path))
+        // disable --now waited for the stop: the agent's process is gone.
+        try await waitUntil("the agent process exits") { kill(pid, 0) != 0 && errno == ESRCH }
     }
 }

@@ -101,6 +101,9 @@ public struct ServiceInstaller: Sendable {
 
     /// Writes the unit (atomically), reloads the manager, and enables and starts the agent.
     ///
+    /// When there is no user manager the unit file is put back as it was (removed, or its previous
+    /// text restored) before the error is thrown.
+    ///
     /// Installing again with a changed unit (a new executable path or workspace) restarts the agent
     /// so the change takes effect.
     ///
@@ -122,7 +125,13 @@ public struct ServiceInstaller: Sendable {
         let changed = previous != nil && previous != contents
         try writeUnit(contents)
 
-        try await systemctl(["daemon-reload"], timeout: quickTimeout)
+        do {
+            try await systemctl(["daemon-reload"], timeout: quickTimeout)
+        } catch let error as FlippioError where error.code == .serviceManagerUnavailable {
+            // Nothing was reloaded: put things back as they were, so no half-installed unit is left.
+            if let previous { try? writeUnit(previous) } else { try? FileManager.default.removeItem(at: unitURL) }
+            throw error
+        }
         if changed {
             try await systemctl(["enable", Self.unitName], timeout: quickTimeout)
             try await systemctl(["restart", Self.unitName], timeout: startStopTimeout)
@@ -265,7 +274,7 @@ public struct ServiceInstaller: Sendable {
             default: false
             }
         }
-        if safe && !argument.hasPrefix("@") && !argument.hasPrefix("-") { return argument }
+        if safe { return argument }
         var out = "\""
         for scalar in argument.unicodeScalars {
             switch scalar {
