@@ -48,7 +48,7 @@ public struct Agent: Service {
             group.addTask { await engine.consumeWatchEvents() }
             group.addTask { await engine.consumeSettled() }
             group.addTask { await engine.resumeAll() }
-            group.addTask { await self.trackDevices(engine) }
+            if ProcessInfo.processInfo.environment["FLIPPIO_NO_TRACK"] == nil { group.addTask { await self.trackDevices(engine) } }
             if let interval = watchdog?.interval {
                 group.addTask {
                     // Pinged through the engine actor: if the actor is stuck, the pings stop.

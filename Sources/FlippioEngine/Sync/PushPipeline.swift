@@ -59,7 +59,9 @@ public struct PushPipeline: Sendable {
                      lockTimeout: Duration = .seconds(120)) async -> Outcome {
         do {
             let lock = try workspace.lock(for: database)
+            logger.trace("push: taking the lock", metadata: ["db": "\(database.lastPathComponent)"])
             try await lock.acquire(timeout: lockTimeout)
+            logger.trace("push: locked", metadata: ["db": "\(database.lastPathComponent)"])
             defer { lock.release() }
             return try await pushLocked(database, force: force, overrideConflict: overrideConflict)
         } catch let error as FlippioError {
@@ -75,6 +77,7 @@ public struct PushPipeline: Sendable {
         let remote = sidecar.origin.remoteDatabase
 
         // 3. Snapshot.
+        logger.trace("push: snapshot", metadata: ["db": "\(database.lastPathComponent)"])
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
@@ -87,6 +90,7 @@ public struct PushPipeline: Sendable {
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
         sidecar.localContentHash = snapshot.contentHash
+        logger.trace("push: snapshot taken", metadata: ["db": "\(database.lastPathComponent)", "hash": "\(snapshot.contentHash.prefix(12))"])
 
         // 4. Nothing new for the device?
         if snapshot.contentHash == sidecar.deviceContentHash && !force && sidecar.pendingPushHash == nil {
@@ -103,7 +107,9 @@ public struct PushPipeline: Sendable {
             return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
         }
 
+        logger.trace("push: getting the bridge", metadata: ["db": "\(database.lastPathComponent)"])
         let bridge = try await bridges.bridge(for: sidecar.origin.platform)
+        logger.trace("push: stopping the app", metadata: ["db": "\(database.lastPathComponent)"])
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {

@@ -143,6 +143,7 @@ actor SyncEngine {
     }
 
     func handle(_ event: WatchEvent) async {
+        logger.trace("watch event: \(event)")
         switch event {
         case .changed(let directory, let name):
             switch index.classify(directory: directory, name: name) {
@@ -203,6 +204,7 @@ actor SyncEngine {
     }
 
     private func settled(_ database: URL) async {
+        logger.trace("settled: \(database.lastPathComponent)")
         guard let sync = syncs[database] else { return }
         let writerActive = (try? await pool.isWriterActive(database)) ?? false
         let overdue = firstChange[database].map { ContinuousClock.now - $0 >= configuration.settleMaxWait } ?? true
