@@ -153,13 +153,21 @@ public struct IOSBridge: DeviceBridge {
     ///
     /// - throws: `usbmuxdUnavailable` when usbmuxd is not running, `toolNotFound`, `timedOut`.
     public func devices() async throws -> [Device] {
+        try await devices(only: nil)
+    }
+
+    /// ``devices()``, but only `ids` are asked for their state (one `ideviceinfo` each): the
+    /// agent's poll for devices it waits for. A device in `ids` that is not connected is left out.
+    ///
+    /// - throws: as ``devices()``.
+    public func devices(only ids: Set<String>?) async throws -> [Device] {
         let usb = try await checked(.ideviceID, ["-l"], timeout: timeouts.control, deviceID: nil)
         let usbIDs = IOSOutputParser.udids(usb.stdoutText)
         // Network devices are a bonus: an idevice_id without -n (before 1.3.0) must not hide USB ones.
         let network = try? await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil)
         let networkIDs = IOSOutputParser.udids(network?.stdoutText ?? "").filter { !usbIDs.contains($0) }
         networkDevices.replace(with: Set(networkIDs))
-        let all = usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }
+        let all = (usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }).filter { ids?.contains($0.0) ?? true }
         return try await withThrowingTaskGroup(of: (Int, Device).self) { group in
             for (index, (id, isNetwork)) in all.enumerated() {
                 group.addTask { (index, try await describe(id, network: isNetwork)) }
