@@ -119,16 +119,22 @@ struct IOSAgentTests {
 
     // MARK: - Devices that go away
 
-    @Test func aPushWaitingForAnUnpluggedIPhoneResumesWhenItIsBack() async throws {
+    /// With another iPhone plugged in, `afcclient -u UDID` would wait for the missing one until its
+    /// timeout: the bridge asks usbmuxd first, so the push waits for the device at once either way.
+    @Test(arguments: [false, true])
+    func aPushWaitingForAnUnpluggedIPhoneResumesWhenItIsBack(anotherIPhonePlugged: Bool) async throws {
         let scenario = try IOSScenario.make()
+        if anotherIPhonePlugged { try scenario.ios.addDevice(udid: "00008101-000A1B2C3D4E5F60", name: "Other") }
         try scenario.device.unplug()
-        let agent = try scenario.startAgent()
+        // Control calls time out after 60 s: a wait that ends sooner did not come from a timeout.
+        let agent = try scenario.startAgent(environment: ["FLIPPIO_COMMAND_TIMEOUT_MS": "60000"])
         try await agent.waitForLog("ready")
         try edit(scenario, "INSERT INTO notes(title) VALUES ('saved while unplugged')")
-        try await waitUntil("waiting for the device\n\(agent.log)", timeout: .seconds(60)) {
+        try await waitUntil("waiting for the device\n\(agent.log)", timeout: .seconds(50)) {
             (try? sidecar(scenario).state) == .waitingForDevice
         }
         #expect(try sidecar(scenario).lastError?.code == .deviceNotFound)
+        #expect(!agent.log.contains("did not finish in time"), "\(agent.log)")
         #expect(try scenario.deviceTitles() == ["one", "two", "three"])
         let status = try scenario.flippio(["status"])
         #expect(status.out.contains("waiting-for-device"), "\(status.out)")
