@@ -57,6 +57,29 @@ struct IOSPullCommandTests {
         #expect(databases.allSatisfy { $0.platform == .ios && $0.access == .container && $0.deviceID == IOSScenario.udid })
     }
 
+    /// Tool discovery finds the stand-ins first on PATH and checks each with `--version`, as it
+    /// would the real tools; they answer it even without their devices folder.
+    @Test func toolDiscoveryFindsTheStandInsAsItWouldTheRealTools() throws {
+        let scenario = try IOSScenario.make(pull: false)
+        let doctor = try scenario.flippio(["doctor", "--json"])
+        let report = try JSONDecoder().decode(Engine.DoctorReport.self, from: doctor.stdout)
+        let versions = Dictionary(uniqueKeysWithValues: report.tools.map { ($0.tool, $0) })
+        #expect(versions[.ideviceID]?.version == "1.3.0")
+        #expect(versions[.ideviceinfo]?.version == "1.3.0")
+        #expect(versions[.ideviceinstaller]?.version == "1.1.1")
+        #expect(versions[.afcclient]?.version == "1.3.1")
+        for tool in [Tool.ideviceID, .ideviceinfo, .ideviceinstaller, .afcclient] {
+            #expect(versions[tool]?.path == scenario.ios.tool(tool.rawValue).path)
+            #expect(versions[tool]?.problem == nil)
+        }
+        #expect(report.devices.contains { $0.id == IOSScenario.udid && $0.platform == .ios && $0.state == .ready })
+
+        for name in IOSStandIns.toolNames {
+            let bare = try Shell.run(scenario.ios.tool(name), ["--version"], environment: ["FLIPPIO_IOS_SIM_DIR": ""])
+            #expect(bare.status == 0 && bare.out.hasPrefix(name + " "), "\(name): \(bare.out)\(bare.err)")
+        }
+    }
+
     // MARK: - Pulling
 
     @Test func pullingAWALDatabaseWhoseNewestRowsAreOnlyInTheWALKeepsThem() async throws {
