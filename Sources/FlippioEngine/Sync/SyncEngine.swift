@@ -17,6 +17,8 @@ actor SyncEngine {
     private var syncs: [URL: DatabaseSync] = [:]
     /// The device each tracked database lives on (from its sidecar's origin).
     private var deviceOf: [URL: String] = [:]
+    /// The platform of that device.
+    private var platformOf: [URL: Platform] = [:]
     /// When each database's current unpushed change was first seen (for the settle upper bound).
     private var firstChange: [URL: ContinuousClock.Instant] = [:]
     private var watchedDirectories: Set<String> = []
@@ -24,8 +26,8 @@ actor SyncEngine {
     private let onStatusChange: @Sendable (String) -> Void
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
-    /// Devices the tracker last listed as ready (nil until it has reported).
-    private var readyDevices: Set<String>?
+    /// Devices each platform's tracker last listed as ready (absent until it has reported).
+    private var readyDevices: [Platform: Set<String>] = [:]
     /// Consecutive "device unavailable" failures per database while its device looked ready.
     private var unexpectedDeviceFailures: [URL: Int] = [:]
 
@@ -101,12 +103,14 @@ actor SyncEngine {
             onOutcome: { [weak self] url, outcome in await self?.pushEnded(url, outcome) })
         syncs[database] = sync
         deviceOf[database] = sidecar.origin.deviceID
+        platformOf[database] = sidecar.origin.platform
         publishStatus()
     }
 
     private func untrack(_ database: URL) async {
         guard let sync = syncs.removeValue(forKey: database) else { return }
         deviceOf[database] = nil
+        platformOf[database] = nil
         await sync.stop()
         index.untrack(database)
         await pool.close(database)
@@ -233,7 +237,8 @@ actor SyncEngine {
     /// event will wake this database: the failure was a passing one (a dropped connection, a
     /// device that just reconnected). Try again after a growing delay instead.
     private func retryIfDeviceLooksReady(_ database: URL) {
-        guard let device = deviceOf[database], readyDevices?.contains(device) == true, let sync = syncs[database] else { return }
+        guard let device = deviceOf[database], let platform = platformOf[database],
+              readyDevices[platform]?.contains(device) == true, let sync = syncs[database] else { return }
         let failures = (unexpectedDeviceFailures[database] ?? 0) + 1
         unexpectedDeviceFailures[database] = failures
         var generator = SystemRandomNumberGenerator()
@@ -244,13 +249,26 @@ actor SyncEngine {
         }
     }
 
-    /// A device's list of connected devices changed: resume databases waiting for a device that is back.
-    func devicesChanged(_ devices: [Device]) async {
-        let ready = Set(devices.filter { $0.state == .ready }.map(\.id))
-        readyDevices = ready
-        for (database, sync) in syncs where ready.contains(deviceOf[database] ?? "") {
+    /// A platform's list of connected devices changed: resume databases waiting for a device that is back.
+    ///
+    /// - parameter platform: whose devices `devices` are (the others' last lists are kept).
+    func devicesChanged(_ devices: [Device], platform: Platform) async {
+        let ready = Set(devices.filter { $0.state == .ready && $0.platform == platform }.map(\.id))
+        readyDevices[platform] = ready
+        for (database, sync) in syncs where platformOf[database] == platform && ready.contains(deviceOf[database] ?? "") {
             await sync.send(.deviceReady)
         }
+    }
+
+    /// The devices of `platform` that some database is waiting for (for the iOS poll, which runs
+    /// only while this is not empty).
+    func devicesAwaited(on platform: Platform) async -> Set<String> {
+        var awaited: Set<String> = []
+        for (database, sync) in syncs where platformOf[database] == platform {
+            guard let device = deviceOf[database], !awaited.contains(device) else { continue }
+            if case .waitingForDevice = await sync.state { awaited.insert(device) }
+        }
+        return awaited
     }
 
     // MARK: - Shutdown
