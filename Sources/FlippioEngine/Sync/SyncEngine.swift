@@ -24,6 +24,12 @@ actor SyncEngine {
     private let onStatusChange: @Sendable (String) -> Void
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
+    /// The devices the tracker last listed as ready (nil before its first list).
+    private var readyDevices: Set<String>?
+    /// Per database: consecutive "device unavailable" failures while the tracker listed the device
+    /// as ready, and the pending look at it again.
+    private var unavailableWhileListed: [URL: Int] = [:]
+    private var recheckTasks: [URL: Task<Void, Never>] = [:]
 
     init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
          onStatusChange: @escaping @Sendable (String) -> Void) throws {
@@ -205,7 +211,37 @@ actor SyncEngine {
 
     private func pushEnded(_ database: URL, _ outcome: PushPipeline.Outcome) {
         if case .pushed = outcome { pushCount += 1 }
+        switch outcome {
+        case .pushed, .unchanged, .conflict, .invalid:
+            unavailableWhileListed[database] = nil
+        case .failed(let error):
+            if DatabaseSync.StateMachine.meansDeviceUnavailable(error.code), let device = deviceOf[database],
+               readyDevices?.contains(device) == true {
+                // adb said "offline" (or "not found") about a device that the tracker lists as ready,
+                // so no change of the device list will come to wake this database: look again after
+                // a backoff (250 ms, doubling, capped by the retry policy), not never and not in a loop.
+                let attempt = unavailableWhileListed[database, default: 0]
+                unavailableWhileListed[database] = attempt + 1
+                scheduleRecheck(database, after: configuration.retry.ceiling(forAttempt: attempt))
+            }
+        }
         publishStatus()
+    }
+
+    private func scheduleRecheck(_ database: URL, after delay: Duration) {
+        recheckTasks[database]?.cancel()
+        recheckTasks[database] = Task { [weak self] in
+            try? await Task.sleep(for: max(delay, .milliseconds(50)))
+            guard !Task.isCancelled else { return }
+            await self?.recheck(database)
+        }
+    }
+
+    private func recheck(_ database: URL) async {
+        recheckTasks[database] = nil
+        guard let sync = syncs[database], let device = deviceOf[database], readyDevices?.contains(device) == true else { return }
+        logger.info("the device \(device) is listed as ready again; trying \(database.lastPathComponent) again")
+        await sync.send(.deviceReady)
     }
 
     // MARK: - Devices
@@ -213,6 +249,7 @@ actor SyncEngine {
     /// A device's list of connected devices changed: resume databases waiting for a device that is back.
     func devicesChanged(_ devices: [Device]) async {
         let ready = Set(devices.filter { $0.state == .ready }.map(\.id))
+        readyDevices = ready
         for (database, sync) in syncs where ready.contains(deviceOf[database] ?? "") {
             await sync.send(.deviceReady)
         }
@@ -223,6 +260,8 @@ actor SyncEngine {
     /// Stops taking work and lets in-flight pushes finish within `grace`; past it, abandons them
     /// (their tools are killed; the device keeps the old database or has the new one).
     func shutdown(grace: Duration) async {
+        for task in recheckTasks.values { task.cancel() }
+        recheckTasks = [:]
         let all = Array(syncs.values)
         let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
             group.addTask {
