@@ -25,7 +25,7 @@ struct FaultCrashTests {
         var testDescription: String { rawValue }
     }
 
-    static let latency = 400
+    static let latency = 700
 
     @Test("agent killed with SIGKILL at a stage of a push: after a restart the device holds the edit, nothing stale remains, the sidecar agrees",
           .tags(.editLost, .corruption), arguments: Stage.allCases)
