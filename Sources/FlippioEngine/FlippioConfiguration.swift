@@ -30,7 +30,7 @@ public struct FlippioConfiguration: Sendable {
     public var stopAppBeforePush: Bool
     /// At most this many warm SQLite connections. The default is 256.
     public var poolCapacity: Int
-    /// The timeout of a control command (`adb shell ...`). The default is 20 s.
+    /// The timeout of a control command (`adb shell ...`). The default is 20 s (env `FLIPPIO_COMMAND_TIMEOUT_MS`).
     public var commandTimeout: Duration
     /// Backoff for transient failures.
     public var retry: RetryPolicy
@@ -95,6 +95,14 @@ public struct FlippioConfiguration: Sendable {
                 throw FlippioError(.invalidArgument, "FLIPPIO_POOL_SIZE=\(value) is not a positive number.", remedy: "Use e.g. 256.")
             }
             poolCapacity = n
+        }
+        if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
+            let ms = try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")
+            guard ms > 0 else {
+                throw FlippioError(.invalidArgument, "FLIPPIO_COMMAND_TIMEOUT_MS=\(value) is not a positive number of milliseconds.",
+                                   remedy: "Use a whole number above 0, e.g. 20000.")
+            }
+            commandTimeout = .milliseconds(ms)
         }
         if let value = env["FLIPPIO_LOG_LEVEL"], !value.isEmpty { logLevel = value }
         if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {

@@ -123,17 +123,14 @@ public struct PushPipeline: Sendable {
             if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
                 // An earlier push reached the device but its result was never recorded (the agent
                 // was killed after the `mv`): adopt it rather than calling it a conflict.
-                logger.notice("adopting an earlier push found on the device", metadata: ["db": "\(database.path)"])
+                // Its upload may still lie in the device's temp folder (the push was cut before its
+                // clean-up), so the push below runs even when the content is the same: the bridge
+                // overwrites and then removes its temp files, and the result is verified again.
+                logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up",
+                              metadata: ["db": "\(database.path)"])
                 sidecar.fingerprintAtLastPush = current
                 sidecar.deviceContentHash = pending
                 sidecar.pendingPushHash = nil
-                if pending == snapshot.contentHash && !force {
-                    sidecar.state = .clean
-                    sidecar.lastError = nil
-                    sidecar.updatedAt = Date()
-                    try await sidecars.write(sidecar, forDatabase: database)
-                    return .unchanged
-                }
             } else {
                 let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
                 sidecar.state = .conflict

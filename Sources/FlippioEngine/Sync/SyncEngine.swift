@@ -28,8 +28,10 @@ actor SyncEngine {
     private(set) var pushCount = 0
     /// Devices each platform's tracker last listed as ready (absent until it has reported).
     private var readyDevices: [Platform: Set<String>] = [:]
-    /// Consecutive "device unavailable" failures per database while its device looked ready.
+    /// Consecutive "device unavailable" failures per database while its device looked ready,
+    /// and the pending look at it again.
     private var unexpectedDeviceFailures: [URL: Int] = [:]
+    private var recheckTasks: [URL: Task<Void, Never>] = [:]
 
     init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
          onStatusChange: @escaping @Sendable (String) -> Void) throws {
@@ -237,16 +239,30 @@ actor SyncEngine {
     /// event will wake this database: the failure was a passing one (a dropped connection, a
     /// device that just reconnected). Try again after a growing delay instead.
     private func retryIfDeviceLooksReady(_ database: URL) {
-        guard let device = deviceOf[database], let platform = platformOf[database],
-              readyDevices[platform]?.contains(device) == true, let sync = syncs[database] else { return }
+        guard deviceLooksReady(database) else { return }
         let failures = (unexpectedDeviceFailures[database] ?? 0) + 1
         unexpectedDeviceFailures[database] = failures
         var generator = SystemRandomNumberGenerator()
         let delay = max(configuration.retry.delay(forAttempt: failures, using: &generator), .milliseconds(200))
-        Task {
+        recheckTasks[database]?.cancel()
+        recheckTasks[database] = Task { [weak self] in
             try? await Task.sleep(for: delay)
-            await sync.send(.deviceReady)
+            guard !Task.isCancelled else { return }
+            await self?.recheck(database)
         }
+    }
+
+    private func recheck(_ database: URL) async {
+        recheckTasks[database] = nil
+        guard deviceLooksReady(database), let sync = syncs[database] else { return }
+        logger.info("\(deviceOf[database] ?? "the device") is listed as ready; trying \(database.lastPathComponent) again")
+        await sync.send(.deviceReady)
+    }
+
+    /// Whether the platform's tracker lists the database's device as ready.
+    private func deviceLooksReady(_ database: URL) -> Bool {
+        guard let device = deviceOf[database], let platform = platformOf[database] else { return false }
+        return readyDevices[platform]?.contains(device) == true
     }
 
     /// A platform's list of connected devices changed: resume databases waiting for a device that is back.
@@ -276,6 +292,8 @@ actor SyncEngine {
     /// Stops taking work and lets in-flight pushes finish within `grace`; past it, abandons them
     /// (their tools are killed; the device keeps the old database or has the new one).
     func shutdown(grace: Duration) async {
+        for task in recheckTasks.values { task.cancel() }
+        recheckTasks = [:]
         let all = Array(syncs.values)
         let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
             group.addTask {
