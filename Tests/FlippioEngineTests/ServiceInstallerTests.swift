@@ -64,7 +64,8 @@ struct ServiceInstallerTests {
         let installer: ServiceInstaller
     }
 
-    func setup(mode: String = "ok", workspace name: String = "my workspace", systemctl: String? = nil) throws -> Setup {
+    func setup(mode: String = "ok", workspace name: String = "my workspace", systemctl: String? = nil,
+               environment extra: [String: String] = [:]) throws -> Setup {
         let fake = try FakeSystemctl()
         let home = fake.dir.child("home")
         let config = fake.dir.child("config")
@@ -72,7 +73,7 @@ struct ServiceInstallerTests {
         let environment = [
             "HOME": home.path, "XDG_CONFIG_HOME": config.path, "PATH": fake.dir.child("bin").path + ":/usr/bin:/bin",
             "FAKE_SYSTEMCTL_MODE": mode, "NOTIFY_SOCKET": "/run/user/0/systemd/notify", "WATCHDOG_USEC": "30000000",
-        ]
+        ].merging(extra) { $1 }
         let installer = ServiceInstaller(environment: environment, runner: ProcessRunner(),
                                          systemctlPath: systemctl ?? "systemctl",
                                          executablePath: "/opt/flippio tools/bin/flippio", workspace: workspace)
@@ -133,6 +134,44 @@ struct ServiceInstallerTests {
         // No temporary file is left beside the unit.
         #expect(try FileManager.default.contentsOfDirectory(atPath: unitURL.deletingLastPathComponent().path)
             == ["flippio-agent.service"])
+    }
+
+    @Test("the adb variables and FLIPPIO_* settings of the installing shell reach the unit as Environment= lines")
+    func environmentPassedThrough() async throws {
+        let s = try setup(environment: [
+            "ANDROID_ADB_SERVER_PORT": "5137", "ADB_SERVER_SOCKET": "tcp:127.0.0.1:5137", "ANDROID_SERIAL": "emulator-5554",
+            "ANDROID_HOME": "/opt/android sdk", "FLIPPIO_SETTLE_MS": "500", "FLIPPIO_ADB": "/opt/android sdk/platform-tools/adb",
+            "FLIPPIO_WORKSPACE": "/elsewhere", "FLIPPIO_STOP_APP": "", "EDITOR": "vim", "BAD-NAME": "x",
+        ])
+        _ = try await s.installer.install()
+        let text = try String(contentsOf: s.installer.unitURL, encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init)
+        let environmentLines = lines.filter { $0.hasPrefix("Environment=") }
+        #expect(environmentLines == [
+            #"Environment="ADB_SERVER_SOCKET=tcp:127.0.0.1:5137""#,
+            #"Environment="ANDROID_ADB_SERVER_PORT=5137""#,
+            #"Environment="ANDROID_HOME=/opt/android sdk""#,
+            #"Environment="ANDROID_SERIAL=emulator-5554""#,
+            #"Environment="FLIPPIO_ADB=/opt/android sdk/platform-tools/adb""#,
+            #"Environment="FLIPPIO_SETTLE_MS=500""#,
+        ])
+        // They sit in [Service], just before ExecStart= (which names the workspace, so FLIPPIO_WORKSPACE is left out).
+        let exec = try #require(lines.firstIndex { $0.hasPrefix("ExecStart=") })
+        #expect(Array(lines[(exec - environmentLines.count)..<exec]) == environmentLines)
+        #expect(lines[exec] == #"ExecStart="/opt/flippio tools/bin/flippio" agent --workspace "\#(s.workspace.path)""#)
+        // No systemd notification variables, and nothing unrelated to adb or flippio.
+        #expect(!text.contains("NOTIFY_SOCKET") && !text.contains("WATCHDOG_USEC") && !text.contains("EDITOR"))
+    }
+
+    @Test("Environment= values are quoted by systemd's rules: \\, \" and control characters escaped, % doubled, $ kept")
+    func environmentQuoting() {
+        #expect(ServiceInstaller.environmentLine(name: "A", value: "1") == #"Environment="A=1""#)
+        #expect(ServiceInstaller.environmentLine(name: "A", value: #"x "y" 100% $HOME \ z"#)
+            == #"Environment="A=x \"y\" 100%% $HOME \\ z""#)
+        #expect(ServiceInstaller.environmentLine(name: "A", value: "a\nb\u{1}") == #"Environment="A=a\nb\x01""#)
+        #expect(ServiceInstaller.isValidVariableName("ANDROID_SERIAL") && ServiceInstaller.isValidVariableName("_x1"))
+        #expect(!ServiceInstaller.isValidVariableName("1A") && !ServiceInstaller.isValidVariableName("A-B")
+            && !ServiceInstaller.isValidVariableName(""))
     }
 
     @Test("installing the same unit again only enables it; a changed unit is restarted")
@@ -255,109 +294,7 @@ struct ServiceInstallerTests {
     }
 }
 
-// MARK: - A real systemd user manager
-
-/// A real `systemd --user`, started for one test in a private mount namespace.
-///
-/// This machine's PID 1 is not systemd, and `systemd --user` refuses to start unless
-/// `/run/systemd/system` exists ("Trying to run as user instance, but the system has not been booted
-/// with systemd."). As root, `unshare -m` gives the manager its own mount namespace in which a tmpfs
-/// over `/run/systemd` holds that marker; nothing changes outside it. The manager gets its own
-/// `XDG_RUNTIME_DIR` and `XDG_CONFIG_HOME` in a temp folder, and `systemctl --user` (run from the
-/// test's own namespace) reaches it through `$XDG_RUNTIME_DIR/systemd/private`.
-final class RealUserManager: @unchecked Sendable {
-    static let systemdBinary = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd"]
-        .first { FileManager.default.isExecutableFile(atPath: $0) }
-
-    /// Root, unshare, systemd, systemctl and python3 (the stand-in agent) are all here.
-    static var canRun: Bool {
-        getuid() == 0 && systemdBinary != nil && Products.systemTool("systemctl") != nil
-            && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
-            && FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid")
-            && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
-            && ProcessInfo.processInfo.environment["FLIPPIO_SKIP_REAL_SYSTEMD"] == nil
-    }
-
-    let dir: TemporaryDirectory
-    let runtime: URL
-    let config: URL
-    /// The environment a user of this manager has.
-    let environment: [String: String]
-    /// The manager's process id, once started.
-    private(set) var pid: Int32 = 0
-
-    init() throws {
-        dir = try TemporaryDirectory("flippio-sd")
-        runtime = dir.child("runtime")
-        config = dir.child("config")
-        try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        try FileManager.default.createDirectory(at: config, withIntermediateDirectories: true)
-        var env = ProcessInfo.processInfo.environment
-        env["XDG_RUNTIME_DIR"] = runtime.path
-        env["XDG_CONFIG_HOME"] = config.path
-        env["DBUS_SESSION_BUS_ADDRESS"] = nil
-        environment = env
-    }
-
-    /// Starts the manager detached (a background job of a shell that exits at once).
-    ///
-    /// - Important: the manager must not be a direct child made by Foundation's `Process`: on Linux
-    ///   `Process` learns of a child's exit when a socket the child inherits reaches EOF, then calls a
-    ///   blocking `waitpid` on its one manager thread. systemd closes every inherited descriptor at
-    ///   start-up, so that `waitpid` would block until systemd exits, and no other `Process` in the
-    ///   test run would ever be seen to finish. `setsid` puts it in its own process group, out of reach
-    ///   of a runner that tears down the shell's group.
-    func start() async throws {
-        let log = dir.child("manager.log").path
-        let inner = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec \(Self.systemdBinary!) --user"
-        let outer = "/usr/bin/setsid /usr/bin/unshare -m /bin/sh -c '\(inner)' </dev/null >'\(log)' 2>&1 & echo $!"
-        let result = try await ProcessRunner().run(ProcessCommand(
-            executable: "/bin/sh", arguments: ["-c", outer], environment: environment, timeout: .seconds(30)))
-        guard result.succeeded, let pid = Int32(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw ShellError("could not start systemd --user: \(result.stderrText)")
-        }
-        self.pid = pid
-    }
-
-    var isRunning: Bool {
-        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-        // The state follows the parenthesised command name; a zombie has exited.
-        guard let close = stat.lastIndex(of: ")") else { return false }
-        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
-    }
-
-    func systemctl(_ arguments: [String]) async throws -> ProcessResult {
-        try await ProcessRunner().run(ProcessCommand(
-            executable: Products.systemTool("systemctl")!.path, arguments: ["--user"] + arguments,
-            environment: environment, timeout: .seconds(60)))
-    }
-
-    func waitUntilUp() async throws {
-        try await waitUntil("systemd --user answers", timeout: .seconds(60)) {
-            guard isRunning else {
-                let log = (try? String(contentsOf: dir.child("manager.log"), encoding: .utf8)) ?? ""
-                throw ShellError("systemd --user is not running: \(log)")
-            }
-            guard FileManager.default.fileExists(atPath: runtime.appendingPathComponent("systemd/private").path) else {
-                return false
-            }
-            return try await systemctl(["show", "-p", "Version"]).succeeded
-        }
-    }
-
-    /// SIGTERM: the manager stops its units (their whole cgroups) and exits.
-    func stop() async throws {
-        guard isRunning else { return }
-        kill(pid, SIGTERM)
-        do {
-            try await waitUntil("systemd --user exits", timeout: .seconds(60)) { !isRunning }
-        } catch {
-            kill(pid, SIGKILL)
-            throw error
-        }
-    }
-}
+// MARK: - A real systemd user manager (TestSupport's RealUserManager)
 
 @Suite("ServiceInstaller with a real systemd user manager", .serialized)
 struct ServiceInstallerRealManagerTests {
@@ -378,18 +315,17 @@ struct ServiceInstallerRealManagerTests {
     time.sleep(120)
     """#
 
+    /// Where a real user manager cannot start (not root, no systemd), the test is skipped with the reason.
+    static let canRun = RealUserManager.canRun && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+
     @Test("install starts a Type=notify agent under the real user manager; status and uninstall see it",
-          .enabled(if: RealUserManager.canRun, "needs root, unshare, systemd, systemctl and python3"))
+          .enabled(if: canRun, "needs root, unshare, systemd, systemctl and python3: \(RealUserManager.unavailableReason ?? "python3 is missing")"))
     func realManager() async throws {
         let manager = try RealUserManager()
-        do {
-            try await manager.start()
-            try await manager.waitUntilUp()
-            try await exercise(manager)
-        } catch {
-            try? await manager.stop()
-            throw error
-        }
+        defer { manager.terminate() }
+        try manager.start()
+        try await manager.waitUntilUp()
+        try await exercise(manager)
         try await manager.stop()
     }
 
