@@ -22,7 +22,7 @@ public final class FlippioHarness: @unchecked Sendable {
         env["XDG_CONFIG_HOME"] = home.url.appendingPathComponent("config").path
         env["XDG_STATE_HOME"] = home.url.appendingPathComponent("state").path
         env["XDG_DATA_HOME"] = home.url.appendingPathComponent("data").path
-        env["FLIPPIO_LOG_LEVEL"] = "trace"
+        env["FLIPPIO_LOG_LEVEL"] = "debug"
         env.removeValue(forKey: "NOTIFY_SOCKET")
         env.removeValue(forKey: "JOURNAL_STREAM")
         return env

@@ -66,8 +66,6 @@ actor DatabaseSync {
     var isPushing: Bool { pushTask != nil }
 
     private func perform(_ action: StateMachine.Action) async {
-        logger.trace("perform \(action)")
-        defer { logger.trace("performed \(action)") }
         switch action {
         case .persist(let state):
             await updateSidecar { sidecar in
