@@ -20,6 +20,7 @@ test: build
 demo: deps
 	$(SWIFT) build --product flippio
 	$(SWIFT) build --product flippio-devsim
+	$(SWIFT) build --product flippio-ios-standin
 	scripts/demo
 
 # Performance: the microbenchmarks (Benchmarks/, a package of its own so that `make test` and CI

@@ -47,9 +47,19 @@ extension Engine {
                                 detail: "max_user_watches=\(watches), max_queued_events=\(limits.maxQueuedEvents.map(String.init) ?? "?")",
                                 fix: low ? "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)" : nil))
         }
-        for problem in problems {
+        if adb?.path != nil {
+            let env = configuration.environment
+            let server = env["ADB_SERVER_SOCKET"] ?? "tcp:localhost:\(env["ANDROID_ADB_SERVER_PORT"] ?? "5037")"
+            let serverProblem = problems.first { $0.code == .adbServerUnavailable }
+            checks.append(.init(name: "adb server", ok: serverProblem == nil,
+                                detail: serverProblem?.message ?? "answering at \(server)", fix: serverProblem?.remedy))
+        }
+        for problem in problems where problem.code != .adbServerUnavailable {
             checks.append(.init(name: "devices", ok: false, detail: problem.message, fix: problem.remedy))
         }
+        let ready = devices.filter { $0.state == .ready }.count
+        checks.append(.init(name: "devices", ok: ready > 0, detail: "\(devices.count) connected, \(ready) ready",
+                            fix: ready > 0 ? nil : "Connect a device with USB debugging on (Android) or trusted and unlocked (iOS)."))
         for device in devices where device.state != .ready {
             checks.append(.init(name: "device \(device.id)", ok: false, detail: device.state.rawValue, fix: device.remedy))
         }

@@ -86,8 +86,9 @@ public struct Engine: Sendable {
         let known = devices.map(\.id)
         var message = "No device \"\(query)\" is connected."
         if let problem = problems.first { message += " (\(problem.message))" }
+        // With no device at all, the problem that hid a platform (usbmuxd not running...) is the fix.
         throw FlippioError(.deviceNotFound, message,
-                           remedy: known.isEmpty ? "Connect a device with USB debugging on, then run `flippio devices`."
+                           remedy: known.isEmpty ? problems.first?.remedy ?? "Connect a device with USB debugging on, then run `flippio devices`."
                                                  : "Connected: \(known.joined(separator: ", ")). Run `flippio devices` to see them.")
     }
 

@@ -30,12 +30,13 @@ public struct FlippioConfiguration: Sendable {
     public var stopAppBeforePush: Bool
     /// At most this many warm SQLite connections. The default is 256.
     public var poolCapacity: Int
-    /// The timeout of a control command (`adb shell ...`). The default is 20 s.
+    /// The timeout of a control command (`adb shell ...`). The default is 20 s (env `FLIPPIO_COMMAND_TIMEOUT_MS`).
     public var commandTimeout: Duration
     /// Backoff for transient failures.
     public var retry: RetryPolicy
-    /// `trace`...`critical`. The default is `info`.
-    public var logLevel: String
+    /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
+    /// for one-shot commands, whose output is their result).
+    public var logLevel: String?
 
     public init(workspace: URL, environment: [String: String]) {
         self.workspace = workspace
@@ -47,7 +48,7 @@ public struct FlippioConfiguration: Sendable {
         self.poolCapacity = 256
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
-        self.logLevel = "info"
+        self.logLevel = nil
     }
 
     /// The environment variables for explicit tool paths.
@@ -95,7 +96,24 @@ public struct FlippioConfiguration: Sendable {
             }
             poolCapacity = n
         }
+        if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
+            let ms = try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")
+            guard ms > 0 else {
+                throw FlippioError(.invalidArgument, "FLIPPIO_COMMAND_TIMEOUT_MS=\(value) is not a positive number of milliseconds.",
+                                   remedy: "Use a whole number above 0, e.g. 20000.")
+            }
+            commandTimeout = .milliseconds(ms)
+        }
         if let value = env["FLIPPIO_LOG_LEVEL"], !value.isEmpty { logLevel = value }
+        if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
+            commandTimeout = .milliseconds(max(1, try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")))
+        }
+        if let value = env["FLIPPIO_RETRY_ATTEMPTS"] {
+            guard let n = Int(value), (1...100).contains(n) else {
+                throw FlippioError(.invalidArgument, "FLIPPIO_RETRY_ATTEMPTS=\(value) is not a number of tries.", remedy: "Use 1 to 100 (1 means no retry).")
+            }
+            retry.maxAttempts = n
+        }
         for (tool, variable) in Self.toolEnvironmentVariables {
             if let path = env[variable], !path.isEmpty { toolPaths[tool] = path }
         }

@@ -16,7 +16,7 @@ import Foundation
 /// let result = try sim.adb(["-s", phone.serial, "shell", "run-as", "com.example.notes", "ls", "databases"])
 /// ```
 ///
-/// - Important: pass ``environment`` to every `adb` you start (or use ``adb(_:timeout:)``), so the
+/// - Important: pass ``environment`` to every `adb` you start (or use ``adb(_:input:timeout:)``), so the
 ///   client talks to the simulator and never starts an adb server of its own. The environment sets
 ///   `ADB_SERVER_SOCKET=tcp:127.0.0.1:PORT` as well as `ANDROID_ADB_SERVER_PORT`: with that socket
 ///   spec the client treats the server as remote and refuses to spawn one.
@@ -54,8 +54,8 @@ public final class Devsim: @unchecked Sendable {
         }
         let outURL = temp.url.appendingPathComponent("devsim.out")
         let errURL = temp.url.appendingPathComponent("devsim.err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         let process = Process()
         process.executableURL = executable
         process.arguments = ["--port", "0", "--devices", devicesDirectory.path]
@@ -102,8 +102,9 @@ public final class Devsim: @unchecked Sendable {
 
     // MARK: - Devices
 
-    /// Creates `DIR/SERIAL/` with a `device.json` and an `fs/` holding `/data/local/tmp`, `/sdcard`
-    /// and `/data/data/PKG` for each package. Replaces a device of the same serial.
+    /// Creates `DIR/SERIAL/` with a `device.json` and an `fs/` holding a phone's folders
+    /// (``DeviceLayout``: `/data/local/tmp`, `/sdcard`, `/data/user/0 -> /data/data`, ...) and
+    /// `/data/data/PKG` for each package. Replaces the `device.json` of a device of the same serial.
     ///
     /// - parameter packages: package name → debuggable.
     @discardableResult
@@ -113,9 +114,7 @@ public final class Devsim: @unchecked Sendable {
     ) throws -> DevsimDevice {
         let device = DevsimDevice(serial: serial, devicesDirectory: devicesDirectory)
         let fm = FileManager.default
-        try fm.createDirectory(at: device.fs.appendingPathComponent("data/local/tmp"), withIntermediateDirectories: true)
-        try fm.createDirectory(at: device.fs.appendingPathComponent("sdcard"), withIntermediateDirectories: true)
-        try fm.createDirectory(at: device.fs.appendingPathComponent("system/bin"), withIntermediateDirectories: true)
+        try DeviceLayout.create(fs: device.fs)
         for name in packages.keys {
             try fm.createDirectory(at: device.appData(name), withIntermediateDirectories: true)
         }

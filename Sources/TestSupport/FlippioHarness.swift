@@ -16,11 +16,13 @@ public final class FlippioHarness: @unchecked Sendable {
     /// and XDG folders inside the test's folder (so no user config leaks in).
     public var environment: [String: String] {
         var env = sim.environment
+        // The agent is started with exactly this environment: tool discovery searches its PATH.
+        env["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         env["FLIPPIO_WORKSPACE"] = workspace.path
         env["XDG_CONFIG_HOME"] = home.url.appendingPathComponent("config").path
         env["XDG_STATE_HOME"] = home.url.appendingPathComponent("state").path
         env["XDG_DATA_HOME"] = home.url.appendingPathComponent("data").path
-        env["FLIPPIO_LOG_LEVEL"] = "debug"
+        env["FLIPPIO_LOG_LEVEL"] = "trace"
         env.removeValue(forKey: "NOTIFY_SOCKET")
         env.removeValue(forKey: "JOURNAL_STREAM")
         return env

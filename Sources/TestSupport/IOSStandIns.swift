@@ -79,6 +79,11 @@ public final class IOSStandIns: @unchecked Sendable {
         try JSONEncoder().encode(faults).write(to: simDirectory.appendingPathComponent("faults.json"))
     }
 
+    /// Takes one tool away (as if its package were not installed).
+    public func removeTool(_ name: String) throws {
+        try FileManager.default.removeItem(at: tool(name))
+    }
+
     /// Every call the stand-ins received, oldest first.
     public func requests() throws -> [IOSStandInRequest] {
         let file = simDirectory.appendingPathComponent("requests.jsonl")
@@ -144,6 +149,17 @@ public struct IOSStandInDevice: Sendable {
         var config = try read()
         config.state = state.rawValue
         try write(config)
+    }
+
+    /// Unplugs the device: usbmuxd no longer lists it, every call to it fails as with no device.
+    /// Its files stay (as on a real phone).
+    public func unplug() throws {
+        try Data().write(to: folder.appendingPathComponent("unplugged"))
+    }
+
+    /// Plugs the device back in.
+    public func plug() {
+        try? FileManager.default.removeItem(at: folder.appendingPathComponent("unplugged"))
     }
 
     public func setFaults(_ faults: IOSStandInFaults) throws {

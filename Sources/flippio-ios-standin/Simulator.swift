@@ -88,6 +88,8 @@ final class Simulator {
     func device(udid: String) -> SimDevice? {
         guard !udid.isEmpty, !udid.contains("/"), udid != ".", udid != ".." else { return nil }
         let folder = root.appendingPathComponent(udid, isDirectory: true)
+        // An unplugged device keeps its folder (its files survive, as on a real phone).
+        guard !FileManager.default.fileExists(atPath: folder.appendingPathComponent("unplugged").path) else { return nil }
         guard let data = try? Data(contentsOf: folder.appendingPathComponent("device.json")),
               let config = try? JSONDecoder().decode(DeviceConfig.self, from: data) else { return nil }
         return SimDevice(udid: udid, config: config, folder: folder)

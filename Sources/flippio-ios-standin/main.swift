@@ -5,6 +5,7 @@
 // The "devices" live in the folder named by FLIPPIO_IOS_SIM_DIR:
 //   DIR/UDID/device.json            the device (name, productVersion, state, network, apps)
 //   DIR/UDID/containers/BUNDLE/     the app's container (Documents/, Library/, ...)
+//   DIR/UDID/unplugged              when present, the device is not connected (usbmuxd does not list it)
 //   DIR/UDID/faults.json            fault hooks (latencyMs, failNext/failMessage, hangSeconds, dropNextTransfer)
 //   DIR/faults.json                 the same hooks for every call (e.g. `idevice_id -l`)
 //   DIR/usbmuxd-down                when present, every tool fails as it does without usbmuxd
@@ -17,8 +18,19 @@ import Glibc
 
 let invokedAs = URL(fileURLWithPath: CommandLine.arguments.first ?? "flippio-ios-standin").lastPathComponent
 let arguments = Array(CommandLine.arguments.dropFirst())
+/// What `--version` prints when no devices folder is set (the versions the stand-ins play by default).
+let defaultVersions = [
+    "idevice_id": "idevice_id 1.3.0", "ideviceinfo": "ideviceinfo 1.3.0",
+    "ideviceinstaller": "ideviceinstaller 1.1.1", "afcclient": "afcclient 1.3.1 (readline)",
+]
 
 guard let simPath = ProcessInfo.processInfo.environment["FLIPPIO_IOS_SIM_DIR"], !simPath.isEmpty else {
+    // Tool discovery checks each tool with `--version` and may not pass the devices folder on:
+    // answer it as the real tools do.
+    if arguments == ["--version"] || arguments == ["-v"], let version = defaultVersions[invokedAs] {
+        Output.out(version + "\n")
+        Output.finish(0)
+    }
     Output.err("flippio-ios-standin: FLIPPIO_IOS_SIM_DIR is not set\n")
     Output.finish(2)
 }

@@ -29,7 +29,7 @@ struct GlobalOptions: ParsableArguments {
 
     func engine() throws -> Engine {
         let config = try configuration()
-        FlippioLogging.bootstrap(level: try .parse(config.logLevel), environment: config.environment)
+        FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "warning"), environment: config.environment)
         return Engine(configuration: config)
     }
 }

@@ -244,3 +244,53 @@ struct ProcessRunnerTests {
         }
     }
 }
+
+extension ProcessRunnerTests {
+    @Test func childThatIgnoresItsInputStillReturnsAResult() async throws {
+        // 4 MiB of input to a child that exits at once: the write end sees EPIPE, not a crash.
+        let input = Data(repeating: 0x61, count: 4 << 20)
+        let result = try await runner.run(sh("exit 7", input: input))
+        #expect(result.termination == .exited(7))
+    }
+}
+
+extension ProcessRunnerTests {
+    @Test func largeInputThroughCatToAFileIsByteExact() async throws {
+        let dir = try TemporaryDirectory("runner")
+        var generator = SystemRandomNumberGenerator()
+        let words = (0..<(1 << 17)).map { _ in generator.next() as UInt64 }
+        let bytes = words.withUnsafeBytes { Data($0) }
+        let target = dir.child("target.bin")
+        let result = try await runner.run(ProcessCommand(
+            executable: "/bin/cat", arguments: [], timeout: .seconds(60), output: .file(path: target.path),
+            input: bytes))
+        #expect(result.termination == .exited(0))
+        #expect(try Data(contentsOf: target) == bytes)
+    }
+
+    @Test func timeoutWhileTheChildIgnoresItsInputStillEnds() async throws {
+        let result = try await runner.run(sh("sleep 1000", timeout: .milliseconds(300), killGrace: .milliseconds(200),
+                                             input: Data(repeating: 0x62, count: 4 << 20)))
+        #expect(result.timedOut)
+    }
+}
+
+extension ProcessRunnerTests {
+    @Test func fiftyMegabytesToAFileAreNotHeldInMemory() async throws {
+        let dir = try TemporaryDirectory("runner")
+        let source = dir.child("source.bin"), target = dir.child("target.bin")
+        let size = 50 << 20
+        let made = try await runner.run(sh("head -c \(size) /dev/urandom > \(source.path)", timeout: .seconds(120)))
+        #expect(made.succeeded)
+        let copied = try await runner.run(ProcessCommand(executable: "/bin/cat", arguments: [source.path],
+                                                         timeout: .seconds(120), output: .file(path: target.path)))
+        #expect(copied.succeeded)
+        #expect(copied.stdout.isEmpty)
+        let attributes = try FileManager.default.attributesOfItem(atPath: target.path)
+        #expect((attributes[.size] as? NSNumber)?.intValue == size)
+        let compared = try await runner.run(ProcessCommand(executable: "/usr/bin/cmp",
+                                                           arguments: [source.path, target.path],
+                                                           timeout: .seconds(120)))
+        #expect(compared.termination == .exited(0))
+    }
+}

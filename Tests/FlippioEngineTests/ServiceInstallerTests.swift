@@ -3,46 +3,6 @@ import Testing
 import TestSupport
 @testable import FlippioEngine
 
-/// Runs real processes for these tests (the engine's ProcessRunner lives on another branch).
-/// Output goes to files, so a chatty child can never fill a pipe and hang.
-struct TestProcessRunner: ProcessRunning {
-    func run(_ command: ProcessCommand) async throws -> ProcessResult {
-        let dir = try TemporaryDirectory("flippio-run")
-        let outURL = dir.child("out"), errURL = dir.child("err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command.executable)
-        process.arguments = command.arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(command.environment) { _, new in new }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        process.standardInput = FileHandle.nullDevice
-        let start = ContinuousClock.now
-        do {
-            try process.run()
-        } catch {
-            throw FlippioError(.toolNotFound, "could not start \(command.executable): \(error)")
-        }
-        let deadline = start.advanced(by: command.timeout)
-        var timedOut = false
-        while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                timedOut = true
-                process.terminate()
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        process.waitUntilExit()
-        let termination: ProcessResult.Termination = process.terminationReason == .uncaughtSignal
-            ? .signalled(process.terminationStatus) : .exited(process.terminationStatus)
-        return ProcessResult(termination: termination, stdout: try Data(contentsOf: outURL),
-                             stderr: try Data(contentsOf: errURL), duration: ContinuousClock.now - start,
-                             timedOut: timedOut)
-    }
-}
-
 /// A stand-in `systemctl` (a shell script) that records each call and answers as the real one does.
 ///
 /// Each call appends one line to `calls.log`: the arguments separated by `|`. `FAKE_SYSTEMCTL_MODE`
@@ -104,7 +64,8 @@ struct ServiceInstallerTests {
         let installer: ServiceInstaller
     }
 
-    func setup(mode: String = "ok", workspace name: String = "my workspace", systemctl: String? = nil) throws -> Setup {
+    func setup(mode: String = "ok", workspace name: String = "my workspace", systemctl: String? = nil,
+               environment extra: [String: String] = [:]) throws -> Setup {
         let fake = try FakeSystemctl()
         let home = fake.dir.child("home")
         let config = fake.dir.child("config")
@@ -112,8 +73,8 @@ struct ServiceInstallerTests {
         let environment = [
             "HOME": home.path, "XDG_CONFIG_HOME": config.path, "PATH": fake.dir.child("bin").path + ":/usr/bin:/bin",
             "FAKE_SYSTEMCTL_MODE": mode, "NOTIFY_SOCKET": "/run/user/0/systemd/notify", "WATCHDOG_USEC": "30000000",
-        ]
-        let installer = ServiceInstaller(environment: environment, runner: TestProcessRunner(),
+        ].merging(extra) { $1 }
+        let installer = ServiceInstaller(environment: environment, runner: ProcessRunner(),
                                          systemctlPath: systemctl ?? "systemctl",
                                          executablePath: "/opt/flippio tools/bin/flippio", workspace: workspace)
         return Setup(fake: fake, home: home, config: config, workspace: workspace, installer: installer)
@@ -143,6 +104,7 @@ struct ServiceInstallerTests {
         #expect(ServiceInstaller.quote("/w/a\nb") == #""/w/a\nb""#)
         #expect(ServiceInstaller.quote(";") == #"";""#)
         #expect(ServiceInstaller.quote("") == #""""#)
+        #expect(ServiceInstaller.quote("--workspace") == "--workspace")
         let installer = ServiceInstaller(environment: [:], runner: UnusedRunner(), executablePath: "/opt/my tools/flippio",
                                          workspace: URL(fileURLWithPath: "/home/u/db 100%"))
         #expect(installer.unitFileContents().contains(#"ExecStart="/opt/my tools/flippio" agent --workspace "/home/u/db 100%%""#))
@@ -174,12 +136,50 @@ struct ServiceInstallerTests {
             == ["flippio-agent.service"])
     }
 
+    @Test("the adb variables and FLIPPIO_* settings of the installing shell reach the unit as Environment= lines")
+    func environmentPassedThrough() async throws {
+        let s = try setup(environment: [
+            "ANDROID_ADB_SERVER_PORT": "5137", "ADB_SERVER_SOCKET": "tcp:127.0.0.1:5137", "ANDROID_SERIAL": "emulator-5554",
+            "ANDROID_HOME": "/opt/android sdk", "FLIPPIO_SETTLE_MS": "500", "FLIPPIO_ADB": "/opt/android sdk/platform-tools/adb",
+            "FLIPPIO_WORKSPACE": "/elsewhere", "FLIPPIO_STOP_APP": "", "EDITOR": "vim", "BAD-NAME": "x",
+        ])
+        _ = try await s.installer.install()
+        let text = try String(contentsOf: s.installer.unitURL, encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init)
+        let environmentLines = lines.filter { $0.hasPrefix("Environment=") }
+        #expect(environmentLines == [
+            #"Environment="ADB_SERVER_SOCKET=tcp:127.0.0.1:5137""#,
+            #"Environment="ANDROID_ADB_SERVER_PORT=5137""#,
+            #"Environment="ANDROID_HOME=/opt/android sdk""#,
+            #"Environment="ANDROID_SERIAL=emulator-5554""#,
+            #"Environment="FLIPPIO_ADB=/opt/android sdk/platform-tools/adb""#,
+            #"Environment="FLIPPIO_SETTLE_MS=500""#,
+        ])
+        // They sit in [Service], just before ExecStart= (which names the workspace, so FLIPPIO_WORKSPACE is left out).
+        let exec = try #require(lines.firstIndex { $0.hasPrefix("ExecStart=") })
+        #expect(Array(lines[(exec - environmentLines.count)..<exec]) == environmentLines)
+        #expect(lines[exec] == #"ExecStart="/opt/flippio tools/bin/flippio" agent --workspace "\#(s.workspace.path)""#)
+        // No systemd notification variables, and nothing unrelated to adb or flippio.
+        #expect(!text.contains("NOTIFY_SOCKET") && !text.contains("WATCHDOG_USEC") && !text.contains("EDITOR"))
+    }
+
+    @Test("Environment= values are quoted by systemd's rules: \\, \" and control characters escaped, % doubled, $ kept")
+    func environmentQuoting() {
+        #expect(ServiceInstaller.environmentLine(name: "A", value: "1") == #"Environment="A=1""#)
+        #expect(ServiceInstaller.environmentLine(name: "A", value: #"x "y" 100% $HOME \ z"#)
+            == #"Environment="A=x \"y\" 100%% $HOME \\ z""#)
+        #expect(ServiceInstaller.environmentLine(name: "A", value: "a\nb\u{1}") == #"Environment="A=a\nb\x01""#)
+        #expect(ServiceInstaller.isValidVariableName("ANDROID_SERIAL") && ServiceInstaller.isValidVariableName("_x1"))
+        #expect(!ServiceInstaller.isValidVariableName("1A") && !ServiceInstaller.isValidVariableName("A-B")
+            && !ServiceInstaller.isValidVariableName(""))
+    }
+
     @Test("installing the same unit again only enables it; a changed unit is restarted")
     func reinstall() async throws {
         let s = try setup()
         _ = try await s.installer.install()
         _ = try await s.installer.install()
-        let moved = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let moved = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                      executablePath: s.installer.executablePath,
                                      workspace: s.fake.dir.child("other workspace"))
         let report = try await moved.install()
@@ -205,7 +205,22 @@ struct ServiceInstallerTests {
             #expect(error.remedy?.contains("loginctl enable-linger") == true)
             #expect(error.remedy?.contains("flippio agent") == true)
         }
+        // No half-installed unit is left behind.
+        #expect(!FileManager.default.fileExists(atPath: s.installer.unitURL.path))
         await #expect(throws: FlippioError.self) { try await s.installer.status() }
+    }
+
+    @Test("no user manager on a reinstall: the previous unit is restored")
+    func noUserManagerKeepsPreviousUnit() async throws {
+        let s = try setup()
+        _ = try await s.installer.install()
+        let before = try String(contentsOf: s.installer.unitURL, encoding: .utf8)
+        var environment = s.installer.environment
+        environment["FAKE_SYSTEMCTL_MODE"] = "nobus"
+        let moved = ServiceInstaller(environment: environment, runner: ProcessRunner(),
+                                     executablePath: s.installer.executablePath, workspace: s.fake.dir.child("elsewhere"))
+        await #expect(throws: FlippioError.self) { try await moved.install() }
+        #expect(try String(contentsOf: s.installer.unitURL, encoding: .utf8) == before)
     }
 
     @Test("a start failure is tool-failed and quotes systemctl's message")
@@ -231,7 +246,7 @@ struct ServiceInstallerTests {
     @Test("a relative executable path is refused before anything is written")
     func relativeExecutable() async throws {
         let s = try setup()
-        let bad = ServiceInstaller(environment: s.installer.environment, runner: TestProcessRunner(),
+        let bad = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
                                    executablePath: "flippio", workspace: s.workspace)
         await #expect(throws: FlippioError.self) { try await bad.install() }
         #expect(!FileManager.default.fileExists(atPath: bad.unitURL.path))
@@ -276,5 +291,91 @@ struct ServiceInstallerTests {
         #expect(ServiceInstaller.isManagerUnavailable("Failed to connect to bus: No such file or directory"))
         #expect(ServiceInstaller.isManagerUnavailable("Failed to connect to bus: $DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR not defined (consider using --machine=<user>@.host --user to connect to bus of other user)"))
         #expect(!ServiceInstaller.isManagerUnavailable("Failed to enable unit: Unit file flippio-agent.service does not exist."))
+    }
+}
+
+// MARK: - A real systemd user manager (TestSupport's RealUserManager)
+
+@Suite("ServiceInstaller with a real systemd user manager", .serialized)
+struct ServiceInstallerRealManagerTests {
+    /// A stand-in agent: records its argv and watchdog variables, sends READY=1 with a STATUS, then waits.
+    static let fakeAgent = #"""
+    import json, os, socket, sys, time
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
+    record = {"argv": sys.argv[1:], "pid": os.getpid(),
+              "WATCHDOG_USEC": os.environ.get("WATCHDOG_USEC"), "WATCHDOG_PID": os.environ.get("WATCHDOG_PID")}
+    with open(os.path.join(here, "started.json.tmp"), "w") as f:
+        json.dump(record, f)
+    os.rename(os.path.join(here, "started.json.tmp"), os.path.join(here, "started.json"))
+    address = os.environ["NOTIFY_SOCKET"]
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"READY=1\nSTATUS=fake agent watching", address)
+    time.sleep(120)
+    """#
+
+    /// Where a real user manager cannot start (not root, no systemd), the test is skipped with the reason.
+    static let canRun = RealUserManager.canRun && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+
+    @Test("install starts a Type=notify agent under the real user manager; status and uninstall see it",
+          .enabled(if: canRun, "needs root, unshare, systemd, systemctl and python3: \(RealUserManager.unavailableReason ?? "python3 is missing")"))
+    func realManager() async throws {
+        let manager = try RealUserManager()
+        defer { manager.terminate() }
+        try manager.start()
+        try await manager.waitUntilUp()
+        try await exercise(manager)
+        try await manager.stop()
+    }
+
+    func exercise(_ manager: RealUserManager) async throws {
+        // Paths with a space, % and $: the quoting must survive systemd's parser and expansion.
+        let bin = manager.dir.child("bin dir")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        try Self.fakeAgent.write(to: bin.appendingPathComponent("agent.py"), atomically: true, encoding: .utf8)
+        let executable = bin.appendingPathComponent("fake flippio")
+        try "#!/bin/sh\nexec /usr/bin/python3 \"$(dirname \"$0\")/agent.py\" \"$@\"\n"
+            .write(to: executable, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: executable.path)
+        let workspace = manager.dir.child("work space 100% $HOME")
+        try FileManager.default.createDirectory(at: workspace, withIntermediateDirectories: true)
+
+        let installer = ServiceInstaller(environment: manager.environment, runner: ProcessRunner(),
+                                         executablePath: executable.path, workspace: workspace)
+        let report = try await installer.install()
+        #expect(report.unitURL.path == manager.config.appendingPathComponent("systemd/user/flippio-agent.service").path)
+
+        // enable --now returned: systemd got READY=1 from the main process.
+        let status = try await installer.status()
+        #expect(status.loadState == "loaded")
+        #expect(status.activeState == "active")
+        #expect(status.subState == "running")
+        #expect(status.unitFileState == "enabled")
+        #expect(status.statusText == "fake agent watching")
+        let pid = try #require(status.mainPID)
+
+        let started = try JSONSerialization.jsonObject(with: Data(contentsOf: bin.appendingPathComponent("started.json")))
+            as? [String: Any]
+        #expect(started?["argv"] as? [String] == ["agent", "--workspace", workspace.path])
+        #expect(started?["pid"] as? Int == Int(pid))
+        // WatchdogSec=30 reaches the agent as WATCHDOG_USEC/WATCHDOG_PID, and the schedule honours them.
+        let watchdogEnv = ["WATCHDOG_USEC": started?["WATCHDOG_USEC"] as? String ?? "",
+                           "WATCHDOG_PID": started?["WATCHDOG_PID"] as? String ?? ""]
+        let schedule = try #require(WatchdogSchedule(environment: watchdogEnv, processID: pid))
+        #expect(schedule.interval == .seconds(15))
+        #expect(WatchdogSchedule(environment: watchdogEnv, processID: pid + 1) == nil)
+
+        // The unit is enabled for default.target.
+        let wants = manager.config.appendingPathComponent("systemd/user/default.target.wants/flippio-agent.service")
+        #expect(FileManager.default.fileExists(atPath: wants.path))
+
+        #expect(try await installer.uninstall())
+        let after = try await installer.status()
+        #expect(after.loadState == "not-found")
+        #expect(after.activeState == "inactive")
+        #expect(!FileManager.default.fileExists(atPath: wants.path))
+        // disable --now waited for the stop: the agent's process is gone.
+        try await waitUntil("the agent process exits") { kill(pid, 0) != 0 && errno == ESRCH }
     }
 }

@@ -57,7 +57,8 @@ struct UnitFileTests {
             }
         }
         #expect(unit["Unit"]?["Description"]?.first?.isEmpty == false)
-        #expect(unit["Unit"]?["Documentation"]?.first?.isEmpty == false)
+        // No placeholder URL: systemd wants a real http/https/file/info/man URI, and flippio installs no docs.
+        #expect(unit["Unit"]?["Documentation"] == nil)
         let forbidden = ["ProtectHome", "PrivateTmp", "ProtectSystem", "PrivateUsers", "PrivateDevices",
                          "ProtectKernelTunables", "ProtectControlGroups", "Environment", "EnvironmentFile"]
         for key in forbidden {
@@ -89,6 +90,25 @@ struct UnitFileTests {
         #expect(result.status == 0, "\(result.err)")
         #expect(result.err.isEmpty, "\(result.err)")
         #expect(result.out.isEmpty, "\(result.out)")
+    }
+
+    @Test("Environment= lines for adb and FLIPPIO_* variables pass systemd-analyze verify",
+          .enabled(if: systemdAnalyze != nil, "systemd-analyze is not installed"))
+    func environmentLinesAccepted() throws {
+        let dir = try TemporaryDirectory("flippio-unit")
+        let installer = ServiceInstaller(
+            environment: ["HOME": "/home/u", "ANDROID_ADB_SERVER_PORT": "5137", "ADB_SERVER_SOCKET": "tcp:127.0.0.1:5137",
+                          "FLIPPIO_SETTLE_MS": "500", "FLIPPIO_NOTE": #"a "b" 100% $HOME \ c"#],
+            runner: UnusedRunner(), executablePath: "/bin/true", workspace: dir.child("ws"))
+        let text = installer.unitFileContents()
+        let unit = parse(text)
+        #expect(unit["Service"]?["Environment"] == [
+            #""ADB_SERVER_SOCKET=tcp:127.0.0.1:5137""#, #""ANDROID_ADB_SERVER_PORT=5137""#,
+            #""FLIPPIO_NOTE=a \"b\" 100%% $HOME \\ c""#, #""FLIPPIO_SETTLE_MS=500""#,
+        ])
+        let result = try verify(text, in: dir)
+        #expect(result.status == 0, "\(result.err)")
+        #expect(result.err.isEmpty, "\(result.err)")
     }
 
     @Test("the verify check has teeth: an unknown key, a bad value or a missing executable is reported",

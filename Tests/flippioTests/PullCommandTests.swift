@@ -109,4 +109,41 @@ struct PullCommandTests {
         try scenario.pull()
         #expect(try scenario.localTitles().last == "newer on the device")
     }
+
+    @Test func aTransientFailureIsRetriedWithBackoffAndThenSucceeds() throws {
+        let scenario = try Scenario.make(pull: false)
+        // The next two device requests fail as an unplugged cable would.
+        try scenario.device.setFaults(["failNext": 2, "failMessage": "device offline"])
+        let result = try scenario.harness.flippio(["dbs", Scenario.serial, Scenario.package, "--json"])
+        #expect(result.status == 0, "\(result.err)")
+        let databases = try JSONDecoder().decode([RemoteDatabase].self, from: result.stdout)
+        #expect(databases.map(\.path) == [Scenario.remotePath])
+        #expect(((try scenario.device.faults())["failNext"] as? Int ?? 0) == 0, "both failures were consumed by retries")
+    }
+
+    @Test func aPermanentFailureIsTriedOnce() throws {
+        let harness = try FlippioHarness()
+        try harness.sim.addDevice("emulator-5554", packages: ["com.example.release": false])
+        try harness.sim.clearRequests()
+        let result = try harness.flippio(["dbs", "emulator-5554", "com.example.release"])
+        #expect(result.status == 1)
+        let runAsFinds = try harness.sim.requests().filter { ($0.command ?? "").hasPrefix("run-as com.example.release find") }
+        #expect(runAsFinds.count == 1, "not debuggable is permanent: no retry (\(runAsFinds.count) tries)")
+    }
+
+    @Test func aHungAdbCallIsKilledAtItsTimeoutWithItsProcessGroup() throws {
+        let harness = try FlippioHarness()
+        let serial = "hang-\(UUID().uuidString.prefix(8))"
+        let device = try harness.sim.addDevice(serial, packages: [Scenario.package: true])
+        try device.setFaults(["hangSeconds": 600])
+        let result = try harness.flippio(["dbs", serial, Scenario.package],
+                                         environment: ["FLIPPIO_COMMAND_TIMEOUT_MS": "1000", "FLIPPIO_RETRY_ATTEMPTS": "1"],
+                                         timeout: 300)
+        #expect(result.status == 1, "flippio gave up by itself (a kill by the test would not be status 1)")
+        #expect(result.err.contains("did not finish within 1 s"), "\(result.err)")
+        // The adb client of the hung call was killed with its process group: none is left.
+        let survivors = try Shell.run(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", "adb -s \(serial)"]).out
+        #expect(survivors.isEmpty, "adb processes left behind: \(survivors)")
+        try device.clearFaults()
+    }
 }

@@ -22,6 +22,7 @@ struct DeviceErrno: Error, Equatable {
         case ELOOP: return "Too many symbolic links encountered"
         case EINVAL: return "Invalid argument"
         case EXDEV: return "Cross-device link"
+        case EPERM: return "Operation not permitted"
         default: return String(cString: strerror(code))
         }
     }
@@ -59,6 +60,8 @@ struct DeviceFileSystem {
     /// the last component is followed only when `followLast` is set.
     func resolve(_ path: String, cwd: String, followLast: Bool = true) throws -> Resolved {
         let start = path.hasPrefix("/") ? path : cwd + "/" + path
+        // A trailing slash (`link/`) resolves the last component too, as the kernel does.
+        let followLast = followLast || path.hasSuffix("/") || path.hasSuffix("/.")
         var pending = start.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         var result: [String] = []
         var links = 0

@@ -29,9 +29,12 @@ final class DeviceRegistry: @unchecked Sendable {
         guard let data = try? Data(contentsOf: file),
               let config = try? JSONDecoder().decode(DeviceConfig.self, from: data)
         else { return nil }
-        return SimulatedDevice(
-            serial: serial, root: root, fsRoot: root.appendingPathComponent("fs", isDirectory: true),
-            config: config)
+        let fsRoot = root.appendingPathComponent("fs", isDirectory: true)
+        if !FileManager.default.fileExists(atPath: fsRoot.path) {
+            // A device.json alone is a fresh phone: give it the folders every phone has.
+            try? DeviceLayout.create(fs: fsRoot)
+        }
+        return SimulatedDevice(serial: serial, root: root, fsRoot: fsRoot, config: config)
     }
 
     /// A stable id per serial, handed out on first sight (as the adb server numbers transports).

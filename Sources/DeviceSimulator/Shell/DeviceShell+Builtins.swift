@@ -36,10 +36,17 @@ extension DeviceShell {
         case "ls": return ls
         case "stat": return stat
         case "chmod": return chmod
+        case "chown": return { [self] args, io in try chown(args, io: io, name: "chown") }
+        case "chgrp": return { [self] args, io in try chown(args, io: io, name: "chgrp") }
         case "find": return find
         case "sha256sum": return { [self] args, io in try hashsum(args, io: io, name: "sha256sum") }
         case "sha1sum": return { [self] args, io in try hashsum(args, io: io, name: "sha1sum") }
         case "md5sum": return { [self] args, io in try hashsum(args, io: io, name: "md5sum") }
+        case "wc": return wc
+        case "head": return head
+        case "tail": return tail
+        case "grep": return grep
+        case "ln": return ln
         case "id": return id
         case "whoami": return { [self] _, io in try io.out(device.userName(uid: uid) + "\n"); return 0 }
         case "getprop": return getprop

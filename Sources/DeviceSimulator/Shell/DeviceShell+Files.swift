@@ -313,6 +313,33 @@ extension DeviceShell {
         return status
     }
 
+    /// `chown [-R] OWNER[:GROUP] FILE...` (and `chgrp`): ownership is simulated (derived from the
+    /// path), so this checks what a phone checks — root only, the files must exist — and changes nothing.
+    func chown(_ args: [String], io: ShellIO, name: String) throws -> Int32 {
+        let operands = args.filter { !$0.hasPrefix("-") }
+        guard operands.count >= 2 else {
+            try io.err("\(name): Needs 2 arguments\n")
+            return 1
+        }
+        let owner = operands[0]
+        var status: Int32 = 0
+        for path in operands.dropFirst() {
+            do {
+                let r = try resolve(path)
+                _ = try fs.status(r)
+                guard user == .root else { throw DeviceErrno(code: EPERM) }
+            } catch let e as DeviceErrno {
+                if e.code == EPERM {
+                    try io.err("\(name): '\(path)' to '\(owner)': Operation not permitted\n")
+                } else {
+                    try io.err("\(name): \(path): \(e.text)\n")
+                }
+                status = 1
+            }
+        }
+        return status
+    }
+
     /// Octal (`660`) or symbolic (`u+rw,go-w`, `a=r`) modes.
     static func applyMode(_ spec: String, to current: mode_t, isDirectory: Bool) -> mode_t? {
         if let octal = mode_t(spec, radix: 8), spec.allSatisfy({ ("0"..."7").contains($0) }) { return octal }

@@ -147,6 +147,10 @@ enum ShellSyntax {
                 } else {
                     inWord = true; literal.append(c); i += 1
                 }
+            case "(", ")":
+                // mksh would start or end a subshell here; this device has none, and an unquoted
+                // paren in an argument (`find . ( -name x )`) is a syntax error on a phone too.
+                throw SyntaxError(message: "syntax error: '\(c)' unexpected")
             case ";":
                 endWord(); tokens.append(.op(";")); i += 1
             case "&":

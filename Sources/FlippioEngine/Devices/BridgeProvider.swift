@@ -45,15 +45,26 @@ public actor BridgeProvider {
             async let installer = discovery.locate(.ideviceinstaller)
             async let afc = discovery.locate(.afcclient)
             let (i, n, s, a) = await (idevice, info, installer, afc)
-            guard i.path != nil else {
-                throw FlippioError(.toolNotFound, "idevice_id was not found, so iOS devices cannot be listed.",
-                                   remedy: "Install the Debian package libimobiledevice-utils (and usbmuxd), or set FLIPPIO_IDEVICE_ID.")
+            guard let ideviceID = Self.usablePath(i) else {
+                throw FlippioError(.toolNotFound, "idevice_id \(i.path == nil ? "was not found" : "does not work: \(i.problem ?? "")"), so iOS devices cannot be listed.",
+                                   remedy: "Install the Debian package libimobiledevice-utils (and usbmuxd): `sudo apt install libimobiledevice-utils usbmuxd`, or set FLIPPIO_IDEVICE_ID.",
+                                   context: ["tool": "idevice_id", "package": "libimobiledevice-utils"])
             }
-            bridge = IOSBridge(tools: .init(ideviceID: i.path, ideviceInfo: n.path, ideviceInstaller: s.path, afcClient: a.path),
-                               runner: runner)
+            // A tool that is missing (or does not answer `--version`) is left out: the calls that
+            // need it say which Debian package to install.
+            let control = configuration.commandTimeout
+            bridge = IOSBridge(tools: .init(ideviceID: ideviceID, ideviceInfo: Self.usablePath(n),
+                                            ideviceInstaller: Self.usablePath(s), afcClient: Self.usablePath(a)),
+                               runner: runner,
+                               timeouts: .init(control: control, listApps: control + control / 2, transferBase: control + control / 2))
         }
         built[platform] = bridge
         return bridge
+    }
+
+    /// The tool's path when it was found and answered its version call.
+    private static func usablePath(_ info: ToolInfo) -> String? {
+        info.problem == nil ? info.path : nil
     }
 
     /// Bridges whose tools are present, for listings across platforms. Missing tools are reported

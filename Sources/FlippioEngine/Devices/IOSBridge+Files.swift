@@ -80,7 +80,7 @@ extension IOSBridge {
         let olderTool = IOSOutputParser.errorLines(long.stdoutText).contains { $0.contains("'-l'") }
         if !olderTool {
             if let error = IOSErrors.failure(in: long, tool: .afcClient, command: "afcclient ls -l \(path)", deviceID: deviceID) {
-                throw error
+                throw await explained(error, tool: .afcClient, deviceID: deviceID)
             }
             if let entries = IOSOutputParser.longListing(long.stdoutText) { return entries }
         }
@@ -143,8 +143,12 @@ extension IOSBridge {
 
     /// Hashes of the device's files right now: they are copied to a temp folder and hashed
     /// locally (iOS has no remote hash command).
+    ///
+    /// The first device call of every push: a device that is not connected is reported at once
+    /// (`deviceNotFound`), so the push waits for it instead of for afcclient's timeout.
     public func fingerprint(_ database: RemoteDatabase) async throws -> DeviceFingerprint {
         let (parent, name) = try Self.split(database)
+        try await requireConnected(database.deviceID)
         let folder = temporaryDirectory.appendingPathComponent("flippio-ios-\(UUID().uuidString.prefix(12))", isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -153,13 +153,21 @@ public struct IOSBridge: DeviceBridge {
     ///
     /// - throws: `usbmuxdUnavailable` when usbmuxd is not running, `toolNotFound`, `timedOut`.
     public func devices() async throws -> [Device] {
+        try await devices(only: nil)
+    }
+
+    /// ``devices()``, but only `ids` are asked for their state (one `ideviceinfo` each): the
+    /// agent's poll for devices it waits for. A device in `ids` that is not connected is left out.
+    ///
+    /// - throws: as ``devices()``.
+    public func devices(only ids: Set<String>?) async throws -> [Device] {
         let usb = try await checked(.ideviceID, ["-l"], timeout: timeouts.control, deviceID: nil)
         let usbIDs = IOSOutputParser.udids(usb.stdoutText)
         // Network devices are a bonus: an idevice_id without -n (before 1.3.0) must not hide USB ones.
         let network = try? await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil)
         let networkIDs = IOSOutputParser.udids(network?.stdoutText ?? "").filter { !usbIDs.contains($0) }
         networkDevices.replace(with: Set(networkIDs))
-        let all = usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }
+        let all = (usbIDs.map { ($0, false) } + networkIDs.map { ($0, true) }).filter { ids?.contains($0.0) ?? true }
         return try await withThrowingTaskGroup(of: (Int, Device).self) { group in
             for (index, (id, isNetwork)) in all.enumerated() {
                 group.addTask { (index, try await describe(id, network: isNetwork)) }
@@ -253,9 +261,32 @@ public struct IOSBridge: DeviceBridge {
         let result = try await run(tool, arguments, timeout: timeout)
         if let error = IOSErrors.failure(in: result, tool: tool, command: ([tool.rawValue] + arguments).joined(separator: " "),
                                          deviceID: deviceID, ignoring: ignoring) {
-            throw error
+            throw await explained(error, tool: tool, deviceID: deviceID)
         }
         return result
+    }
+
+    /// `afcclient -u UDID` waits for a device that is not connected (while another one is) until
+    /// it is killed: a timeout may mean the device was unplugged. Asks usbmuxd, and says so.
+    func explained(_ error: FlippioError, tool: IOSErrors.Tool, deviceID: String?) async -> FlippioError {
+        guard error.code == .timedOut, tool == .afcClient, let deviceID,
+              (try? await isConnected(deviceID)) == false else { return error }
+        return IOSErrors.notConnected(deviceID)
+    }
+
+    /// Throws `deviceNotFound` at once when usbmuxd does not list `deviceID`, rather than letting
+    /// `afcclient` wait for it until its timeout.
+    func requireConnected(_ deviceID: String) async throws {
+        if try await isConnected(deviceID) == false { throw IOSErrors.notConnected(deviceID) }
+    }
+
+    /// Whether usbmuxd lists `deviceID` (USB, then network); nil when that cannot be told (an
+    /// `idevice_id` without `-n` and a device not on USB).
+    func isConnected(_ deviceID: String) async throws -> Bool? {
+        let usb = try await checked(.ideviceID, ["-l"], timeout: timeouts.control, deviceID: nil)
+        if IOSOutputParser.udids(usb.stdoutText).contains(deviceID) { return true }
+        guard let network = try? await checked(.ideviceID, ["-n"], timeout: timeouts.control, deviceID: nil) else { return nil }
+        return IOSOutputParser.udids(network.stdoutText).contains(deviceID)
     }
 
     /// Throws the failure in `result`; when a tool only says "Could not connect to lockdownd"

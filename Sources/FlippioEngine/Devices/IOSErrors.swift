@@ -36,6 +36,12 @@ enum IOSErrors {
                             remedy: remedy, context: ["tool": tool.rawValue, "package": tool.package])
     }
 
+    static func notConnected(_ deviceID: String) -> FlippioError {
+        FlippioError(.deviceNotFound, "The device \(deviceID) is not connected.",
+                     remedy: "Connect it by USB (or join its Wi-Fi) and check `idevice_id -l`; flippio goes on when it is back.",
+                     context: ["device": deviceID])
+    }
+
     static func containerRefused(appID: String, deviceID: String) -> FlippioError {
         FlippioError(
             .iosContainerRefused,

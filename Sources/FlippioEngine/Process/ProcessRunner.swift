@@ -38,7 +38,15 @@ import SystemPackage
 ///   (after the group was killed). A non-zero exit status or a timeout is not thrown: it is a
 ///   ``ProcessResult``.
 public struct ProcessRunner: ProcessRunning {
-    public init() {}
+    public init() {
+        _ = Self.ignoreSIGPIPE
+    }
+
+    /// A child that exits without reading all of its input would otherwise kill this whole
+    /// process with SIGPIPE when we write to its stdin; with SIGPIPE ignored the write fails
+    /// with EPIPE instead. (Children get default dispositions back: swift-subprocess spawns
+    /// with `POSIX_SPAWN_SETSIGDEF`.)
+    private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
 
     public func run(_ command: ProcessCommand) async throws -> ProcessResult {
         try Task.checkCancellation()
@@ -96,7 +104,10 @@ public struct ProcessRunner: ProcessRunning {
 
         let timedOut: Bool
         if case .deadline = first { timedOut = true } else { timedOut = false }
-        let cancelled = Task.isCancelled
+        // A call that finished before the caller was cancelled keeps its result (the caller sees
+        // the cancellation at its next suspension point), and nothing of it is killed.
+        let cancelled: Bool
+        if case .finished = first { cancelled = false } else { cancelled = Task.isCancelled }
         if timedOut || cancelled {
             // Step 3 of the teardown: the leader has been reaped, but a grandchild that caught
             // SIGTERM may still hold the group. While any member lives the kernel does not reuse
@@ -158,42 +169,65 @@ public struct ProcessRunner: ProcessRunning {
         )
     }
 
+    /// Starts the child and reads its output until it exits.
+    ///
+    /// Both streams are read to the end even past their limits, so that a chatty tool never
+    /// blocks on a full pipe (nor dies of SIGPIPE) because we stopped listening. stdin is fed
+    /// through a writer we close ourselves: swift-subprocess 1.0.2's own `.data` input traps
+    /// (an unclosed descriptor) when the child exits before reading all of it.
     private static func execute(
         _ configuration: Configuration, input: Data?, outputFile: FileDescriptor?,
         stdout: BoundedCapture, stderr: BoundedCapture, child: ChildProcess
     ) async throws -> TerminationStatus {
-        if let input {
-            return try await execute(configuration, input: DataInput.data(input), outputFile: outputFile,
-                                     stdout: stdout, stderr: stderr, child: child)
+        switch (input, outputFile) {
+        case (nil, nil):
+            return try await execute(configuration, input: .none, output: .sequence, child: child) { execution in
+                async let out: Void = stdout.drain(execution.standardOutput)
+                await stderr.drain(execution.standardError)
+                await out
+            }
+        case (nil, let file?):
+            return try await execute(configuration, input: .none, output: fileOutput(file), child: child) { execution in
+                await stderr.drain(execution.standardError)
+            }
+        case (let data?, nil):
+            return try await execute(configuration, input: .inputWriter, output: .sequence, child: child) { execution in
+                async let fed: Void = feed(data, to: execution.standardInputWriter)
+                async let out: Void = stdout.drain(execution.standardOutput)
+                await stderr.drain(execution.standardError)
+                _ = await (fed, out)
+            }
+        case (let data?, let file?):
+            return try await execute(configuration, input: .inputWriter, output: fileOutput(file), child: child) { execution in
+                async let fed: Void = feed(data, to: execution.standardInputWriter)
+                await stderr.drain(execution.standardError)
+                await fed
+            }
         }
-        return try await execute(configuration, input: NoInput.none, outputFile: outputFile,
-                                 stdout: stdout, stderr: stderr, child: child)
     }
 
-    private static func execute<Input: InputProtocol>(
-        _ configuration: Configuration, input: Input, outputFile: FileDescriptor?,
-        stdout: BoundedCapture, stderr: BoundedCapture, child: ChildProcess
+    private static func execute<Input: InputProtocol, Output: OutputProtocol>(
+        _ configuration: Configuration, input: Input, output: Output, child: ChildProcess,
+        _ body: (Execution<Input, Output, SequenceOutput>) async -> Void
     ) async throws -> TerminationStatus {
-        if let outputFile {
-            return try await Subprocess.run(
-                configuration, input: input,
-                output: .fileDescriptor(outputFile, closeAfterSpawningProcess: false),
-                error: .sequence
-            ) { execution in
-                child.started(execution.processIdentifier.value)
-                await stderr.drain(execution.standardError)
-            }.terminationStatus
-        }
-        // Both streams are read to the end even past their limits, so that a chatty tool
-        // never blocks on a full pipe (nor dies of SIGPIPE) because we stopped listening.
-        return try await Subprocess.run(
-            configuration, input: input, output: .sequence, error: .sequence
-        ) { execution in
+        try await Subprocess.run(configuration, input: input, output: output, error: .sequence) { execution in
             child.started(execution.processIdentifier.value)
-            async let out: Void = stdout.drain(execution.standardOutput)
-            await stderr.drain(execution.standardError)
-            await out
+            await body(execution)
         }.terminationStatus
+    }
+
+    private static func fileOutput(_ file: FileDescriptor) -> FileDescriptorOutput {
+        // We close it ourselves once the call is over, whatever happened.
+        .fileDescriptor(file, closeAfterSpawningProcess: false)
+    }
+
+    /// Writes `data` to the child's stdin, then closes it so the child sees end of file.
+    ///
+    /// A child that exits (or closes stdin) early makes the write fail with EPIPE; that is
+    /// its business, reported through its exit status, not an error of ours.
+    private static func feed(_ data: Data, to writer: StandardInputWriter) async {
+        _ = try? await writer.write(Array(data))
+        try? await writer.finish()
     }
 
     private static func termination(_ status: TerminationStatus) -> ProcessResult.Termination {

@@ -14,6 +14,9 @@ public struct Agent: Service {
         /// How long an in-flight push may take to finish on shutdown. The default is 10 s
         /// (below the unit's `TimeoutStopSec=20`).
         public var shutdownGrace: Duration = .seconds(10)
+        /// How often the agent asks `idevice_id -l` for iOS devices while some iOS database waits
+        /// for its device (it does not ask otherwise). The default is 2 s.
+        public var iosDevicePollInterval: Duration = .seconds(2)
         public init() {}
     }
 
@@ -49,6 +52,7 @@ public struct Agent: Service {
             group.addTask { await engine.consumeSettled() }
             group.addTask { await engine.resumeAll() }
             group.addTask { await self.trackDevices(engine) }
+            group.addTask { await self.pollIOSDevices(engine) }
             if let url = MetricsFile.defaultURL(environment: configuration.environment) {
                 group.addTask { await MetricsFile(url: url).run(.shared) { self.logger.warning("metrics not written: \($0.message)") } }
             }
@@ -77,7 +81,27 @@ public struct Agent: Service {
         // The tracker restarts `adb track-devices` itself (with backoff) when the server goes away.
         let tracker = DeviceTracker(adbPath: android.adbPath, environment: android.environment)
         for await devices in tracker.updates() {
-            await engine.devicesChanged(devices)
+            await engine.devicesChanged(devices, platform: .android)
+        }
+    }
+
+    /// Resumes pushes waiting for an iOS device that is back. usbmuxd has no plug events the
+    /// tools can follow, so while some iOS database waits, the agent lists the devices it waits
+    /// for every ``Options/iosDevicePollInterval`` (`idevice_id -l`, then `ideviceinfo` for those
+    /// present, to tell a locked device from a ready one). Nothing runs while no database waits.
+    private func pollIOSDevices(_ engine: SyncEngine) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: options.iosDevicePollInterval) } catch { return }
+            let awaited = await engine.devicesAwaited(on: .ios)
+            guard !awaited.isEmpty,
+                  let ios = try? await bridges.bridge(for: .ios) as? IOSBridge else { continue }
+            do {
+                let devices = try await ios.devices(only: awaited)
+                await engine.devicesChanged(devices, platform: .ios)
+            } catch {
+                // usbmuxd down, a tool timing out: the device is not back; ask again next time.
+                logger.debug("iOS device poll: \(error)")
+            }
         }
     }
 }

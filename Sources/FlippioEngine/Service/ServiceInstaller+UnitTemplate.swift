@@ -7,12 +7,13 @@ extension ServiceInstaller {
 # flippio agent as a systemd user service.
 #
 # `flippio service install` writes this file to ~/.config/systemd/user/ with @FLIPPIO@ (the flippio
-# executable) and @WORKSPACE@ (the workspace folder) filled in, then enables and starts it.
+# executable) and @WORKSPACE@ (the workspace folder) filled in, and an Environment= line for each adb
+# variable (ANDROID_ADB_SERVER_PORT, ADB_SERVER_SOCKET, ANDROID_SERIAL, ANDROID_HOME, ...) and FLIPPIO_*
+# setting of the installing shell, since a user unit does not inherit it; then enables and starts it.
 # To keep the agent running after you log out: loginctl enable-linger $USER
 
 [Unit]
 Description=flippio agent: keeps app SQLite databases on devices in sync with a local workspace
-Documentation=https://github.com/flippio/flippio
 # Give up after 5 failed starts within a minute instead of restarting forever.
 StartLimitIntervalSec=60
 StartLimitBurst=5

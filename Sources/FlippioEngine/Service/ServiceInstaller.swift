@@ -49,7 +49,8 @@ public struct ServiceInstaller: Sendable {
     ///
     /// - parameters:
     ///   - environment: the user's environment: `HOME`, `XDG_CONFIG_HOME` (where the unit goes),
-    ///     `XDG_RUNTIME_DIR` and `DBUS_SESSION_BUS_ADDRESS` (how `systemctl --user` finds the manager).
+    ///     `XDG_RUNTIME_DIR` and `DBUS_SESSION_BUS_ADDRESS` (how `systemctl --user` finds the manager);
+    ///     its adb variables and `FLIPPIO_*` settings go into the unit (``passedEnvironment``).
     ///   - runner: runs `systemctl`.
     ///   - systemctlPath: `systemctl`'s name or path.
     ///   - executablePath: the real path of the flippio binary.
@@ -90,16 +91,83 @@ public struct ServiceInstaller: Sendable {
         Self.commandLine([executablePath, "agent", "--workspace", workspace.path])
     }
 
-    /// The unit file as it is installed: ``unitTemplate`` with the executable and workspace filled in.
+    /// The unit file as it is installed: ``unitTemplate`` with the executable and workspace filled in,
+    /// and one `Environment=` line per variable of ``passedEnvironment`` just before `ExecStart=`.
     public func unitFileContents() -> String {
-        Self.unitTemplate
+        var text = Self.unitTemplate
             .replacingOccurrences(of: "@FLIPPIO@", with: Self.quote(executablePath))
             .replacingOccurrences(of: "@WORKSPACE@", with: Self.quote(workspace.path))
+        let passed = passedEnvironment
+        if !passed.isEmpty {
+            let lines = ["# Set when the unit was installed: a user manager does not pass on the shell's environment."]
+                + passed.map { Self.environmentLine(name: $0.name, value: $0.value) }
+            text = text.replacingOccurrences(of: "\nExecStart=", with: "\n" + lines.joined(separator: "\n") + "\nExecStart=")
+        }
+        return text
+    }
+
+    /// Variables that reach the agent as they were when the unit was installed: the adb ones
+    /// (``adbEnvironmentVariables``) and every `FLIPPIO_*` setting except `FLIPPIO_WORKSPACE`
+    /// (`ExecStart=` names the workspace). Sorted by name; empty values and names systemd cannot
+    /// take are left out.
+    ///
+    /// A systemd user unit gets the manager's environment, not the installing shell's: without these,
+    /// a user who set `ANDROID_ADB_SERVER_PORT` or `ADB_SERVER_SOCKET` would get an agent that talks
+    /// to (or starts) a different adb server.
+    public var passedEnvironment: [(name: String, value: String)] {
+        environment
+            .filter { name, value in
+                !value.isEmpty && Self.isValidVariableName(name)
+                    && (Self.adbEnvironmentVariables.contains(name)
+                        || (name.hasPrefix("FLIPPIO_") && name != "FLIPPIO_WORKSPACE"))
+            }
+            .sorted { $0.key < $1.key }
+            .map { (name: $0.key, value: $0.value) }
+    }
+
+    /// The adb and Android SDK variables a user may have set for adb (and tool discovery) to work.
+    public static let adbEnvironmentVariables: Set<String> = [
+        "ANDROID_ADB_SERVER_PORT", "ADB_SERVER_SOCKET", "ANDROID_ADB_SERVER_ADDRESS", "ANDROID_SERIAL",
+        "ANDROID_HOME", "ANDROID_SDK_ROOT", "ANDROID_USER_HOME", "ADB_VENDOR_KEYS",
+    ]
+
+    /// An `Environment=` line by systemd's rules (systemd.exec(5)): the whole assignment in double
+    /// quotes, `\`, `"` and control characters C-escaped, `%` as `%%` (specifiers). `$` stays as it
+    /// is: `Environment=` does no variable expansion.
+    public static func environmentLine(name: String, value: String) -> String {
+        var out = "Environment=\""
+        for scalar in "\(name)=\(value)".unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case "%": out += "%%"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7f {
+                    out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`: what systemd accepts as a variable name.
+    static func isValidVariableName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || ("A"..."Z").contains(first) || ("a"..."z").contains(first)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { $0 == "_" || ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) }
     }
 
     // MARK: - Operations
 
     /// Writes the unit (atomically), reloads the manager, and enables and starts the agent.
+    ///
+    /// When there is no user manager the unit file is put back as it was (removed, or its previous
+    /// text restored) before the error is thrown.
     ///
     /// Installing again with a changed unit (a new executable path or workspace) restarts the agent
     /// so the change takes effect.
@@ -122,7 +190,13 @@ public struct ServiceInstaller: Sendable {
         let changed = previous != nil && previous != contents
         try writeUnit(contents)
 
-        try await systemctl(["daemon-reload"], timeout: quickTimeout)
+        do {
+            try await systemctl(["daemon-reload"], timeout: quickTimeout)
+        } catch let error as FlippioError where error.code == .serviceManagerUnavailable {
+            // Nothing was reloaded: put things back as they were, so no half-installed unit is left.
+            if let previous { try? writeUnit(previous) } else { try? FileManager.default.removeItem(at: unitURL) }
+            throw error
+        }
         if changed {
             try await systemctl(["enable", Self.unitName], timeout: quickTimeout)
             try await systemctl(["restart", Self.unitName], timeout: startStopTimeout)
@@ -265,7 +339,7 @@ public struct ServiceInstaller: Sendable {
             default: false
             }
         }
-        if safe && !argument.hasPrefix("@") && !argument.hasPrefix("-") { return argument }
+        if safe { return argument }
         var out = "\""
         for scalar in argument.unicodeScalars {
             switch scalar {

@@ -42,7 +42,9 @@ actor DatabaseSync {
 
     func send(_ event: StateMachine.Event) async {
         guard !stopped else { return }
+        let before = machine.state
         let actions = machine.handle(event)
+        logger.trace("\(event): \(before) → \(machine.state), actions \(actions)")
         for action in actions { await perform(action) }
     }
 
@@ -64,6 +66,8 @@ actor DatabaseSync {
     var isPushing: Bool { pushTask != nil }
 
     private func perform(_ action: StateMachine.Action) async {
+        logger.trace("perform \(action)")
+        defer { logger.trace("performed \(action)") }
         switch action {
         case .persist(let state):
             await updateSidecar { sidecar in
@@ -126,6 +130,7 @@ actor DatabaseSync {
             break  // logged by .recordFailure
         }
         await onOutcome(database, outcome)
+        logger.trace("push finished: \(outcome), state \(machine.state)")
         for action in machine.handle(.pushFinished(outcome)) {
             // Once stopping, the outcome is still recorded, but no new work starts.
             if stopped, action == .startPush || action == .settle { continue }

@@ -59,7 +59,9 @@ public struct PushPipeline: Sendable {
                      lockTimeout: Duration = .seconds(120)) async -> Outcome {
         do {
             let lock = try workspace.lock(for: database)
+            logger.trace("push: taking the lock", metadata: ["db": "\(database.lastPathComponent)"])
             try await lock.acquire(timeout: lockTimeout)
+            logger.trace("push: locked", metadata: ["db": "\(database.lastPathComponent)"])
             defer { lock.release() }
             return try await pushLocked(database, force: force, overrideConflict: overrideConflict)
         } catch let error as FlippioError {
@@ -75,6 +77,7 @@ public struct PushPipeline: Sendable {
         let remote = sidecar.origin.remoteDatabase
 
         // 3. Snapshot.
+        logger.trace("push: snapshot", metadata: ["db": "\(database.lastPathComponent)"])
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
@@ -87,6 +90,7 @@ public struct PushPipeline: Sendable {
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
         sidecar.localContentHash = snapshot.contentHash
+        logger.trace("push: snapshot taken", metadata: ["db": "\(database.lastPathComponent)", "hash": "\(snapshot.contentHash.prefix(12))"])
 
         // 4. Nothing new for the device?
         if snapshot.contentHash == sidecar.deviceContentHash && !force && sidecar.pendingPushHash == nil {
@@ -103,7 +107,9 @@ public struct PushPipeline: Sendable {
             return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
         }
 
+        logger.trace("push: getting the bridge", metadata: ["db": "\(database.lastPathComponent)"])
         let bridge = try await bridges.bridge(for: sidecar.origin.platform)
+        logger.trace("push: stopping the app", metadata: ["db": "\(database.lastPathComponent)"])
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
@@ -117,17 +123,14 @@ public struct PushPipeline: Sendable {
             if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
                 // An earlier push reached the device but its result was never recorded (the agent
                 // was killed after the `mv`): adopt it rather than calling it a conflict.
-                logger.notice("adopting an earlier push found on the device", metadata: ["db": "\(database.path)"])
+                // Its upload may still lie in the device's temp folder (the push was cut before its
+                // clean-up), so the push below runs even when the content is the same: the bridge
+                // overwrites and then removes its temp files, and the result is verified again.
+                logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up",
+                              metadata: ["db": "\(database.path)"])
                 sidecar.fingerprintAtLastPush = current
                 sidecar.deviceContentHash = pending
                 sidecar.pendingPushHash = nil
-                if pending == snapshot.contentHash && !force {
-                    sidecar.state = .clean
-                    sidecar.lastError = nil
-                    sidecar.updatedAt = Date()
-                    try await sidecars.write(sidecar, forDatabase: database)
-                    return .unchanged
-                }
             } else {
                 let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
                 sidecar.state = .conflict

@@ -17,6 +17,8 @@ actor SyncEngine {
     private var syncs: [URL: DatabaseSync] = [:]
     /// The device each tracked database lives on (from its sidecar's origin).
     private var deviceOf: [URL: String] = [:]
+    /// The platform of that device.
+    private var platformOf: [URL: Platform] = [:]
     /// When each database's current unpushed change was first seen (for the settle upper bound).
     private var firstChange: [URL: ContinuousClock.Instant] = [:]
     private var watchedDirectories: Set<String> = []
@@ -24,6 +26,12 @@ actor SyncEngine {
     private let onStatusChange: @Sendable (String) -> Void
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
+    /// Devices each platform's tracker last listed as ready (absent until it has reported).
+    private var readyDevices: [Platform: Set<String>] = [:]
+    /// Consecutive "device unavailable" failures per database while its device looked ready,
+    /// and the pending look at it again.
+    private var unexpectedDeviceFailures: [URL: Int] = [:]
+    private var recheckTasks: [URL: Task<Void, Never>] = [:]
 
     init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
          onStatusChange: @escaping @Sendable (String) -> Void) throws {
@@ -50,6 +58,8 @@ actor SyncEngine {
     func start() async throws {
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
         try watchTree(workspace.root)
+        let removed = workspace.removeStaleTemporaryFiles()
+        if removed > 0 { logger.debug("removed \(removed) stale temporary files") }
         let databases = try workspace.trackedDatabases()
         for database in databases {
             await track(database)
@@ -57,7 +67,8 @@ actor SyncEngine {
         for (database, error) in await pool.warm(Array(syncs.keys)) {
             logger.error("cannot open \(database.path): \(error.message)")
         }
-        logger.info("watching \(syncs.count) databases in \(workspace.root.path)")
+        let status = await statusLine()
+        logger.info("\(status) in \(workspace.root.path)")
         publishStatus()
     }
 
@@ -94,12 +105,14 @@ actor SyncEngine {
             onOutcome: { [weak self] url, outcome in await self?.pushEnded(url, outcome) })
         syncs[database] = sync
         deviceOf[database] = sidecar.origin.deviceID
+        platformOf[database] = sidecar.origin.platform
         publishStatus()
     }
 
     private func untrack(_ database: URL) async {
         guard let sync = syncs.removeValue(forKey: database) else { return }
         deviceOf[database] = nil
+        platformOf[database] = nil
         await sync.stop()
         index.untrack(database)
         await pool.close(database)
@@ -136,6 +149,7 @@ actor SyncEngine {
     }
 
     func handle(_ event: WatchEvent) async {
+        logger.trace("watch event: \(event)")
         switch event {
         case .changed(let directory, let name):
             switch index.classify(directory: directory, name: name) {
@@ -196,6 +210,7 @@ actor SyncEngine {
     }
 
     private func settled(_ database: URL) async {
+        logger.trace("settled: \(database.lastPathComponent)")
         guard let sync = syncs[database] else { return }
         let writerActive = (try? await pool.isWriterActive(database)) ?? false
         let overdue = firstChange[database].map { ContinuousClock.now - $0 >= configuration.settleMaxWait } ?? true
@@ -204,18 +219,72 @@ actor SyncEngine {
     }
 
     private func pushEnded(_ database: URL, _ outcome: PushPipeline.Outcome) {
-        if case .pushed = outcome { pushCount += 1 }
+        switch outcome {
+        case .pushed:
+            pushCount += 1
+            unexpectedDeviceFailures[database] = nil
+        case .failed(let error) where DatabaseSync.StateMachine.meansDeviceUnavailable(error.code):
+            retryIfDeviceLooksReady(database)
+        case .failed:
+            break
+        case .unchanged, .conflict, .invalid:
+            unexpectedDeviceFailures[database] = nil
+        }
         publishStatus()
     }
 
     // MARK: - Devices
 
-    /// A device's list of connected devices changed: resume databases waiting for a device that is back.
-    func devicesChanged(_ devices: [Device]) async {
-        let ready = Set(devices.filter { $0.state == .ready }.map(\.id))
-        for (database, sync) in syncs where ready.contains(deviceOf[database] ?? "") {
+    /// A push failed because the device was unavailable, but adb lists it as ready, so no plug
+    /// event will wake this database: the failure was a passing one (a dropped connection, a
+    /// device that just reconnected). Try again after a growing delay instead.
+    private func retryIfDeviceLooksReady(_ database: URL) {
+        guard deviceLooksReady(database) else { return }
+        let failures = (unexpectedDeviceFailures[database] ?? 0) + 1
+        unexpectedDeviceFailures[database] = failures
+        var generator = SystemRandomNumberGenerator()
+        let delay = max(configuration.retry.delay(forAttempt: failures, using: &generator), .milliseconds(200))
+        recheckTasks[database]?.cancel()
+        recheckTasks[database] = Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard !Task.isCancelled else { return }
+            await self?.recheck(database)
+        }
+    }
+
+    private func recheck(_ database: URL) async {
+        recheckTasks[database] = nil
+        guard deviceLooksReady(database), let sync = syncs[database] else { return }
+        logger.info("\(deviceOf[database] ?? "the device") is listed as ready; trying \(database.lastPathComponent) again")
+        await sync.send(.deviceReady)
+    }
+
+    /// Whether the platform's tracker lists the database's device as ready.
+    private func deviceLooksReady(_ database: URL) -> Bool {
+        guard let device = deviceOf[database], let platform = platformOf[database] else { return false }
+        return readyDevices[platform]?.contains(device) == true
+    }
+
+    /// A platform's list of connected devices changed: resume databases waiting for a device that is back.
+    ///
+    /// - parameter platform: whose devices `devices` are (the others' last lists are kept).
+    func devicesChanged(_ devices: [Device], platform: Platform) async {
+        let ready = Set(devices.filter { $0.state == .ready && $0.platform == platform }.map(\.id))
+        readyDevices[platform] = ready
+        for (database, sync) in syncs where platformOf[database] == platform && ready.contains(deviceOf[database] ?? "") {
             await sync.send(.deviceReady)
         }
+    }
+
+    /// The devices of `platform` that some database is waiting for (for the iOS poll, which runs
+    /// only while this is not empty).
+    func devicesAwaited(on platform: Platform) async -> Set<String> {
+        var awaited: Set<String> = []
+        for (database, sync) in syncs where platformOf[database] == platform {
+            guard let device = deviceOf[database], !awaited.contains(device) else { continue }
+            if case .waitingForDevice = await sync.state { awaited.insert(device) }
+        }
+        return awaited
     }
 
     // MARK: - Shutdown
@@ -223,6 +292,8 @@ actor SyncEngine {
     /// Stops taking work and lets in-flight pushes finish within `grace`; past it, abandons them
     /// (their tools are killed; the device keeps the old database or has the new one).
     func shutdown(grace: Duration) async {
+        for task in recheckTasks.values { task.cancel() }
+        recheckTasks = [:]
         let all = Array(syncs.values)
         let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
             group.addTask {

@@ -32,7 +32,7 @@ extension Flippio {
             if let settleMaxMs { config.settleMaxWait = .milliseconds(settleMaxMs) }
             if noStopApp { config.stopAppBeforePush = false }
             if let poolSize { config.poolCapacity = poolSize }
-            FlippioLogging.bootstrap(level: try .parse(config.logLevel), environment: config.environment)
+            FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "info"), environment: config.environment)
             let logger = Logger(label: "flippio.agent")
             let systemdEnvironment = config.environment
             // Children (adb) must not talk to systemd in our name.

@@ -53,7 +53,14 @@ extension Flippio {
         static func installer(_ global: GlobalOptions) throws -> ServiceInstaller {
             let config = try global.configuration()
             let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            return ServiceInstaller(environment: config.environment, runner: ProcessRunner(),
+            var environment = config.environment
+            // `service install --adb PATH` means the agent uses that adb: it reaches the unit as FLIPPIO_ADB.
+            if let adb = global.adb {
+                let expanded = (adb as NSString).expandingTildeInPath
+                environment["FLIPPIO_ADB"] = expanded.contains("/")
+                    ? URL(fileURLWithPath: expanded).standardizedFileURL.path : expanded
+            }
+            return ServiceInstaller(environment: environment, runner: ProcessRunner(),
                                     executablePath: executable, workspace: config.workspace)
         }
     }
