@@ -53,6 +53,9 @@ public struct Agent: Service {
             group.addTask { await engine.resumeAll() }
             group.addTask { await self.trackDevices(engine) }
             group.addTask { await self.pollIOSDevices(engine) }
+            if let url = MetricsFile.defaultURL(environment: configuration.environment) {
+                group.addTask { await MetricsFile(url: url).run(.shared) { self.logger.warning("metrics not written: \($0.message)") } }
+            }
             if let interval = watchdog?.interval {
                 group.addTask {
                     // Pinged through the engine actor: if the actor is stuck, the pings stop.

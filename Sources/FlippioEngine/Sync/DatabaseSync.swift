@@ -79,7 +79,9 @@ actor DatabaseSync {
             let pipeline = self.pipeline
             let database = self.database
             pushTask = Task {
+                let started = ContinuousClock.now
                 let outcome = await pipeline.push(database)
+                AgentMetrics.shared.pushEnded(outcome, after: .now - started)
                 await self.pushEnded(outcome)
             }
         case .recordFailure(let error, let waiting, let attempt):

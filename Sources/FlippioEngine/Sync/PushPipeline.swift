@@ -113,11 +113,11 @@ public struct PushPipeline: Sendable {
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
-            try await retry.run("stop \(remote.appID)") {
+            try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
         }
-        let current = try await retry.run("fingerprint \(remote.path)") { try await bridge.fingerprint(remote) }
+        let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
         let expected = sidecar.expectedDeviceFingerprint
         if current != expected && !overrideConflict {
             if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
@@ -150,7 +150,7 @@ public struct PushPipeline: Sendable {
         try await sidecars.write(sidecar, forDatabase: database)
 
         let before = sidecar.pushHistory.last
-        let fingerprint = try await retry.run("push \(remote.path)") {
+        let fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
             try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.contentHash, to: remote, progress: nil)
         }
 
@@ -191,7 +191,7 @@ public struct PushPipeline: Sendable {
         let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
-        let pulled = try await retry.run("pull \(remote.path)") { try await bridge.pull(remote, into: staging, progress: nil) }
+        let pulled = try await retry.run("pull \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.pull(remote, into: staging, progress: nil) }
         _ = try PulledDatabase.fold(pulled.mainFile)
         let copy = Self.conflictCopyURL(for: database, at: Date())
         try FileManager.default.moveItem(at: pulled.mainFile, to: copy)

@@ -344,6 +344,7 @@ actor SyncEngine {
     var trackedCount: Int { syncs.count }
 
     private func publishStatus() {
+        AgentMetrics.shared.trackedDatabases(syncs.count)
         Task { [weak self] in
             guard let self else { return }
             let line = await self.statusLine()

@@ -37,7 +37,7 @@ extension Flippio {
             let systemdEnvironment = config.environment
             // Children (adb) must not talk to systemd in our name.
             config.environment = SystemdNotifier.scrubbedEnvironment(config.environment)
-            let runner = ProcessRunner()
+            let runner = MeteredProcessRunner(ProcessRunner())
             let agent = Agent(configuration: config, bridges: BridgeProvider(configuration: config, runner: runner),
                               logger: logger, systemdEnvironment: systemdEnvironment)
             let group = ServiceGroup(configuration: .init(

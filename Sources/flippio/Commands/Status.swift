@@ -1,13 +1,24 @@
 import ArgumentParser
 import FlippioEngine
+import Foundation
 
 extension Flippio {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show every tracked database and its sync state.")
 
         @OptionGroup var global: GlobalOptions
+        @Flag(help: "Print the agent's metrics (Prometheus text format, from $XDG_STATE_HOME/flippio/metrics.prom).")
+        var metrics = false
 
         func run() async throws {
+            if metrics {
+                let config = try global.configuration()
+                guard let url = MetricsFile.defaultURL(environment: config.environment) else {
+                    throw FlippioError(.invalidArgument, "FLIPPIO_METRICS_FILE is empty: the agent writes no metrics.",
+                                       remedy: "Unset FLIPPIO_METRICS_FILE (default: $XDG_STATE_HOME/flippio/metrics.prom) and restart the agent.")
+                }
+                return FileHandle.standardOutput.write(Data(try MetricsFile.read(at: url).utf8))
+            }
             let statuses = try await global.engine().status()
             if global.json { return try Output.json(statuses) }
             if statuses.isEmpty { return Output.line("Nothing tracked yet. Start with `flippio devices`, then `flippio pull`.") }
