@@ -14,7 +14,7 @@ build: deps
 
 # Every test: unit tests plus end-to-end tests that drive the real `adb` against flippio-devsim.
 test: build
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 # An emulated Android device plus the agent: try flippio without a phone.
 demo: deps

@@ -52,7 +52,8 @@ public enum Shell {
     @discardableResult
     public static func sqlite(_ database: URL, _ sql: String) throws -> String {
         guard let sqlite3 = Products.systemTool("sqlite3") else { throw ShellError("sqlite3 is not installed") }
-        let result = try run(sqlite3, [database.path, sql])
+        // Like the GUI tools users edit with, wait a moment when the agent holds a read lock.
+        let result = try run(sqlite3, ["-cmd", ".timeout 5000", database.path, sql])
         guard result.status == 0 else { throw ShellError("sqlite3 failed (\(result.status)): \(result.err)") }
         return result.out
     }

@@ -89,10 +89,13 @@ public struct SystemdNotifier: Sendable, Equatable {
         guard fd >= 0 else { throw Self.failure("socket()", errno, socket) }
         defer { close(fd) }
         let bytes = Array(state.utf8)
+        // Never block: a reader that stopped reading would otherwise stall the thread that
+        // notifies, and on two cores the whole agent with it. systemd always reads; a full
+        // queue means a stuck reader, and that message is dropped (EAGAIN) instead.
         let sent = withUnsafePointer(to: &address.storage) { storage in
             storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 bytes.withUnsafeBytes { buffer in
-                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), sa, address.length)
+                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), sa, address.length)
                 }
             }
         }

@@ -24,6 +24,8 @@ actor SyncEngine {
     private var watchedDirectories: Set<String> = []
     /// Called whenever the set of databases or their states change (for `STATUS=`).
     private let onStatusChange: @Sendable (String) -> Void
+    /// False while ``start()`` loads the workspace.
+    private var started = false
     /// Counts of push outcomes, for tests, logs and metrics.
     private(set) var pushCount = 0
     /// Devices each platform's tracker last listed as ready (absent until it has reported).
@@ -67,6 +69,7 @@ actor SyncEngine {
         for (database, error) in await pool.warm(Array(syncs.keys)) {
             logger.error("cannot open \(database.path): \(error.message)")
         }
+        started = true
         let status = await statusLine()
         logger.info("\(status) in \(workspace.root.path)")
         publishStatus()
@@ -345,6 +348,9 @@ actor SyncEngine {
 
     private func publishStatus() {
         AgentMetrics.shared.trackedDatabases(syncs.count)
+        // During start-up every database is tracked one by one; one status at the end will do
+        // (publishing each time asks every database for its state: quadratic in their number).
+        guard started else { return }
         Task { [weak self] in
             guard let self else { return }
             let line = await self.statusLine()
