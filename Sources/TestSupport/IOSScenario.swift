@@ -45,11 +45,7 @@ public struct IOSScenario: Sendable {
         let ios = try IOSStandIns()
         let device = try ios.addDevice(udid: udid, apps: [bundle: app])
         let scenario = IOSScenario(harness: harness, ios: ios, device: device, udid: udid)
-        try Shell.sqlite(scenario.deviceDatabase, """
-            PRAGMA journal_mode=\(journalMode);
-            CREATE TABLE notes(id INTEGER PRIMARY KEY, title TEXT NOT NULL);
-            INSERT INTO notes(title) VALUES ('one'), ('two'), ('three');
-            """)
+        try NotesDatabase.create(at: scenario.deviceDatabase, journalMode: journalMode)
         if pull { try scenario.pull() }
         return scenario
     }

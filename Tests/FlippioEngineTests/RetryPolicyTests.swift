@@ -1,19 +1,8 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import FlippioEngine
 
-/// A seeded generator (SplitMix64), so that jitter is reproducible.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("RetryPolicy")
 struct RetryPolicyTests {
@@ -34,7 +23,7 @@ struct RetryPolicyTests {
     @Test(arguments: [UInt64(1), 42, 0xDEAD_BEEF])
     func delaysStayWithinFullJitterBounds(seed: UInt64) {
         let policy = RetryPolicy(initialDelay: .milliseconds(100), maxDelay: .seconds(5))
-        var generator = SeededGenerator(seed: seed)
+        var generator = SplitMix64(seed: seed)
         for attempt in 0..<40 {
             for _ in 0..<50 {
                 let delay = policy.delay(forAttempt: attempt, using: &generator)
@@ -47,7 +36,7 @@ struct RetryPolicyTests {
 
     @Test func jitterSpansTheWholeRange() {
         let policy = RetryPolicy(initialDelay: .seconds(1), maxDelay: .seconds(10))
-        var generator = SeededGenerator(seed: 7)
+        var generator = SplitMix64(seed: 7)
         let delays = (0..<200).map { _ in policy.delay(forAttempt: 2, using: &generator) }
         // Full jitter: both halves of [0, 4 s] are used, not just "around" the ceiling.
         #expect(delays.contains { $0 < .seconds(2) })
@@ -56,14 +45,14 @@ struct RetryPolicyTests {
 
     @Test func sameSeedSameDelays() {
         let policy = RetryPolicy()
-        var a = SeededGenerator(seed: 99), b = SeededGenerator(seed: 99)
+        var a = SplitMix64(seed: 99), b = SplitMix64(seed: 99)
         let first = (0..<10).map { policy.delay(forAttempt: $0, using: &a) }
         let second = (0..<10).map { policy.delay(forAttempt: $0, using: &b) }
         #expect(first == second)
     }
 
     @Test func zeroInitialDelayMeansNoWait() {
-        var generator = SeededGenerator(seed: 1)
+        var generator = SplitMix64(seed: 1)
         #expect(RetryPolicy(initialDelay: .zero).delay(forAttempt: 5, using: &generator) == .zero)
     }
 
@@ -71,7 +60,7 @@ struct RetryPolicyTests {
 
     @Test func transientFailuresAreRetriedUntilSuccess() async throws {
         let policy = RetryPolicy(maxAttempts: 5)
-        var generator = SeededGenerator(seed: 3)
+        var generator = SplitMix64(seed: 3)
         var calls = 0
         var slept: [Duration] = []
         var retries: [(Int, FlippioError.Code, Duration)] = []
@@ -93,7 +82,7 @@ struct RetryPolicyTests {
 
     @Test func delaysDuringRunFollowTheTable() async throws {
         let policy = RetryPolicy(maxAttempts: 10)
-        var generator = SeededGenerator(seed: 11)
+        var generator = SplitMix64(seed: 11)
         var slept: [Duration] = []
         await #expect(throws: FlippioError.self) {
             try await policy.run("push", using: &generator, sleep: { slept.append($0) }) { () async throws -> Int in

@@ -23,12 +23,7 @@ struct Scenario {
         let harness = try FlippioHarness()
         let device = try harness.sim.addDevice(serial, packages: [package: true])
         let scenario = Scenario(harness: harness, device: device)
-        try FileManager.default.createDirectory(at: scenario.deviceDatabase.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Shell.sqlite(scenario.deviceDatabase, """
-            PRAGMA journal_mode=\(journalMode);
-            CREATE TABLE notes(id INTEGER PRIMARY KEY, title TEXT NOT NULL);
-            INSERT INTO notes(title) VALUES ('one'), ('two'), ('three');
-            """)
+        try NotesDatabase.create(at: scenario.deviceDatabase, journalMode: journalMode)
         if pull { try scenario.pull() }
         return scenario
     }
