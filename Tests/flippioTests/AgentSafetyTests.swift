@@ -73,6 +73,8 @@ struct AgentSafetyTests {
         // A settle window so long that the push cannot happen before the kill.
         let first = try scenario.harness.startAgent(["--settle-ms", "600000", "--settle-max-ms", "600000"])
         try await first.waitForLog("ready")
+        // The start-up check pushes at once what differs; let it finish before the edit.
+        try await first.waitForLog("nothing pushed")
         try Shell.sqlite(scenario.localCopy, "INSERT INTO notes(title) VALUES ('saved before the crash')")
         try await waitUntil("dirty recorded\n\(first.log)") { (try? scenario.sidecar().state) == .dirty }
         first.signal(SIGKILL)
