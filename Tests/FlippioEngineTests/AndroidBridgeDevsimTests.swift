@@ -167,9 +167,10 @@ struct AndroidBridgeDevsimTests {
         let snapshot = work.child("snapshot.db")
         try Shell.sqlite(snapshot, "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('edited');")
         let hash = try ContentHash.sha256(fileAt: snapshot)
+        let expecting = try await bridge().fingerprint(remote())
         try sim.clearRequests()
 
-        let fingerprint = try await bridge().push(snapshot: snapshot, snapshotHash: hash, to: remote(), progress: nil)
+        let fingerprint = try await bridge().push(snapshot: snapshot, snapshotHash: hash, to: remote(), expecting: expecting, progress: nil)
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
         #expect(try Data(contentsOf: onDevice) == Data(contentsOf: snapshot))
         for suffix in ["-wal", "-shm", "-journal"] {
@@ -199,12 +200,51 @@ struct AndroidBridgeDevsimTests {
         }
     }
 
+    @Test(arguments: ["main", "wal", "absent"])
+    func push_whenTheDeviceNoLongerHasTheExpectedFingerprint_isAConflict_andReplacesNothing(_ change: String) async throws {
+        let onDevice = try makeWALDatabase()
+        let work = try TemporaryDirectory("cas")
+        let snapshot = work.child("snapshot.db")
+        try Shell.sqlite(snapshot, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        var expecting = try await bridge().fingerprint(remote())
+        switch change {
+        case "main": expecting.mainHash = String(repeating: "a", count: 64)
+        case "wal": expecting.walHash = nil
+        default: expecting = .absent
+        }
+        let main = try Data(contentsOf: onDevice), wal = try Data(contentsOf: URL(fileURLWithPath: onDevice.path + "-wal"))
+
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(),
+                                    expecting: expecting, progress: nil)
+        }
+        #expect(error?.code == .conflict, "\(String(describing: error))")
+        #expect(error?.message.contains("nothing was replaced") == true)
+        #expect(try Data(contentsOf: onDevice) == main)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: onDevice.path + "-wal")) == wal, "the wal is kept")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: databasesFolder.path).sorted() == ["notes.db", "notes.db-wal"])
+        let tmp = try FileManager.default.contentsOfDirectory(atPath: device.url("/data/local/tmp").path)
+        #expect(tmp.filter { $0.hasPrefix("flippio-") }.isEmpty)
+    }
+
+    @Test func push_refusesAnExpectedHashThatIsNotHex() async throws {
+        _ = try makeWALDatabase()
+        let work = try TemporaryDirectory("cas-hex")
+        let snapshot = work.child("snapshot.db")
+        try Shell.sqlite(snapshot, "CREATE TABLE t(x);")
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(),
+                                    expecting: DeviceFingerprint(mainHash: "x' ; rm -rf / ; '"), progress: nil)
+        }
+        #expect(error?.code == .invalidArgument)
+    }
+
     @Test func push_thenPull_roundTrips() async throws {
         _ = try makeWALDatabase()
         let work = try TemporaryDirectory("roundtrip")
         let snapshot = work.child("s.db")
         try Shell.sqlite(snapshot, "CREATE TABLE t(x); INSERT INTO t VALUES (42);")
-        let pushed = try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(), progress: nil)
+        let pushed = try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(), expecting: try await bridge().fingerprint(remote()), progress: nil)
         let pulled = try await bridge().pull(remote(), into: work.child("out").creatingDirectory(), progress: nil)
         #expect(pulled.fingerprint == pushed)
         #expect(pulled.walFile == nil)
@@ -237,14 +277,14 @@ struct AndroidBridgeDevsimTests {
         let before = try Data(contentsOf: onDevice)
         try device.setFaults(["dropNextTransfer": true])
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(), progress: nil)
+            try await bridge().push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: remote(), expecting: try await bridge().fingerprint(remote()), progress: nil)
         }
         #expect(error?.isRetryable == true, "\(String(describing: error)) \(String(describing: error?.context))")
         // The device still has the old database, untouched.
         #expect(try Data(contentsOf: onDevice) == before)
         // A retry overwrites the same temp names and cleans them up.
         let hash = try ContentHash.sha256(fileAt: snapshot)
-        #expect(try await bridge().push(snapshot: snapshot, snapshotHash: hash, to: remote(), progress: nil).mainHash == hash)
+        #expect(try await bridge().push(snapshot: snapshot, snapshotHash: hash, to: remote(), expecting: try await bridge().fingerprint(remote()), progress: nil).mainHash == hash)
         let tmp = try FileManager.default.contentsOfDirectory(atPath: device.url("/data/local/tmp").path)
         #expect(tmp.filter { $0.hasPrefix("flippio-") }.isEmpty)
     }

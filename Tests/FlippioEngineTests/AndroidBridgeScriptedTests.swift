@@ -50,7 +50,9 @@ struct AndroidBridgeScriptedTests {
             if last.contains("sha256sum") { return (0, "\(hash)  \(Self.path)\n", "") }
             return (0, "", "")
         }
-        let fingerprint = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db, progress: nil)
+        let old = String(repeating: "b", count: 64)
+        let fingerprint = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db,
+                                                        expecting: DeviceFingerprint(mainHash: old), progress: nil)
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
 
         let names = AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path)
@@ -61,7 +63,12 @@ struct AndroidBridgeScriptedTests {
         #expect(commands == [
             ["-s", "emulator-5554", "shell", "run-as com.example.notes rm -f \(sibling)"],
             ["-s", "emulator-5554", "push", snapshot.path, staging],
-            ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c 'cp \(staging) \(sibling) && chmod 660 \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p)'"],
+            ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
+                "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
+                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling); "
+                + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
+                + "test -e \(sibling) || exit 3; "
+                + "rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p)")],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sha256sum \(p)"],
             ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
         ])
@@ -76,7 +83,7 @@ struct AndroidBridgeScriptedTests {
             return (0, "", "")
         }
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db, progress: nil)
+            try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db, expecting: .absent, progress: nil)
         }
         #expect(error?.code == .verificationFailed)
         #expect(await runner.commands.count == 4)
@@ -94,11 +101,32 @@ struct AndroidBridgeScriptedTests {
         }
         var db = Self.db
         db.path = odd
-        _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: db, progress: nil)
+        _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: db, expecting: .absent, progress: nil)
         let move = await runner.commands[2].arguments[3]
         // Quoted twice: once inside `sh -c`, once for the device shell that runs run-as.
         #expect(move.hasPrefix("run-as com.example.notes sh -c '"))
         #expect(move.contains(#"'\''/data/data/com.example.notes/databases/it'\''\'\'''\''s $(x).db'\''"#))
+    }
+
+    @Test func push_exitStatus3IsAConflict_andRemovesTheStagingCopy() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        let runner = ScriptedRunner { command in
+            (command.arguments.last?.contains("sh -c") == true ? 3 : 0, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db,
+                                          expecting: DeviceFingerprint(mainHash: String(repeating: "c", count: 64), walHash: String(repeating: "d", count: 64)),
+                                          progress: nil)
+        }
+        #expect(error?.code == .conflict)
+        #expect(error?.message.contains("nothing was replaced") == true)
+        let commands = await runner.commands.map(\.arguments)
+        let swap = try #require(commands.first { $0.last?.contains("sh -c") == true }?.last)
+        #expect(swap.contains("dddd"), "the wal's hash is checked: \(swap)")
+        #expect(!commands.contains { $0.last?.contains("run-as com.example.notes sha256sum") == true }, "no verification after a conflict")
+        #expect(commands.last?.last == "rm -f " + AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path).staging)
     }
 
     @Test func fingerprint_emptyWalCountsAsNone_missingMainIsAbsent() async throws {

@@ -260,8 +260,9 @@ import TestSupport
         let snapshot = h.temp.child("snapshot.db")
         try Self.makeNotesDatabase(snapshot, rows: 5)
         let hash = try ContentHash.sha256(fileAt: snapshot)
+        let expecting = try await h.bridge.fingerprint(h.database())
 
-        let fingerprint = try await h.bridge.push(snapshot: snapshot, snapshotHash: hash, to: h.database(), progress: nil)
+        let fingerprint = try await h.bridge.push(snapshot: snapshot, snapshotHash: hash, to: h.database(), expecting: expecting, progress: nil)
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
         #expect(try Data(contentsOf: h.container("Documents/notes.db")) == Data(contentsOf: snapshot))
         let left = try FileManager.default.contentsOfDirectory(atPath: h.container("Documents").path)
@@ -287,11 +288,35 @@ import TestSupport
         try h.device.setFaults(IOSStandInFaults(dropNextTransfer: true))
 
         let error = await #expect(throws: FlippioError.self) {
-            try await h.bridge.push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: h.database(), progress: nil)
+            try await h.bridge.push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: h.database(),
+                                    expecting: try await h.bridge.fingerprint(h.database()), progress: nil)
         }
         #expect(error?.isRetryable == true)
         #expect(try Data(contentsOf: device) == original)
         #expect(!FileManager.default.fileExists(atPath: h.container("Documents/notes.db.flippio-tmp").path))
+        #expect(try h.afcCommands().contains { $0.first == "mv" } == false)
+    }
+
+    @Test func aDeviceCopyThatChangedSinceTheCheckIsAConflictAndNothingIsReplaced() async throws {
+        let h = try Harness()
+        let device = h.container("Documents/notes.db")
+        try Self.makeNotesDatabase(device, rows: 1)
+        let expecting = try await h.bridge.fingerprint(h.database())
+        try Self.makeNotesDatabase(h.temp.child("changed.db"), rows: 3)
+        try FileManager.default.removeItem(at: device)
+        try FileManager.default.copyItem(at: h.temp.child("changed.db"), to: device)
+        try Data("app wal".utf8).write(to: h.container("Documents/notes.db-wal"))
+        let changed = try Data(contentsOf: device)
+        let snapshot = h.temp.child("snapshot.db")
+        try Self.makeNotesDatabase(snapshot, rows: 5)
+
+        let error = await #expect(throws: FlippioError.self) {
+            try await h.bridge.push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: h.database(),
+                                    expecting: expecting, progress: nil)
+        }
+        #expect(error?.code == .conflict)
+        #expect(try Data(contentsOf: device) == changed)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.container("Documents").path).sorted() == ["notes.db", "notes.db-wal"])
         #expect(try h.afcCommands().contains { $0.first == "mv" } == false)
     }
 
@@ -301,7 +326,8 @@ import TestSupport
         let snapshot = h.temp.child("snapshot.db")
         try Self.makeNotesDatabase(snapshot)
         let error = await #expect(throws: FlippioError.self) {
-            try await h.bridge.push(snapshot: snapshot, snapshotHash: String(repeating: "0", count: 64), to: h.database(), progress: nil)
+            try await h.bridge.push(snapshot: snapshot, snapshotHash: String(repeating: "0", count: 64), to: h.database(),
+                                    expecting: .absent, progress: nil)
         }
         #expect(error?.code == .invalidArgument)
         #expect(try h.afcCommands().isEmpty)

@@ -118,12 +118,7 @@ struct FaultCrashTests {
     }
 
     @Test("the app writes its copy after the push checked it, before the rename: a conflict, never a silent overwrite",
-          .tags(.silentOverwrite, .editLost),
-          .disabled("""
-            needs a compare-and-swap on the device: AndroidBridge.push (Devices/AndroidBridge+Push.swift, step b) runs \
-            `mv -f` without checking that x.db still has the fingerprint the pipeline checked before the upload, so an app \
-            that is not stopped (--no-stop-app) and writes during the upload is overwritten
-            """))
+          .tags(.silentOverwrite, .editLost))
     func appWritingBetweenTheCheckAndTheRenameIsAConflict() async throws {
         let scenario = try Scenario.make()
         // The app keeps running (--no-stop-app), so it may write while the snapshot is uploaded.

@@ -27,21 +27,27 @@ extension AndroidBridge {
     ///
     /// 1. remove a stale `DIR/.x.db.flippio-tmp` left by an interrupted push;
     /// 2. `adb push` the snapshot to `/data/local/tmp/flippio-<id>.db`;
-    /// 3. as the app: copy it to `DIR/.x.db.flippio-tmp`, `chmod 660`, remove `x.db-wal`,
-    ///    `x.db-shm`, `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
+    /// 3. in ONE device-side script, as the app: copy it to `DIR/.x.db.flippio-tmp`, `chmod 660`,
+    ///    check that `x.db`, `x.db-wal` and `x.db-journal` still have the hashes of `expecting`
+    ///    (else remove the copy and exit 3: a conflict), remove `x.db-wal`, `x.db-shm`,
+    ///    `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
     /// 4. verify that the device's `sha256sum x.db` equals `snapshotHash`;
     /// 5. remove the staging file.
     ///
-    /// Does not check for conflicts and does not stop the app: the sync engine does both first.
+    /// Does not stop the app: the sync engine does that first (or lets it run, `--no-stop-app`),
+    /// and the check in step 3 keeps a write the app made since the caller's check.
     ///
     /// - Important: `adb push` keeps the local file's permission bits, and the app's user must be
     ///   able to read the staging copy, so the snapshot is made readable (`a+r`) before it is sent.
-    /// - throws: ``FlippioError/Code/verificationFailed`` when the device's hash differs from
+    /// - throws: ``FlippioError/Code/conflict`` when the device's copy no longer matches `expecting`
+    ///   (nothing was replaced); ``FlippioError/Code/verificationFailed`` when the device's hash differs from
     ///   `snapshotHash`; the codes of `AndroidErrors` for adb and device failures.
-    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, progress: TransferProgress?) async throws -> DeviceFingerprint {
+    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
+                     progress: TransferProgress?) async throws -> DeviceFingerprint {
         let (prefix, subject) = try validate(database)
         let serial = database.deviceID
         let names = PushNames(serial: serial, path: database.path)
+        let guards = try Self.unchangedChecks(path: database.path, expecting: expecting, otherwiseRemove: names.sibling)
         let path = database.path
         let q = DeviceShellQuoting.quote
 
@@ -70,17 +76,30 @@ extension AndroidBridge {
         }
         progress?(size ?? 0, size)
 
-        // b. Copy beside the target, drop the stale journals, rename over the target. su copies
-        // as root: hand the copy to the owner of the file it replaces.
-        var steps = ["cp \(q(names.staging)) \(q(names.sibling))", "chmod 660 \(q(names.sibling))"]
+        // b. Copy beside the target; check that the app has not written since the caller's check
+        // (a failed check removes the copy, and a missing copy exits 3); drop the stale journals,
+        // rename over the target. All in one script, so the window for a write is a few commands.
+        // su copies as root: hand the copy to the owner of the file it replaces.
+        var copy = ["cp \(q(names.staging)) \(q(names.sibling))", "chmod 660 \(q(names.sibling))"]
         if database.access == .su, let owner = await owner(of: path, serial: serial) {
-            steps.append("chown \(owner) \(q(names.sibling))")
+            copy.append("chown \(owner) \(q(names.sibling))")
         }
-        steps.append("rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal"))")
-        steps.append("mv -f \(q(names.sibling)) \(q(path))")
+        let script = [copy.joined(separator: " && ") + " || exit 1"]
+            + guards
+            + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)",
+               "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path))"]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: size))
-        try await shellChecked(serial, prefix + "sh -c " + q(steps.joined(separator: " && ")), subject: subject, timeout: onDevice)
+        let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
+        let swap = try await shell(serial, swapCommand, subject: subject, timeout: onDevice)
+        if swap.termination == .exited(Self.conflictStatus), AndroidErrors.adbLevel(swap.stderrText, subject) == nil {
+            _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
+            throw FlippioError(.conflict,
+                               "The app changed \(database.fileName) on device \(serial) during the push; nothing was replaced.",
+                               remedy: "Pull the device's version or resolve the conflict with `flippio resolve`; stop the app during pushes to avoid this.",
+                               context: subject.context)
+        }
+        guard swap.succeeded else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
 
         // c. Verify.
         let verify = try await shellChecked(serial, prefix + "sha256sum " + q(path), subject: subject, timeout: onDevice)
@@ -99,6 +118,31 @@ extension AndroidBridge {
             logger.warning("Could not remove \(names.staging) on \(serial): \(error)")
         }
         return DeviceFingerprint(mainHash: deviceHash)
+    }
+
+    /// The exit status of the device-side script when the device's copy changed: a conflict.
+    static let conflictStatus: Int32 = 3
+
+    /// Shell commands that remove `otherwiseRemove` unless `path`, `path-wal` and `path-journal`
+    /// still have the hashes of `expecting` (an empty side file counts as none, as in the fingerprint).
+    ///
+    /// - throws: `invalidArgument` when a hash is not 64 lowercase hex digits (it goes into a shell string).
+    static func unchangedChecks(path: String, expecting: DeviceFingerprint, otherwiseRemove temp: String) throws -> [String] {
+        let q = DeviceShellQuoting.quote
+        let remove = "rm -f " + q(temp)
+        func check(_ file: String, _ hash: String?, mustExist: Bool) throws -> String {
+            guard let hash else {
+                return "test \(mustExist ? "-e" : "-s") \(q(file)) && \(remove)"
+            }
+            guard hash.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
+                throw FlippioError(.invalidArgument, "'\(AndroidErrors.excerpt(hash))' is not a SHA-256 hash.",
+                                   remedy: "This is a bug in flippio; please report it with the log.", context: ["path": path])
+            }
+            return "sha256sum \(q(file)) | grep -q \(q("^" + hash + " ")) || \(remove)"
+        }
+        return [try check(path, expecting.mainHash, mustExist: true),
+                try check(path + "-wal", expecting.walHash, mustExist: false),
+                try check(path + "-journal", expecting.journalHash, mustExist: false)]
     }
 
     /// `uid:gid` of `path` (or of its folder when it does not exist), through su; nil when unknown.

@@ -35,5 +35,10 @@ public protocol DeviceBridge: Sendable {
     /// SHA-256 equals `snapshotHash`, removes temp files. Returns the new fingerprint.
     ///
     /// At every moment the device holds either the old database or the new one, never a partial file.
-    func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, progress: TransferProgress?) async throws -> DeviceFingerprint
+    ///
+    /// A compare-and-swap: `expecting` is the fingerprint the caller checked before the push. If the
+    /// device's copy no longer matches it at the moment of the rename (the app wrote meanwhile),
+    /// nothing is replaced or removed and it throws `FlippioError(.conflict, …)`.
+    func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
+              progress: TransferProgress?) async throws -> DeviceFingerprint
 }

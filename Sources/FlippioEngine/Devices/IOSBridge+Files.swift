@@ -227,8 +227,14 @@ extension IOSBridge {
     /// database (at worst without its uncheckpointed `-wal`) or the new one, never the new file
     /// beside an old `-wal` that SQLite would replay over it.
     ///
-    /// - throws: `verificationFailed` when the upload came out short or the device's copy differs.
-    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase,
+    /// Right before removing the side files and renaming, it fetches the device's fingerprint again:
+    /// when it no longer matches `expecting` (the app wrote since the caller's check), it removes
+    /// the temp file and replaces nothing. AFC has no compare-and-swap, so a write between that
+    /// check and the rename is still possible; the window is a few AFC calls.
+    ///
+    /// - throws: `conflict` when the device's copy no longer matches `expecting`;
+    ///   `verificationFailed` when the upload came out short or the device's copy differs.
+    public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
                      progress: TransferProgress?) async throws -> DeviceFingerprint {
         let (parent, name) = try Self.split(database)
         let localHash = try ContentHash.sha256(fileAt: snapshot)
@@ -254,6 +260,12 @@ extension IOSBridge {
             guard let uploaded = listing.first(where: { $0.name == tempName }), uploaded.size == size else {
                 throw FlippioError(.verificationFailed, "The upload of \(database.path) to \(database.deviceID) came out incomplete.",
                                    remedy: "Check the cable; flippio tries again.", context: ["path": database.path])
+            }
+            guard try await fingerprint(database) == expecting else {
+                throw FlippioError(.conflict,
+                                   "The app changed \(name) on \(database.deviceID) during the push; nothing was replaced.",
+                                   remedy: "Pull the device's version or resolve the conflict with `flippio resolve`; stop the app during pushes to avoid this.",
+                                   context: ["path": database.path])
             }
             let stale = ["-wal", "-shm", "-journal"].map { name + $0 }
                 .filter { sideName in listing.contains { $0.name == sideName } }

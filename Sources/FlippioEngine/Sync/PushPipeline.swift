@@ -132,14 +132,7 @@ public struct PushPipeline: Sendable {
                 sidecar.deviceContentHash = pending
                 sidecar.pendingPushHash = nil
             } else {
-                let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
-                sidecar.state = .conflict
-                sidecar.conflictCopy = copy.path
-                sidecar.pendingPushHash = nil
-                sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
-                sidecar.updatedAt = Date()
-                try await sidecars.write(sidecar, forDatabase: database)
-                return .conflict(copy: copy)
+                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
             }
         }
 
@@ -150,8 +143,24 @@ public struct PushPipeline: Sendable {
         try await sidecars.write(sidecar, forDatabase: database)
 
         let before = sidecar.pushHistory.last
-        let fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
-            try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.contentHash, to: remote, progress: nil)
+        // The bridge replaces nothing if the device no longer holds `current` at the rename (an
+        // app that was not stopped wrote meanwhile): that is a conflict like the one above.
+        let fingerprint: DeviceFingerprint
+        do {
+            fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
+                try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.contentHash, to: remote,
+                                      expecting: current, progress: nil)
+            }
+        } catch let error as FlippioError where error.code == .conflict {
+            // A retry after an attempt whose rename landed (its verification was cut off) finds
+            // our own file: that is the push done, not a conflict.
+            if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: snapshot.contentHash) {
+                fingerprint = now
+            } else {
+                logger.notice("the app wrote its copy during the push; nothing was replaced",
+                              metadata: ["db": "\(database.path)", "error": "\(error.message)"])
+                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
+            }
         }
 
         // 7. Record it.
@@ -173,6 +182,20 @@ public struct PushPipeline: Sendable {
         sidecar.updatedAt = Date()
         try await sidecars.write(sidecar, forDatabase: database)
         return .pushed(record)
+    }
+
+    /// The device changed its copy: keeps the device's version beside `database`, records the
+    /// conflict in the sidecar (no push pending) and returns ``Outcome/conflict(copy:)``.
+    private func recordConflict(_ sidecar: inout Sidecar, database: URL, remote: RemoteDatabase,
+                                bridge: any DeviceBridge) async throws -> Outcome {
+        let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
+        sidecar.state = .conflict
+        sidecar.conflictCopy = copy.path
+        sidecar.pendingPushHash = nil
+        sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
+        sidecar.updatedAt = Date()
+        try await sidecars.write(sidecar, forDatabase: database)
+        return .conflict(copy: copy)
     }
 
     /// Takes a consistent snapshot of the live local copy through its warm connection.
