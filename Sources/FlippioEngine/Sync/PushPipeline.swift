@@ -142,7 +142,6 @@ public struct PushPipeline: Sendable {
         sidecar.updatedAt = Date()
         try await sidecars.write(sidecar, forDatabase: database)
 
-        let before = sidecar.pushHistory.last
         // The bridge replaces nothing if the device no longer holds `current` at the rename (an
         // app that was not stopped wrote meanwhile): that is a conflict like the one above.
         let fingerprint: DeviceFingerprint
@@ -169,7 +168,6 @@ public struct PushPipeline: Sendable {
             at: Date(), contentHash: snapshot.contentHash, bytes: snapshot.size,
             durationMilliseconds: Int(elapsed.milliseconds),
             changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: snapshot.tableRowCounts))
-        _ = before
         sidecar.fingerprintAtLastPush = fingerprint
         sidecar.deviceContentHash = snapshot.contentHash
         sidecar.lastRowCounts = snapshot.tableRowCounts
