@@ -135,8 +135,14 @@ public struct ServiceInstaller: Sendable {
     /// quotes, `\`, `"` and control characters C-escaped, `%` as `%%` (specifiers). `$` stays as it
     /// is: `Environment=` does no variable expansion.
     public static func environmentLine(name: String, value: String) -> String {
-        var out = "Environment=\""
-        for scalar in "\(name)=\(value)".unicodeScalars {
+        "Environment=" + doubleQuoted("\(name)=\(value)", dollar: "$")
+    }
+
+    /// `text` in double quotes with systemd's C-style escapes (`\\`, `\"`, `\n`, `\xNN` for other
+    /// control characters) and `%` as `%%`; `$` becomes `dollar` (`$$` where systemd would expand it).
+    static func doubleQuoted(_ text: String, dollar: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
             switch scalar {
             case "\\": out += "\\\\"
             case "\"": out += "\\\""
@@ -144,6 +150,7 @@ public struct ServiceInstaller: Sendable {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             case "%": out += "%%"
+            case "$": out += dollar
             default:
                 if scalar.value < 0x20 || scalar.value == 0x7f {
                     out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
@@ -340,25 +347,7 @@ public struct ServiceInstaller: Sendable {
             }
         }
         if safe { return argument }
-        var out = "\""
-        for scalar in argument.unicodeScalars {
-            switch scalar {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            case "%": out += "%%"
-            case "$": out += "$$"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7f {
-                    out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        return doubleQuoted(argument, dollar: "$$")
     }
 
     /// A whole command line for `ExecStart=`, each argument quoted by ``quote(_:)``.
