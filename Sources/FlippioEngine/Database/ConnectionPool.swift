@@ -26,6 +26,14 @@ import GRDB
 /// let queue = try await pool.connection(for: file)
 /// if try await !pool.isWriterActive(file) { let snapshot = try snapshotter.snapshot(of: queue, named: "x") }
 /// ```
+///
+/// - Important: a connection a caller still holds is never closed under it (GRDB must not use a
+///   closed connection): eviction and ``close(_:)`` drop the pool's reference, and the connection
+///   closes when its last holder releases it.
+/// - Important: an atomic-rename save over a database in WAL mode while any connection is open
+///   (the user's or ours) pairs the new file with the old `-wal`/`-shm`, a documented SQLite
+///   corruption path. Pulled copies are folded into rollback-journal mode, so this arises only
+///   when the user switched a copy to WAL themselves.
 public actor ConnectionPool {
     /// How many connections the pool has opened, reopened and evicted (for tests and `doctor`).
     public struct Counters: Sendable, Equatable {

@@ -35,7 +35,7 @@ extension FlippioError {
             return FlippioError(.databaseBusy, "\(path) is locked by another program (\(detail)).",
                                 remedy: "Commit or close the transaction in the program that holds it; the agent retries.",
                                 context: context)
-        case .SQLITE_READONLY where dbError.extendedResultCode.rawValue == 776 /* SQLITE_READONLY_ROLLBACK */:
+        case .SQLITE_READONLY where dbError.extendedResultCode == .SQLITE_READONLY_ROLLBACK:
             return FlippioError(.databaseBusy, "\(path) has a hot journal left by a program that crashed mid-transaction.",
                                 remedy: "Open the database once with sqlite3 (or your editor) so SQLite rolls the interrupted transaction back.",
                                 context: context)
