@@ -88,19 +88,22 @@ public struct Agent: Service {
     /// Resumes pushes waiting for an iOS device that is back. usbmuxd has no plug events the
     /// tools can follow, so while some iOS database waits, the agent lists the devices it waits
     /// for every ``Options/iosDevicePollInterval`` (`idevice_id -l`, then `ideviceinfo` for those
-    /// present, to tell a locked device from a ready one). Nothing runs while no database waits.
+    /// present, to tell a locked device from a ready one). Nothing runs, not even a timer, while no
+    /// database waits: the loop sleeps until the engine signals a new wait.
     private func pollIOSDevices(_ engine: SyncEngine) async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: options.iosDevicePollInterval) } catch { return }
-            let awaited = await engine.devicesAwaited(on: .ios)
-            guard !awaited.isEmpty,
-                  let ios = try? await bridges.bridge(for: .ios) as? IOSBridge else { continue }
-            do {
-                let devices = try await ios.devices(only: awaited)
-                await engine.devicesChanged(devices, platform: .ios)
-            } catch {
-                // usbmuxd down, a tool timing out: the device is not back; ask again next time.
-                logger.debug("iOS device poll: \(error)")
+        for await _ in engine.iosDeviceAwaited {
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: options.iosDevicePollInterval) } catch { return }
+                let awaited = await engine.devicesAwaited(on: .ios)
+                if awaited.isEmpty { break }  // back to sleeping until the next wait
+                guard let ios = try? await bridges.bridge(for: .ios) as? IOSBridge else { continue }
+                do {
+                    let devices = try await ios.devices(only: awaited)
+                    await engine.devicesChanged(devices, platform: .ios)
+                } catch {
+                    // usbmuxd down, a tool timing out: the device is not back; ask again next time.
+                    logger.debug("iOS device poll: \(error)")
+                }
             }
         }
     }

@@ -24,6 +24,9 @@ actor SyncEngine {
     private var watchedDirectories: Set<String> = []
     /// Called whenever the set of databases or their states change (for `STATUS=`).
     private let onStatusChange: @Sendable (String) -> Void
+    /// Yields when an iOS database starts waiting for its device, so the iOS poll runs only then.
+    nonisolated let iosDeviceAwaited: AsyncStream<Void>
+    private let iosDeviceAwaitedSignal: AsyncStream<Void>.Continuation
     /// False while ``start()`` loads the workspace.
     private var started = false
     /// Counts of push outcomes, for tests, logs and metrics.
@@ -51,6 +54,7 @@ actor SyncEngine {
                                     clock: ContinuousClock())
         self.onStatusChange = onStatusChange
         self.index = DatabaseIndex(stateDirectory: workspace.stateDirectory)
+        (iosDeviceAwaited, iosDeviceAwaitedSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     // MARK: - Start-up
@@ -228,6 +232,7 @@ actor SyncEngine {
             unexpectedDeviceFailures[database] = nil
         case .failed(let error) where DatabaseSync.StateMachine.meansDeviceUnavailable(error.code):
             retryIfDeviceLooksReady(database)
+            if platformOf[database] == .ios { iosDeviceAwaitedSignal.yield() }
         case .failed:
             break
         case .unchanged, .conflict, .invalid:
