@@ -131,11 +131,15 @@ public final class InotifyWatcher: FileWatching {
 
     /// Stops draining the kernel queue (events pile up there, up to `max_queued_events`).
     func suspendReading() {
-        state.withLock { state in
-            guard !state.closed, !state.suspended else { return }
+        let suspended = state.withLock { state -> Bool in
+            guard !state.closed, !state.suspended else { return false }
             state.suspended = true
             source.suspend()
+            return true
         }
+        // `suspend()` stops new handler runs only: wait for one already running on the queue, so
+        // that nothing at all is read from here on.
+        if suspended { queue.sync {} }
     }
 
     /// Resumes draining after ``suspendReading()``.
