@@ -109,10 +109,10 @@ public struct PushPipeline: Sendable {
 
         logger.trace("push: getting the bridge", metadata: ["db": "\(database.lastPathComponent)"])
         let bridge = try await bridges.bridge(for: sidecar.origin.platform)
-        logger.trace("push: stopping the app", metadata: ["db": "\(database.lastPathComponent)"])
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
+            logger.trace("push: stopping the app", metadata: ["db": "\(database.lastPathComponent)"])
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
