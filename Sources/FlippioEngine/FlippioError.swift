@@ -25,21 +25,95 @@ import Foundation
 public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable {
     /// What kind of failure this is. Stable across releases; printed in `--json` output.
     public struct Code: Hashable, Sendable, CustomStringConvertible, Codable {
-        /// The stable, machine-readable name, e.g. `device-offline`.
-        public let name: String
-        /// Whether trying the same operation again later can succeed without the user acting.
-        public let isRetryable: Bool
+        /// Every code, as one enum: the single source of names and retryability. A new code is a
+        /// new case here plus its static member below; the compiler checks the switch in
+        /// ``isRetryable`` and `CaseIterable` gives decoding every name.
+        enum Kind: String, CaseIterable, Sendable {
+            // Tools and processes
+            case toolNotFound = "tool-not-found"
+            case toolFailed = "tool-failed"
+            case timedOut = "timed-out"
+            case outputTooLarge = "output-too-large"
+            // Devices
+            case deviceNotFound = "device-not-found"
+            case deviceAmbiguous = "device-ambiguous"
+            case deviceOffline = "device-offline"
+            case deviceConnecting = "device-connecting"
+            case deviceUnauthorized = "device-unauthorized"
+            case connectionReset = "connection-reset"
+            case protocolFault = "protocol-fault"
+            case adbServerUnavailable = "adb-server-unavailable"
+            // Apps and files on the device
+            case appNotDebuggable = "app-not-debuggable"
+            case unknownPackage = "unknown-package"
+            case noSuchFile = "no-such-file"
+            case permissionDenied = "permission-denied"
+            case unexpectedOutput = "unexpected-output"
+            // iOS
+            case iosDeviceLocked = "ios-device-locked"
+            case iosNotPaired = "ios-not-paired"
+            case usbmuxdUnavailable = "usbmuxd-unavailable"
+            case iosContainerRefused = "ios-container-refused"
+            // Databases
+            case notSQLite = "not-sqlite"
+            case corruptDatabase = "corrupt-database"
+            case databaseBusy = "database-busy"
+            case databaseMissing = "database-missing"
+            // Workspace and sidecars
+            case unsafePath = "unsafe-path"
+            case sidecarUnreadable = "sidecar-unreadable"
+            case sidecarTooNew = "sidecar-too-new"
+            case notTracked = "not-tracked"
+            case workspaceWriteFailed = "workspace-write-failed"
+            // Sync
+            case conflict = "conflict"
+            case verificationFailed = "verification-failed"
+            case pushInProgress = "push-in-progress"
+            case agentAlreadyRunning = "agent-already-running"
+            case notInConflict = "not-in-conflict"
+            case unpushedChanges = "unpushed-changes"
+            // Watching and configuration
+            case watchLimitReached = "watch-limit-reached"
+            case invalidArgument = "invalid-argument"
+            case serviceManagerUnavailable = "service-manager-unavailable"
+            case internalError = "internal-error"
+        }
 
-        init(_ name: String, retryable: Bool) {
-            self.name = name
-            self.isRetryable = retryable
+        let kind: Kind
+
+        init(_ kind: Kind) {
+            self.kind = kind
+        }
+
+        /// Every code flippio reports.
+        public static var allCodes: [Code] { Kind.allCases.map(Code.init) }
+
+        /// The stable, machine-readable name, e.g. `device-offline`.
+        public var name: String { kind.rawValue }
+
+        /// Whether trying the same operation again later can succeed without the user acting.
+        public var isRetryable: Bool {
+            switch kind {
+            case .timedOut, .deviceNotFound, .deviceOffline, .deviceConnecting, .connectionReset, .protocolFault,
+                 .adbServerUnavailable, .iosDeviceLocked, .usbmuxdUnavailable, .databaseBusy, .workspaceWriteFailed,
+                 .verificationFailed, .pushInProgress:
+                return true
+            case .agentAlreadyRunning, .notInConflict, .unpushedChanges, .toolNotFound, .toolFailed, .outputTooLarge,
+                 .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .noSuchFile,
+                 .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
+                 .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
+                 .conflict, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError:
+                return false
+            }
         }
 
         public var description: String { name }
 
+        /// Decodes a name this build knows; an unknown name (from a newer flippio) decodes as
+        /// ``internalError`` rather than failing the whole sidecar.
         public init(from decoder: Decoder) throws {
             let name = try decoder.singleValueContainer().decode(String.self)
-            self = Code.all.first { $0.name == name } ?? Code(name, retryable: false)
+            self.init(Kind(rawValue: name) ?? .internalError)
         }
 
         public func encode(to encoder: Encoder) throws {
@@ -47,71 +121,61 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             try container.encode(name)
         }
 
-        public static func == (lhs: Code, rhs: Code) -> Bool { lhs.name == rhs.name }
-        public func hash(into hasher: inout Hasher) { hasher.combine(name) }
-
         // MARK: - Tools and processes
-        public static let toolNotFound = Code("tool-not-found", retryable: false)
-        public static let toolFailed = Code("tool-failed", retryable: false)
-        public static let timedOut = Code("timed-out", retryable: true)
-        public static let outputTooLarge = Code("output-too-large", retryable: false)
+        public static let toolNotFound = Code(.toolNotFound)
+        public static let toolFailed = Code(.toolFailed)
+        public static let timedOut = Code(.timedOut)
+        public static let outputTooLarge = Code(.outputTooLarge)
 
         // MARK: - Devices
-        public static let deviceNotFound = Code("device-not-found", retryable: true)
-        public static let deviceAmbiguous = Code("device-ambiguous", retryable: false)
-        public static let deviceOffline = Code("device-offline", retryable: true)
-        public static let deviceConnecting = Code("device-connecting", retryable: true)
-        public static let deviceUnauthorized = Code("device-unauthorized", retryable: false)
-        public static let connectionReset = Code("connection-reset", retryable: true)
-        public static let protocolFault = Code("protocol-fault", retryable: true)
-        public static let adbServerUnavailable = Code("adb-server-unavailable", retryable: true)
+        public static let deviceNotFound = Code(.deviceNotFound)
+        public static let deviceAmbiguous = Code(.deviceAmbiguous)
+        public static let deviceOffline = Code(.deviceOffline)
+        public static let deviceConnecting = Code(.deviceConnecting)
+        public static let deviceUnauthorized = Code(.deviceUnauthorized)
+        public static let connectionReset = Code(.connectionReset)
+        public static let protocolFault = Code(.protocolFault)
+        public static let adbServerUnavailable = Code(.adbServerUnavailable)
 
         // MARK: - Apps and files on the device
-        public static let appNotDebuggable = Code("app-not-debuggable", retryable: false)
-        public static let unknownPackage = Code("unknown-package", retryable: false)
-        public static let noSuchFile = Code("no-such-file", retryable: false)
-        public static let permissionDenied = Code("permission-denied", retryable: false)
-        public static let unexpectedOutput = Code("unexpected-output", retryable: false)
+        public static let appNotDebuggable = Code(.appNotDebuggable)
+        public static let unknownPackage = Code(.unknownPackage)
+        public static let noSuchFile = Code(.noSuchFile)
+        public static let permissionDenied = Code(.permissionDenied)
+        public static let unexpectedOutput = Code(.unexpectedOutput)
 
         // MARK: - iOS
-        public static let iosDeviceLocked = Code("ios-device-locked", retryable: true)
-        public static let iosNotPaired = Code("ios-not-paired", retryable: false)
-        public static let usbmuxdUnavailable = Code("usbmuxd-unavailable", retryable: true)
-        public static let iosContainerRefused = Code("ios-container-refused", retryable: false)
+        public static let iosDeviceLocked = Code(.iosDeviceLocked)
+        public static let iosNotPaired = Code(.iosNotPaired)
+        public static let usbmuxdUnavailable = Code(.usbmuxdUnavailable)
+        public static let iosContainerRefused = Code(.iosContainerRefused)
 
         // MARK: - Databases
-        public static let notSQLite = Code("not-sqlite", retryable: false)
-        public static let corruptDatabase = Code("corrupt-database", retryable: false)
-        public static let databaseBusy = Code("database-busy", retryable: true)
-        public static let databaseMissing = Code("database-missing", retryable: false)
+        public static let notSQLite = Code(.notSQLite)
+        public static let corruptDatabase = Code(.corruptDatabase)
+        public static let databaseBusy = Code(.databaseBusy)
+        public static let databaseMissing = Code(.databaseMissing)
 
         // MARK: - Workspace and sidecars
-        public static let unsafePath = Code("unsafe-path", retryable: false)
-        public static let sidecarUnreadable = Code("sidecar-unreadable", retryable: false)
-        public static let sidecarTooNew = Code("sidecar-too-new", retryable: false)
-        public static let notTracked = Code("not-tracked", retryable: false)
-        public static let workspaceWriteFailed = Code("workspace-write-failed", retryable: true)
+        public static let unsafePath = Code(.unsafePath)
+        public static let sidecarUnreadable = Code(.sidecarUnreadable)
+        public static let sidecarTooNew = Code(.sidecarTooNew)
+        public static let notTracked = Code(.notTracked)
+        public static let workspaceWriteFailed = Code(.workspaceWriteFailed)
 
         // MARK: - Sync
-        public static let conflict = Code("conflict", retryable: false)
-        public static let verificationFailed = Code("verification-failed", retryable: true)
-        public static let pushInProgress = Code("push-in-progress", retryable: true)
+        public static let conflict = Code(.conflict)
+        public static let verificationFailed = Code(.verificationFailed)
+        public static let pushInProgress = Code(.pushInProgress)
+        public static let agentAlreadyRunning = Code(.agentAlreadyRunning)
+        public static let notInConflict = Code(.notInConflict)
+        public static let unpushedChanges = Code(.unpushedChanges)
 
         // MARK: - Watching and configuration
-        public static let watchLimitReached = Code("watch-limit-reached", retryable: false)
-        public static let invalidArgument = Code("invalid-argument", retryable: false)
-        public static let serviceManagerUnavailable = Code("service-manager-unavailable", retryable: false)
-        public static let internalError = Code("internal-error", retryable: false)
-
-        static let all: [Code] = [
-            .toolNotFound, .toolFailed, .timedOut, .outputTooLarge, .deviceNotFound, .deviceAmbiguous,
-            .deviceOffline, .deviceConnecting, .deviceUnauthorized, .connectionReset, .protocolFault,
-            .adbServerUnavailable, .appNotDebuggable, .unknownPackage, .noSuchFile, .permissionDenied,
-            .unexpectedOutput, .iosDeviceLocked, .iosNotPaired, .usbmuxdUnavailable, .iosContainerRefused,
-            .notSQLite, .corruptDatabase, .databaseBusy, .databaseMissing, .unsafePath, .sidecarUnreadable,
-            .sidecarTooNew, .notTracked, .workspaceWriteFailed, .conflict, .verificationFailed,
-            .pushInProgress, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError,
-        ]
+        public static let watchLimitReached = Code(.watchLimitReached)
+        public static let invalidArgument = Code(.invalidArgument)
+        public static let serviceManagerUnavailable = Code(.serviceManagerUnavailable)
+        public static let internalError = Code(.internalError)
     }
 
     /// What kind of failure this is.
@@ -149,20 +213,46 @@ public func ~= (code: FlippioError.Code, error: any Error) -> Bool {
 // MARK: - Matching shortcuts: `catch FlippioError.deviceOffline`
 
 extension FlippioError {
-    public static var deviceOffline: Code { .deviceOffline }
-    public static var deviceUnauthorized: Code { .deviceUnauthorized }
+    public static var toolNotFound: Code { .toolNotFound }
+    public static var toolFailed: Code { .toolFailed }
+    public static var timedOut: Code { .timedOut }
+    public static var outputTooLarge: Code { .outputTooLarge }
     public static var deviceNotFound: Code { .deviceNotFound }
+    public static var deviceAmbiguous: Code { .deviceAmbiguous }
+    public static var deviceOffline: Code { .deviceOffline }
+    public static var deviceConnecting: Code { .deviceConnecting }
+    public static var deviceUnauthorized: Code { .deviceUnauthorized }
+    public static var connectionReset: Code { .connectionReset }
+    public static var protocolFault: Code { .protocolFault }
+    public static var adbServerUnavailable: Code { .adbServerUnavailable }
     public static var appNotDebuggable: Code { .appNotDebuggable }
     public static var unknownPackage: Code { .unknownPackage }
     public static var noSuchFile: Code { .noSuchFile }
     public static var permissionDenied: Code { .permissionDenied }
-    public static var timedOut: Code { .timedOut }
-    public static var conflict: Code { .conflict }
+    public static var unexpectedOutput: Code { .unexpectedOutput }
+    public static var iosDeviceLocked: Code { .iosDeviceLocked }
+    public static var iosNotPaired: Code { .iosNotPaired }
+    public static var usbmuxdUnavailable: Code { .usbmuxdUnavailable }
+    public static var iosContainerRefused: Code { .iosContainerRefused }
     public static var notSQLite: Code { .notSQLite }
     public static var corruptDatabase: Code { .corruptDatabase }
+    public static var databaseBusy: Code { .databaseBusy }
+    public static var databaseMissing: Code { .databaseMissing }
     public static var unsafePath: Code { .unsafePath }
     public static var sidecarUnreadable: Code { .sidecarUnreadable }
     public static var sidecarTooNew: Code { .sidecarTooNew }
+    public static var notTracked: Code { .notTracked }
+    public static var workspaceWriteFailed: Code { .workspaceWriteFailed }
+    public static var conflict: Code { .conflict }
+    public static var verificationFailed: Code { .verificationFailed }
+    public static var pushInProgress: Code { .pushInProgress }
+    public static var agentAlreadyRunning: Code { .agentAlreadyRunning }
+    public static var notInConflict: Code { .notInConflict }
+    public static var unpushedChanges: Code { .unpushedChanges }
+    public static var watchLimitReached: Code { .watchLimitReached }
+    public static var invalidArgument: Code { .invalidArgument }
+    public static var serviceManagerUnavailable: Code { .serviceManagerUnavailable }
+    public static var internalError: Code { .internalError }
 }
 
 // MARK: - Factories shared by several parts

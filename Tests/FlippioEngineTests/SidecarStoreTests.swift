@@ -40,7 +40,7 @@ struct SidecarStoreTests {
         #expect(text.contains("\"remotePath\" : \"/data/data/com.example.notes/databases/notes.db\""), "slashes not escaped")
         let keys = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }.map { $0.split(separator: "\"")[1] }
         #expect(keys == keys.sorted(), "sorted keys")
-        #expect(keys.first == "conflictCopy" || keys.first == "deviceContentHash")
+        #expect(keys.first == "contentHashScheme", "a new sidecar records how its content hashes were made")
         // No temp files left behind.
         #expect(listing(dir.url) == ["x.db", "x.db.flippio.json"])
     }

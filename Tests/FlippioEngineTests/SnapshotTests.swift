@@ -26,7 +26,8 @@ struct SnapshotTests {
         let first = try await s.snapshot(db)
         #expect(first.tableRowCounts == ["t": 3])
         #expect(first.size == Int64(DBFixtures.size(first.url)))
-        #expect(first.contentHash == (try ContentHash.sha256(fileAt: first.url)))
+        #expect(first.fileHash == (try ContentHash.sha256(fileAt: first.url)))
+        #expect(first.contentHash == (try ContentHash.sha256(databaseAt: first.url)))
         #expect(try await s.snapshot(db).contentHash == first.contentHash, "snapshot twice")
 
         _ = try Shell.sqlite(db, "SELECT * FROM t;")

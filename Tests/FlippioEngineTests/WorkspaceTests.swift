@@ -214,14 +214,16 @@ struct WorkspaceTests {
         let dir = try TemporaryDirectory()
         let workspace = Workspace(root: dir.url)
         let db = try workspace.localURL(for: remote("/data/x.db"))
-        let first = try workspace.lock(for: db)
-        let second = try workspace.lock(for: db)
-        let otherDatabase = try workspace.lock(for: try workspace.localURL(for: remote("/data/y.db")))
+        let first = try workspace.lock(for: remote("/data/x.db"))
+        let second = try workspace.lock(for: remote("/data/x.db"))
+        let otherDatabase = try workspace.lock(for: remote("/data/y.db"))
+        let sameFileOtherDevice = try workspace.lock(for: remote("/data/x.db", device: "emulator-5556"))
         #expect(first.lockFile == second.lockFile)
         #expect(first.lockFile.path.hasPrefix(workspace.stateDirectory.path))
         #expect(try first.tryAcquire())
         #expect(try !second.tryAcquire())
         #expect(try otherDatabase.tryAcquire(), "locks are per database")
+        #expect(try sameFileOtherDevice.tryAcquire(), "the same path on another device is another database")
         await #expect(throws: FlippioError.self) { try await second.acquire(timeout: .milliseconds(50)) }
         first.release()
         try await second.acquire(timeout: .seconds(10))
@@ -233,8 +235,7 @@ struct WorkspaceTests {
         let flock = try #require(Products.systemTool("flock"))
         let dir = try TemporaryDirectory()
         let workspace = Workspace(root: dir.url)
-        let db = try workspace.localURL(for: remote("/data/x.db"))
-        let lock = try workspace.lock(for: db)
+        let lock = try workspace.lock(for: remote("/data/x.db"))
         #expect(try lock.tryAcquire())
         #expect(try Shell.run(flock, ["-n", lock.lockFile.path, "true"]).status != 0, "held against other processes")
         lock.release()
@@ -244,10 +245,9 @@ struct WorkspaceTests {
     @Test func lock_waitingIsReleasedWhenTheHolderGoesAway() async throws {
         let dir = try TemporaryDirectory()
         let workspace = Workspace(root: dir.url)
-        let db = try workspace.localURL(for: remote("/data/x.db"))
-        var holder: DatabaseLock? = try workspace.lock(for: db)
+        var holder: DatabaseLock? = try workspace.lock(for: remote("/data/x.db"))
         #expect(try holder!.tryAcquire())
-        let waiter = try workspace.lock(for: db)
+        let waiter = try workspace.lock(for: remote("/data/x.db"))
         let waiting = Task { try await waiter.acquire(timeout: .seconds(20)) }
         holder = nil  // deallocation closes the descriptor: the lock is free
         try await waiting.value

@@ -24,7 +24,7 @@ struct IOSAgentTests {
         let sidecar = try sidecar(scenario)
         let deviceHash = try ContentHash.sha256(fileAt: scenario.deviceDatabase)
         #expect(sidecar.fingerprintAtLastPush?.mainHash == deviceHash, "verified by hash")
-        #expect(sidecar.deviceContentHash == deviceHash)
+        #expect(sidecar.deviceContentHash == (try ContentHash.sha256(databaseAt: scenario.deviceDatabase)))
         #expect(sidecar.pendingPushHash == nil)
         #expect(try Shell.sqlite(scenario.deviceDatabase, "PRAGMA quick_check") == "ok\n")
     }

@@ -11,6 +11,8 @@ extension Engine {
         public var foldedWAL: Bool
         public var tables: [String: Int]
         public var contentHash: String
+        /// Where the replaced local copy was kept (`x.local-<time>.db`), when there was one.
+        public var keptLocalCopy: String?
     }
 
     /// Copies databases of `app` into the workspace and starts tracking them.
@@ -58,48 +60,39 @@ extension Engine {
         }
     }
 
-    /// Pulls one database: device files into a staging folder, WAL folded by SQLite, checked,
-    /// hashed, then renamed into place and recorded in a new sidecar.
+    /// Pulls one database, holding its lock throughout: device files into a scratch folder, WAL
+    /// folded by SQLite, checked, hashed, then written into place and recorded in a new sidecar.
+    ///
+    /// An existing local copy is never lost: unpushed edits (looked for before the transfer and
+    /// again after it, since a save may land meanwhile) stop the pull unless `overwrite`, which
+    /// first keeps the old copy as `x.local-<time>.db`. The new content is written *into* the
+    /// existing file through SQLite (``LocalReplacement``), so an editor that has it open sees the
+    /// new rows and nothing writes to an unlinked file.
     func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool,
               progress: TransferProgress?) async throws -> PullReport {
         let local = try workspace.localURL(for: remote)
-        let lock = try workspace.lock(for: local)
+        let lock = try workspace.lock(for: remote)
         try await lock.acquire(timeout: .seconds(120))
         defer { lock.release() }
 
-        if !overwrite, let existing = try? await sidecars.read(forDatabase: local),
-           FileManager.default.fileExists(atPath: local.path) {
-            // Compare what the copy holds now with what the device has: an edit the agent has not
-            // seen yet (it may not be running) counts too.
-            let current = try? await pipeline.takeSnapshot(of: local)
-            if let current { try? FileManager.default.removeItem(at: current.url) }
-            if current?.contentHash != existing.deviceContentHash || existing.state == .conflict {
-                throw FlippioError(.invalidArgument, "\(local.path) has changes that are not on the device yet.",
-                                   remedy: "Push them with `flippio push \(local.path)`, or pull again with --overwrite to drop them.")
-            }
-        }
+        let replacement = LocalReplacement(database: local, pipeline: pipeline)
+        if !overwrite { try await replacement.refuseUnpushedEdits() }
 
-        let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        let staging = try workspace.scratchDirectory("pull")
         defer { try? FileManager.default.removeItem(at: staging) }
-
         let pulled = try await configuration.retry.run("pull \(remote.path)") {
             try await bridge.pull(remote, into: staging, progress: progress)
         }
         let summary = try PulledDatabase.fold(pulled.mainFile)
         // The staging file is ours alone (not a live tracked database), so a short-lived connection is fine.
         let staged = try DatabaseQueue(path: pulled.mainFile.path)
+        defer { try? staged.close() }
         let snapshot = try Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
             .snapshot(of: staged, named: "pulled")
-        try staged.close()
 
-        // Into place: remove stale side files of an earlier copy first, then one rename.
-        for suffix in ["-wal", "-shm", "-journal"] {
-            try? FileManager.default.removeItem(atPath: local.path + suffix)
-        }
-        if rename(pulled.mainFile.path, local.path) != 0 {
-            throw FlippioError.workspaceWriteFailed(path: local.path, errno: errno)
-        }
+        // A save during the transfer counts too.
+        if !overwrite { try await replacement.refuseUnpushedEdits() }
+        let kept = try await replacement.replace(with: staged, stagedFile: pulled.mainFile, keepingOld: overwrite)
 
         var sidecar = Sidecar(
             origin: .init(platform: remote.platform, deviceID: device.id, deviceModel: device.model, appID: remote.appID,
@@ -109,6 +102,7 @@ extension Engine {
         try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
         logger.info("pulled \(remote.path) to \(local.path)")
         return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,
-                          foldedWAL: pulled.walFile != nil, tables: snapshot.tableRowCounts, contentHash: snapshot.contentHash)
+                          foldedWAL: pulled.walFile != nil, tables: snapshot.tableRowCounts, contentHash: snapshot.contentHash,
+                          keptLocalCopy: kept?.path)
     }
 }

@@ -4,8 +4,8 @@ extension Engine {
     /// One line of `flippio status`.
     public struct TrackedStatus: Sendable, Codable, Equatable {
         public var path: String
-        /// A sync state name (`clean`, `conflict`, ...) or `unreadable` when the sidecar cannot be read.
-        public var state: String
+        /// The sync state, or nil when the sidecar cannot be read (``lastError`` says why).
+        public var state: SyncState?
         public var platform: Platform?
         public var device: String?
         public var app: String?
@@ -15,27 +15,52 @@ extension Engine {
         public var lastError: Sidecar.RecordedError?
         public var nextRetryAt: Date?
         public var conflictCopy: String?
-        /// Whether the local copy differs from what the device has, as of the last snapshot.
+        /// Whether the local copy's content differs from what the device has, looked at now.
         public var localChanges: Bool
     }
 
     /// Every tracked database and its state, read from the sidecars (so it shows the agent's live
     /// state while the agent runs). Unreadable sidecars are listed with their problem.
+    ///
+    /// "Local changes" are the file's, not the last push's: a copy written after its sidecar was
+    /// last updated is snapshotted now and compared with the device's content.
     public func status() async throws -> [TrackedStatus] {
-        try workspace.trackedDatabases().map { database in
+        var statuses: [TrackedStatus] = []
+        for database in try workspace.trackedDatabases() {
             do {
                 let sidecar = try SidecarStore.load(forDatabase: database)
-                return TrackedStatus(
-                    path: database.path, state: sidecar.state.rawValue, platform: sidecar.origin.platform,
+                statuses.append(TrackedStatus(
+                    path: database.path, state: sidecar.state, platform: sidecar.origin.platform,
                     device: sidecar.origin.deviceID, app: sidecar.origin.appID, remotePath: sidecar.origin.remotePath,
-                    pulledAt: sidecar.pulledAt, lastPushAt: sidecar.pushHistory.last?.at, lastError: sidecar.lastError,
+                    pulledAt: sidecar.pulledAt, lastPushAt: sidecar.pushHistory.last?.at,
+                    lastError: sidecar.state == .clean ? nil : sidecar.lastError,
                     nextRetryAt: sidecar.nextRetryAt, conflictCopy: sidecar.conflictCopy,
-                    localChanges: sidecar.localContentHash != sidecar.deviceContentHash)
+                    localChanges: await hasLocalChanges(database, sidecar)))
             } catch let error as FlippioError {
-                return TrackedStatus(path: database.path, state: "unreadable",
-                                     lastError: .init(error, at: Date()), localChanges: false)
+                statuses.append(TrackedStatus(path: database.path, state: nil, lastError: .init(error, at: Date()), localChanges: false))
             }
         }
+        return statuses
+    }
+
+    /// What the running agent reports about itself (unwatched folders), or nil when none runs.
+    public func agentStatus() -> AgentStatusFile? {
+        AgentStatusFile.read(in: workspace)
+    }
+
+    private func hasLocalChanges(_ database: URL, _ sidecar: Sidecar) async -> Bool {
+        let written = ["", "-wal", "-journal"].compactMap { suffix -> Date? in
+            var info = stat()
+            guard lstat(database.path + suffix, &info) == 0 else { return nil }
+            return Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec) + TimeInterval(info.st_mtim.tv_nsec) / 1e9)
+        }.max()
+        // Not written since the sidecar recorded the local content: that record still holds.
+        guard let written, written > sidecar.updatedAt else { return sidecar.localContentHash != sidecar.deviceContentHash }
+        guard let snapshot = try? await pipeline.takeSnapshot(of: database) else { return true }
+        defer { try? FileManager.default.removeItem(at: snapshot.url) }
+        var current = sidecar
+        PushPipeline.migrateContentHashes(&current, snapshot: snapshot)
+        return snapshot.contentHash != current.deviceContentHash
     }
 
     /// The tracked database a user-given path names (the copy itself or its sidecar).
@@ -55,45 +80,76 @@ extension Engine {
         let databases = try paths.isEmpty ? workspace.trackedDatabases() : paths.map(trackedDatabase)
         var results: [(URL, PushPipeline.Outcome)] = []
         for database in databases {
-            results.append((database, await pipeline.push(database, force: force)))
+            results.append((database, await pipeline.push(database, mode: force ? .force : .normal)))
         }
         return results
     }
 
     /// How `resolve` ends a conflict.
     public enum Resolution: String, Sendable, Codable {
-        /// Push the local copy over the device's, although the app changed it.
+        /// Push the local copy over the device version that was saved as the conflict copy.
         case keepLocal = "keep-local"
-        /// Replace the local copy with the device's current version.
+        /// Replace the local copy with the device's current version (the local one is kept beside it).
         case keepDevice = "keep-device"
     }
 
     /// Ends a conflict one way or the other. The other version stays on disk (`x.device-<time>.db`
     /// is kept after `--keep-local`; the replaced local copy is kept as `x.local-<time>.db` after
-    /// `--keep-device`), so nothing is lost either way.
+    /// `--keep-device`), so nothing is lost either way. A running agent adopts the new sidecar and
+    /// goes on with the next edit.
+    ///
+    /// - throws: ``FlippioError/Code/notInConflict`` when the database is not in conflict (nothing
+    ///   is pushed or pulled); ``FlippioError/Code/conflict`` when, for `--keep-local`, the app
+    ///   changed its copy again since the conflict (a new conflict copy is saved); the failures of
+    ///   the push or the pull.
+    @discardableResult
     public func resolve(_ path: String, keeping resolution: Resolution) async throws -> PushPipeline.Outcome? {
         let database = try trackedDatabase(path)
         let sidecar = try SidecarStore.load(forDatabase: database)
+        guard sidecar.state == .conflict else {
+            throw FlippioError(.notInConflict,
+                               "\(database.lastPathComponent) is not in conflict (it is \(sidecar.state.rawValue)); nothing was pushed or pulled.",
+                               remedy: "`flippio push \(database.path)` pushes local edits; `resolve` only ends a conflict (see `flippio status`).",
+                               context: ["path": database.path, "state": sidecar.state.rawValue])
+        }
         switch resolution {
         case .keepLocal:
-            let outcome = await pipeline.push(database, force: true, overrideConflict: true)
-            if case .failed(let error) = outcome { throw error }
-            if case .invalid(let error) = outcome { throw error }
-            return outcome
+            let outcome = await pipeline.push(database, mode: .keepLocal)
+            switch outcome {
+            case .pushed, .unchanged:
+                return outcome
+            case .conflict(let copy):
+                throw FlippioError(.conflict,
+                                   "The app changed \(database.lastPathComponent) again since the conflict; nothing was overwritten. Its newest version is at \(copy.path).",
+                                   remedy: "Look at it, then run `flippio resolve \(database.path) --keep-local` again, or `--keep-device`.",
+                                   context: ["path": database.path, "deviceCopy": copy.path])
+            case .failed(let error), .invalid(let error):
+                throw error
+            case .forgotten:
+                throw FlippioError(.notTracked, "\(database.path) was forgotten meanwhile.", remedy: "Pull it again with `flippio pull`.")
+            }
         case .keepDevice:
             let bridge = try await bridges.bridge(for: sidecar.origin.platform)
-            let backup = PushPipeline.siblingCopyURL(for: database, tag: "local", at: Date())
-            try? FileManager.default.copyItem(at: database, to: backup)
             let device = Device(platform: sidecar.origin.platform, id: sidecar.origin.deviceID, state: .ready, model: sidecar.origin.deviceModel)
             _ = try await pull(sidecar.origin.remoteDatabase, device: device, bridge: bridge, overwrite: true, progress: nil)
             return nil
         }
     }
 
-    /// Stops tracking a database: removes its sidecar, keeps the local copy.
+    /// Stops tracking a database: removes its sidecar (under its lock, so a push in flight ends
+    /// first and cannot write it back), keeps the local copy.
     public func forget(_ path: String) async throws -> URL {
         let database = try trackedDatabase(path)
-        try FileManager.default.removeItem(at: Sidecar.url(forDatabase: database))
+        let sidecarURL = Sidecar.url(forDatabase: database)
+        guard let origin = try? SidecarStore.load(forDatabase: database).origin else {
+            // Unreadable: no origin to lock by, and nothing can push it either.
+            try FileManager.default.removeItem(at: sidecarURL)
+            return database
+        }
+        let lock = try workspace.lock(for: origin.remoteDatabase)
+        try await lock.acquire(timeout: .seconds(120))
+        defer { lock.release() }
+        try FileManager.default.removeItem(at: sidecarURL)
         return database
     }
 }

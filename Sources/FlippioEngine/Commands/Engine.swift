@@ -1,32 +1,29 @@
 import Foundation
 import Logging
 
-/// What the command line calls: one method per command, each returning values the CLI prints
+/// The one-shot commands: what the command line calls, one method per command, each returning values the CLI prints
 /// (as text or `--json`). Knows nothing of argument parsing or terminals.
 public struct Engine: Sendable {
     public let configuration: FlippioConfiguration
-    public let workspace: Workspace
-    public let sidecars: SidecarStore
-    public let pool: ConnectionPool
-    public let bridges: BridgeProvider
+    public let parts: SyncParts
     public let runner: any ProcessRunning
     public let logger: Logger
 
     public init(configuration: FlippioConfiguration, runner: any ProcessRunning = ProcessRunner(), bridges: BridgeProvider? = nil,
                 logger: Logger = Logger(label: "flippio")) {
         self.configuration = configuration
-        self.workspace = Workspace(root: configuration.workspace)
-        self.sidecars = SidecarStore()
-        self.pool = ConnectionPool(capacity: 16)
         self.runner = runner
-        self.bridges = bridges ?? BridgeProvider(configuration: configuration, runner: runner)
         self.logger = logger
+        // A command touches a few databases: a small pool, whatever the agent's size is.
+        self.parts = SyncParts(configuration: configuration, bridges: bridges ?? BridgeProvider(configuration: configuration, runner: runner),
+                               logger: logger, poolCapacity: min(configuration.poolCapacity, 16))
     }
 
-    var pipeline: PushPipeline {
-        PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
-                     stopAppBeforePush: configuration.stopAppBeforePush, retry: configuration.retry, logger: logger)
-    }
+    public var workspace: Workspace { parts.workspace }
+    public var sidecars: SidecarStore { parts.sidecars }
+    public var pool: ConnectionPool { parts.pool }
+    public var bridges: BridgeProvider { parts.bridges }
+    var pipeline: PushPipeline { parts.pipeline }
 
     // MARK: - devices, apps, dbs
 

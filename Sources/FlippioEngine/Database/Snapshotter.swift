@@ -5,8 +5,11 @@ import GRDB
 public struct Snapshot: Sendable, Equatable {
     /// The snapshot file (in the ``Snapshotter``'s private folder).
     public var url: URL
-    /// SHA-256 (hex) of the snapshot file. Equal for snapshots of an unchanged database.
+    /// The content identity of the snapshot (``ContentHash/sha256(databaseAt:)``): equal for
+    /// snapshots of an unchanged database, whatever version of SQLite made them.
     public var contentHash: String
+    /// SHA-256 (hex) of the snapshot file's bytes: what the device's copy must hash to after a push.
+    public var fileHash: String
     /// The snapshot file's size in bytes.
     public var size: Int64
     /// Row counts per ordinary table, read from the snapshot.
@@ -40,7 +43,8 @@ public enum SnapshotMethod: String, Sendable, CaseIterable {
 ///   counter, which rollback-mode commits increment even when they change nothing, is not kept);
 /// - the schema cookie (offset 40) is set by SQLite for the new file: 1 with `.backup`, the
 ///   original's plus one with `.vacuumInto`; it changes only with the schema;
-/// - `SQLITE_VERSION_NUMBER` (offset 96) is that of the library here.
+/// - `SQLITE_VERSION_NUMBER` (offset 96) is that of the library here; the hash leaves it out
+///   (``ContentHash/sha256(databaseAt:)``), so a libsqlite3 upgrade changes no content identity.
 ///
 /// No header byte is patched by hand. A real edit changes a page, so it changes the hash.
 ///
@@ -113,11 +117,11 @@ public struct Snapshotter: Sendable {
             throw FlippioError.workspaceWriteFailed(path: final.path, errno: errno)
         }
         try DatabaseInspector.syncToDisk(fileAt: final)
-        let hash: String
-        do { hash = try ContentHash.sha256(fileAt: final) } catch {
+        let hash: (content: String, file: String)
+        do { hash = try ContentHash.hashes(ofDatabaseAt: final) } catch {
             throw FlippioError.workspaceWriteFailed(path: final.path, errno: EIO)
         }
-        return Snapshot(url: final, contentHash: hash, size: DatabaseInspector.fileSize(final),
+        return Snapshot(url: final, contentHash: hash.content, fileHash: hash.file, size: DatabaseInspector.fileSize(final),
                         tableRowCounts: tableRowCounts)
     }
 

@@ -71,6 +71,7 @@ public struct AgentMetrics: Sendable {
         switch outcome {
         case .pushed: label = "pushed"
         case .unchanged: label = "unchanged"
+        case .forgotten: label = "forgotten"
         case .conflict:
             label = "conflict"
             conflicts.increment()

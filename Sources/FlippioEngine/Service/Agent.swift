@@ -41,16 +41,25 @@ public struct Agent: Service {
 
     public func run() async throws {
         let notifier = self.notifier
-        let engine = try SyncEngine(configuration: configuration, bridges: bridges, logger: logger,
-                                    onStatusChange: { line in try? notifier.status(line) })
+        let parts = SyncParts(configuration: configuration, bridges: bridges, logger: logger)
+        // One agent per workspace: a second one exits here, naming the first one's PID.
+        let instance = try AgentInstanceLock.acquire(in: parts.workspace)
+        defer { withExtendedLifetime(instance) {} }
+        let engine = SyncEngine(.init(
+            workspace: parts.workspace, sidecars: parts.sidecars, pool: parts.pool, watcher: try InotifyWatcher(),
+            pusher: parts.pipeline, clock: ContinuousClock(), settleWindow: configuration.settleWindow,
+            settleMaxWait: configuration.settleMaxWait, retry: configuration.retry, logger: logger,
+            onStatusChange: { line in try? notifier.status(line) }))
         try await engine.start()
         try? notifier.ready(status: await engine.statusLine())
         logger.info("ready")
 
         await withDiscardingTaskGroup { group in
             group.addTask { await engine.consumeWatchEvents() }
-            group.addTask { await engine.consumeSettled() }
-            group.addTask { await engine.resumeAll() }
+            group.addTask {
+                await engine.warmPool()
+                await engine.resumeAll()
+            }
             group.addTask { await self.trackDevices(engine) }
             group.addTask { await self.pollIOSDevices(engine) }
             if let url = MetricsFile.defaultURL(environment: configuration.environment) {

@@ -23,6 +23,43 @@ public enum ContentHash {
         return hex(hasher.finalize())
     }
 
+    /// The header bytes of a database file that SQLite rewrites without a change of content:
+    /// the journal-mode versions (18–19), the file change counter (24–27), the version-valid-for
+    /// number (92–95) and `SQLITE_VERSION_NUMBER` of the library that wrote it last (96–99).
+    public static let volatileHeaderRanges: [Range<Int>] = [18..<20, 24..<28, 92..<100]
+
+    /// Hex SHA-256 of a database file's content: its bytes with ``volatileHeaderRanges`` zeroed.
+    ///
+    /// The identity of what a database holds, not of how the last library wrote it: after a
+    /// libsqlite3 upgrade, an unchanged database keeps its hash (a hash of the plain bytes would
+    /// change with the version number at offset 96, and every database would look edited).
+    /// A real change moves a page or the schema, so it changes the hash.
+    public static func sha256(databaseAt url: URL) throws -> String {
+        try hashes(ofDatabaseAt: url).content
+    }
+
+    /// Both hashes of a database file in one read: its content identity
+    /// (``sha256(databaseAt:)``) and the SHA-256 of its plain bytes (what `sha256sum` on a
+    /// device prints for the same file, to verify a transfer).
+    public static func hashes(ofDatabaseAt url: URL) throws -> (content: String, file: String) {
+        let handle = try FileHandle(forReadingFrom: url)
+        defer { try? handle.close() }
+        var content = SHA256()
+        var file = SHA256()
+        var first = true
+        while var chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            file.update(data: chunk)
+            if first {
+                for range in volatileHeaderRanges where range.upperBound <= chunk.count {
+                    chunk.replaceSubrange(range, with: repeatElement(0, count: range.count))
+                }
+                first = false
+            }
+            content.update(data: chunk)
+        }
+        return (hex(content.finalize()), hex(file.finalize()))
+    }
+
     private static func hex(_ digest: SHA256.Digest) -> String {
         digest.map { String(format: "%02x", $0) }.joined()
     }

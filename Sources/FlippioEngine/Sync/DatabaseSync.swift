@@ -1,118 +1,331 @@
 import Foundation
 import Logging
 
-/// One tracked database inside the agent: its state machine, and the I/O the machine asks for.
+/// What pushes a database: ``PushPipeline`` in the agent, a recording fake in tests.
+protocol DatabasePushing: Sendable {
+    func push(_ database: URL, mode: PushPipeline.Mode) async -> PushPipeline.Outcome
+}
+
+extension PushPipeline: DatabasePushing {
+    func push(_ database: URL, mode: Mode) async -> Outcome {
+        await push(database, mode: mode, lockTimeout: .seconds(120))
+    }
+}
+
+/// One tracked database inside the agent: the single owner of everything about it.
 ///
-/// Pushes of one database are serialised here (one at a time, a change during a push queues one
-/// more); pushes of different databases run concurrently, each in its own `DatabaseSync`. The
-/// sidecar is the persistent half of the state: every transition is written to it.
+/// Like syncthing's per-folder service loop, a `DatabaseSync` runs one loop (``run()``) over its
+/// own inputs — file changed, sidecar changed by another process, device listed or gone, push
+/// requested, and its own settle, overdue and retry timers on an injected clock — and nothing
+/// about this database lives anywhere else: ``SyncEngine`` only routes inputs here.
+///
+/// Pushes run one at a time, in a child task whose outcome comes back through the same loop; a
+/// change during a push queues one more. Pushes of different databases run concurrently.
+///
+/// The sidecar is the state shared with other processes. Every write to it happens under the
+/// database's lock and starts from the file on disk (``SidecarStore/update(forDatabase:_:)``); a
+/// sidecar that another process changed is adopted (``SidecarStore/diskState(forDatabase:)``),
+/// never overwritten from memory.
 actor DatabaseSync {
+    /// Everything a `DatabaseSync` uses, injected so tests can drive it with fakes and a manual clock.
+    struct Dependencies: Sendable {
+        var pusher: any DatabasePushing
+        var sidecars: SidecarStore
+        var workspace: Workspace
+        /// Whether another process holds a write transaction on the database now.
+        var isWriterActive: @Sendable (URL) async -> Bool
+        var clock: any Clock<Duration>
+        /// The quiet period before a push. See ``FlippioConfiguration/settleWindow``.
+        var settleWindow: Duration
+        /// The longest a busy writer can delay a push. See ``FlippioConfiguration/settleMaxWait``.
+        var settleMaxWait: Duration
+        var retry: RetryPolicy
+        var logger: Logger
+        /// Called on every change of ``state`` (for `STATUS=`, metrics and the iOS device poll).
+        var onStateChange: @Sendable (_ database: URL, _ from: SyncState, _ to: SyncState) async -> Void = { _, _, _ in }
+        /// Called after every push attempt with its outcome (logs and metrics).
+        var onOutcome: @Sendable (_ database: URL, _ outcome: PushPipeline.Outcome) async -> Void = { _, _ in }
+        /// Called once when the database stops being tracked from the inside (its sidecar is gone).
+        var onForgotten: @Sendable (_ database: URL) async -> Void = { _ in }
+    }
+
+    /// What reaches the loop.
+    enum Input: Sendable {
+        /// The database, its `-wal` or its `-journal` changed.
+        case fileChanged
+        /// Its sidecar changed on disk (maybe our own write: the loop tells by content).
+        case sidecarChanged
+        /// Check now and push what differs (start-up, `flippio push` through the agent, a rescan).
+        case pushRequested
+        /// The device tracker lists this database's device as ready, or not.
+        case deviceListed(ready: Bool)
+        case pushFinished(PushPipeline.Outcome)
+        case timerFired(Timer, generation: Int)
+    }
+
+    enum Timer: Sendable, CaseIterable {
+        /// The quiet period after the last change.
+        case settle
+        /// The upper bound of the settle wait since the first unpushed change.
+        case overdue
+        /// A transient failure's backoff, or a look at a device listed as ready.
+        case retry
+    }
+
     let database: URL
-    private var machine: StateMachine
-    private let pipeline: PushPipeline
-    private let sidecars: SidecarStore
-    private let retry: RetryPolicy
+    let origin: Sidecar.Origin
+    private let dependencies: Dependencies
     private let logger: Logger
-    /// Asks the settler to (re)start this database's quiet-period timer.
-    private let requestSettle: @Sendable (URL) async -> Void
-    /// Called after every push attempt with its outcome (for logs, metrics and `STATUS=`).
-    private let onOutcome: @Sendable (URL, PushPipeline.Outcome) async -> Void
+    private var machine: StateMachine
+    private let inputs: AsyncStream<Input>
+    private let inputContinuation: AsyncStream<Input>.Continuation
+    private var timers: [Timer: Task<Void, Never>] = [:]
+    private var generations: [Timer: Int] = [:]
+    /// Set when the overdue timer fired: a busy writer no longer delays the push.
+    private var overdue = false
     private var pushTask: Task<Void, Never>?
-    private var retryTask: Task<Void, Never>?
+    /// Sidecar writes, chained so they land in order without blocking the loop on the lock.
+    private var persistTask: Task<Void, Never>?
     private var stopped = false
+    private(set) var pushesStarted = 0
 
-    init(database: URL, resumingFrom state: Sidecar.SyncState, pipeline: PushPipeline, sidecars: SidecarStore,
-         retry: RetryPolicy, logger: Logger,
-         requestSettle: @escaping @Sendable (URL) async -> Void,
-         onOutcome: @escaping @Sendable (URL, PushPipeline.Outcome) async -> Void) {
+    init(database: URL, sidecar: Sidecar, dependencies: Dependencies) {
         self.database = database
-        self.machine = StateMachine(resumingFrom: state)
-        self.pipeline = pipeline
-        self.sidecars = sidecars
-        self.retry = retry
-        var logger = logger
+        self.origin = sidecar.origin
+        self.dependencies = dependencies
+        var logger = dependencies.logger
         logger[metadataKey: "db"] = "\(database.lastPathComponent)"
+        logger[metadataKey: "device"] = "\(sidecar.origin.deviceID)"
+        logger[metadataKey: "app"] = "\(sidecar.origin.appID)"
         self.logger = logger
-        self.requestSettle = requestSettle
-        self.onOutcome = onOutcome
+        self.machine = StateMachine(state: sidecar.state)
+        (inputs, inputContinuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
     }
 
-    /// The current state, for tests and `STATUS=`.
-    var state: StateMachine.State { machine.state }
+    /// The current state, for `STATUS=`, the device poll and tests.
+    var state: SyncState { machine.state }
 
-    func send(_ event: StateMachine.Event) async {
-        guard !stopped else { return }
-        let before = machine.state
-        let actions = machine.handle(event)
-        logger.trace("\(event): \(before) → \(machine.state), actions \(actions)")
-        for action in actions { await perform(action) }
+    var isPushing: Bool { pushTask != nil }
+
+    /// Hands an input to the loop. Never blocks, never reorders.
+    nonisolated func send(_ input: Input) {
+        inputContinuation.yield(input)
     }
 
-    /// Stops taking new work; waits for an in-flight push to end (the caller bounds the wait).
+    /// The loop: handles inputs one at a time until ``stop()``.
+    func run() async {
+        for await input in inputs {
+            guard !stopped else { break }
+            await handle(input)
+        }
+    }
+
+    /// Stops taking work, and waits for an in-flight push and sidecar write to end (the caller
+    /// bounds the wait).
     func stop() async {
         stopped = true
-        retryTask?.cancel()
+        cancelTimers()
+        inputContinuation.finish()
         await pushTask?.value
+        await persistTask?.value
     }
 
     /// Cancels an in-flight push: its tool calls are killed with their process groups. The device
     /// keeps the old database or has the new one (the bridges rename, never write in place).
     func abandon() {
         stopped = true
-        retryTask?.cancel()
+        cancelTimers()
+        inputContinuation.finish()
         pushTask?.cancel()
     }
 
-    var isPushing: Bool { pushTask != nil }
+    // MARK: - Inputs
+
+    private func handle(_ input: Input) async {
+        switch input {
+        case .fileChanged:
+            await apply(.fileChanged)
+        case .sidecarChanged:
+            await sidecarChanged()
+        case .pushRequested:
+            await apply(.pushRequested)
+        case .deviceListed(let ready):
+            await apply(.deviceListed(ready: ready))
+        case .pushFinished(let outcome):
+            pushTask = nil
+            report(outcome)
+            await dependencies.onOutcome(database, outcome)
+            await apply(.pushFinished(outcome))
+        case .timerFired(let timer, let generation):
+            guard generations[timer] == generation else { return }  // re-armed or cancelled since
+            timers[timer] = nil
+            switch timer {
+            case .settle:
+                let writerActive = await dependencies.isWriterActive(database)
+                await apply(.settled(writerActive: writerActive, overdue: overdue))
+            case .overdue:
+                overdue = true
+            case .retry:
+                await apply(.retryDue)
+            }
+        }
+    }
+
+    private func sidecarChanged() async {
+        switch dependencies.sidecars.diskState(forDatabase: database) {
+        case .ownWrite:
+            break
+        case .removed:
+            logger.info("no longer tracked (its sidecar is gone)")
+            await forget()
+        case .changed(let sidecar):
+            logger.debug("adopting the sidecar another process wrote (state \(sidecar.state.rawValue))")
+            await apply(.sidecarAdopted(sidecar.state))
+        case .unreadable(let error):
+            logger.error("\(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
+        }
+    }
+
+    private func apply(_ event: StateMachine.Event) async {
+        let before = machine.state
+        let actions = machine.handle(event)
+        logger.trace("\(event): \(before.rawValue) → \(machine.state.rawValue), actions \(actions)")
+        for action in actions {
+            if stopped && action != .stop { continue }
+            await perform(action)
+        }
+        // The settle upper bound counts from the first unpushed change, also one made during a push.
+        if machine.state == .dirty && timers[.overdue] == nil && !overdue && !stopped {
+            arm(.overdue, after: dependencies.settleMaxWait)
+        }
+        if machine.state != before { await dependencies.onStateChange(database, before, machine.state) }
+    }
+
+    // MARK: - Actions
 
     private func perform(_ action: StateMachine.Action) async {
         switch action {
-        case .persist(let state):
-            await updateSidecar { sidecar in
-                sidecar.state = state
-            }
+        case .persist:
+            persist(nil)
         case .settle:
-            await requestSettle(database)
+            arm(.settle, after: dependencies.settleWindow)
+        case .cancelTimers:
+            cancelTimers()
         case .startPush:
-            retryTask?.cancel()
-            retryTask = nil
-            let pipeline = self.pipeline
+            cancelTimers()
+            overdue = false
+            pushesStarted += 1
+            let pusher = dependencies.pusher
             let database = self.database
             pushTask = Task {
                 let started = ContinuousClock.now
-                let outcome = await pipeline.push(database)
+                let outcome = await pusher.push(database, mode: .normal)
                 AgentMetrics.shared.pushEnded(outcome, after: .now - started)
-                await self.pushEnded(outcome)
+                self.send(.pushFinished(outcome))
             }
-        case .recordFailure(let error, let waiting, let attempt):
+        case .recordFailure(let error, let attempt):
             var retryAt: Date?
-            if let attempt, !stopped {
-                var rng = SystemRandomNumberGenerator()
-                let delay = retry.delay(forAttempt: attempt, using: &rng)
+            if let attempt {
+                let delay = backoff(attempt)
                 retryAt = Date().addingTimeInterval(Double(delay.milliseconds) / 1000)
-                retryTask = Task { [weak self] in
-                    try? await Task.sleep(for: delay)
-                    guard !Task.isCancelled else { return }
-                    await self?.send(.retryDue)
-                }
+                arm(.retry, after: delay)
             }
-            await updateSidecar { sidecar in
-                sidecar.state = waiting ? .waitingForDevice : .failed
-                sidecar.lastError = .init(error, at: Date())
-                sidecar.nextRetryAt = retryAt
-            }
-            if waiting {
+            persist((error, retryAt))
+            if machine.state == .waitingForDevice {
                 logger.warning("waiting for the device: \(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
             } else if let retryAt {
                 logger.warning("push failed, retrying at \(retryAt): \(error.message)")
             } else {
                 logger.error("push failed: \(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
             }
+        case .recheckDevice(let attempt):
+            let delay = max(backoff(attempt), .milliseconds(200))
+            logger.info("\(origin.deviceID) is listed as ready; trying again in \(delay)")
+            arm(.retry, after: delay)
+        case .stop:
+            await forget()
         }
     }
 
-    private func pushEnded(_ outcome: PushPipeline.Outcome) async {
-        pushTask = nil
+    /// The sidecar is gone: stop, and let the engine drop this database.
+    private func forget() async {
+        guard !stopped else { return }
+        stopped = true
+        cancelTimers()
+        inputContinuation.finish()
+        await dependencies.onForgotten(database)
+    }
+
+    private func backoff(_ attempt: Int) -> Duration {
+        var generator = SystemRandomNumberGenerator()
+        return dependencies.retry.delay(forAttempt: attempt, using: &generator)
+    }
+
+    /// Writes the machine's state as of the moment the write runs (so a write that waited for
+    /// the lock never puts back an older state), under the database's lock, from the file on disk.
+    private func persist(_ failure: (FlippioError, Date?)?) {
+        let previous = persistTask
+        persistTask = Task {
+            await previous?.value
+            await self.writeSidecar(failure)
+        }
+    }
+
+    private func writeSidecar(_ failure: (FlippioError, Date?)?) async {
+        // While pushing, the pipeline owns the sidecar (it holds the lock and records the outcome).
+        let state = machine.state
+        guard state != .pushing, !stopped else { return }
+        do {
+            let lock = try dependencies.workspace.lock(for: origin.remoteDatabase)
+            // Another process (a pull, a resolve) holding the lock will write a newer sidecar that
+            // the loop then adopts: no need to wait long for this one.
+            try await lock.acquire(timeout: .seconds(5))
+            defer { lock.release() }
+            let current = machine.state
+            guard current != .pushing, !stopped else { return }
+            try await dependencies.sidecars.update(forDatabase: database) { sidecar in
+                sidecar.state = current
+                if let (error, retryAt) = failure, current == .failed || current == .waitingForDevice {
+                    sidecar.lastError = .init(error, at: Date())
+                    sidecar.nextRetryAt = retryAt
+                } else if current == .dirty {
+                    sidecar.nextRetryAt = nil
+                }
+            }
+        } catch FlippioError.notTracked {
+            send(.sidecarChanged)  // forgotten meanwhile: the loop finds out and stops
+        } catch {
+            logger.debug("sidecar not updated: \(error)")
+        }
+    }
+
+    // MARK: - Timers
+
+    private func arm(_ timer: Timer, after delay: Duration) {
+        timers[timer]?.cancel()
+        let generation = (generations[timer] ?? 0) + 1
+        generations[timer] = generation
+        let clock = dependencies.clock
+        timers[timer] = Task { [weak self] in
+            do { try await clock.sleep(for: delay) } catch { return }
+            self?.send(.timerFired(timer, generation: generation))
+        }
+    }
+
+    private func cancelTimers() {
+        for (timer, task) in timers {
+            task.cancel()
+            generations[timer, default: 0] += 1
+        }
+        timers = [:]
+    }
+
+    /// Which timers are armed now (for tests).
+    var armedTimers: Set<Timer> { Set(timers.keys) }
+
+    // MARK: - Logs
+
+    private func report(_ outcome: PushPipeline.Outcome) {
         switch outcome {
         case .pushed(let record):
             let tables = record.changedTables.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -124,26 +337,10 @@ actor DatabaseSync {
                            metadata: ["fix": "flippio resolve \(database.path) --keep-local|--keep-device"])
         case .invalid(let error):
             logger.error("not pushed: \(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
+        case .forgotten:
+            logger.info("forgotten during the push; stopping")
         case .failed:
-            break  // logged by .recordFailure
-        }
-        await onOutcome(database, outcome)
-        logger.trace("push finished: \(outcome), state \(machine.state)")
-        for action in machine.handle(.pushFinished(outcome)) {
-            // Once stopping, the outcome is still recorded, but no new work starts.
-            if stopped, action == .startPush || action == .settle { continue }
-            await perform(action)
-        }
-    }
-
-    private func updateSidecar(_ change: (inout Sidecar) -> Void) async {
-        do {
-            var sidecar = try await sidecars.read(forDatabase: database)
-            change(&sidecar)
-            sidecar.updatedAt = Date()
-            try await sidecars.write(sidecar, forDatabase: database)
-        } catch {
-            logger.error("could not update the sidecar: \(error)")
+            break  // logged with `.recordFailure`
         }
     }
 }

@@ -4,20 +4,22 @@ import Logging
 /// One push of one tracked database, start to finish: the steps both `flippio push` and the
 /// agent run, in DESIGN.md's order.
 ///
-/// 1. Take the database's push lock (so the agent and a `flippio push` never push it at once).
-/// 2. Read the sidecar fresh from disk: it is the source of truth, whoever wrote it last.
-/// 3. Snapshot the committed state through the warm connection, `quick_check` it, hash it. A file
-///    SQLite cannot read is never pushed (``Outcome/invalid(_:)``).
+/// 1. Take the database's lock (its identity is the device and device path, not a local
+///    spelling), so the agent, `flippio push`, `pull`, `resolve` and `forget` never overlap on it.
+/// 2. Read the sidecar fresh from disk: it is the source of truth, whoever wrote it last. Gone
+///    means forgotten (``Outcome/forgotten``); in conflict means nothing is pushed until resolved.
+/// 3. Snapshot the committed state through the warm connection, `quick_check` it, hash its
+///    content. A file SQLite cannot read is never pushed (``Outcome/invalid(_:)``).
 /// 4. Equal to what the device already has? Nothing to push (``Outcome/unchanged``).
-/// 5. Stop the app (configurable), then compare the device's fingerprint with the sidecar's. If the
-///    app wrote its copy since the pull or last push, that is a conflict: nothing is overwritten, the
-///    device's version is pulled beside the local one (``Outcome/conflict(copy:)``).
+/// 5. Stop the app (configurable), then compare the device's fingerprint with the one expected.
+///    If the app wrote its copy since, that is a conflict: nothing is overwritten, the device's
+///    version is pulled beside the local one (``Outcome/conflict(copy:)``).
 /// 6. Record the push as pending in the sidecar (so a crash after the device `mv` is recognised on
 ///    restart instead of being mistaken for a conflict), push with retries, verify by hash.
 /// 7. Record the new fingerprint and content hash, and the push in the history.
 ///
 /// The pipeline never leaves the device with a partial file: the bridges upload to a temp name
-/// and rename it over the target.
+/// and rename it over the target, and only if the device still holds the expected version.
 public struct PushPipeline: Sendable {
     /// What a push did.
     public enum Outcome: Sendable, Equatable {
@@ -28,8 +30,21 @@ public struct PushPipeline: Sendable {
         case conflict(copy: URL)
         /// The local copy is not a database that can be pushed.
         case invalid(FlippioError)
+        /// The database is no longer tracked (its sidecar is gone): nothing was done.
+        case forgotten
         /// The push failed; nothing on the device changed (or it holds the old or the new file).
         case failed(FlippioError)
+    }
+
+    /// Which device version a push may replace.
+    public enum Mode: Sendable, Equatable {
+        /// Only the version last pulled or pushed, and only when the content differs.
+        case normal
+        /// The same, but push even when the content equals the device's (`flippio push --force`).
+        case force
+        /// End a conflict: replace exactly the device version that was saved as the conflict copy
+        /// (`resolve --keep-local`). A device that changed again since is a new conflict.
+        case keepLocal
     }
 
     public let workspace: Workspace
@@ -51,19 +66,23 @@ public struct PushPipeline: Sendable {
         self.logger = logger
     }
 
-    /// Pushes `database` if its content differs from the device's (or always, with `force`).
+    /// Pushes `database` if its content differs from the device's (see ``Mode``).
     ///
-    /// - parameter overrideConflict: push even if the device changed (used by `resolve --keep-local`).
-    /// - parameter lockTimeout: how long to wait for another pusher of the same database.
-    public func push(_ database: URL, force: Bool = false, overrideConflict: Bool = false,
-                     lockTimeout: Duration = .seconds(120)) async -> Outcome {
+    /// - parameter lockTimeout: how long to wait for another process working on the same database.
+    public func push(_ database: URL, mode: Mode = .normal, lockTimeout: Duration = .seconds(120)) async -> Outcome {
         do {
-            let lock = try workspace.lock(for: database)
-            logger.trace("push: taking the lock", metadata: ["db": "\(database.lastPathComponent)"])
+            let origin: Sidecar.Origin
+            do {
+                origin = try SidecarStore.load(forDatabase: database).origin
+            } catch FlippioError.notTracked {
+                return .forgotten
+            }
+            let lock = try workspace.lock(for: origin.remoteDatabase)
             try await lock.acquire(timeout: lockTimeout)
-            logger.trace("push: locked", metadata: ["db": "\(database.lastPathComponent)"])
             defer { lock.release() }
-            return try await pushLocked(database, force: force, overrideConflict: overrideConflict)
+            return try await pushLocked(database, mode: mode)
+        } catch FlippioError.notTracked {
+            return .forgotten
         } catch let error as FlippioError {
             return .failed(error)
         } catch {
@@ -71,55 +90,56 @@ public struct PushPipeline: Sendable {
         }
     }
 
-    private func pushLocked(_ database: URL, force: Bool, overrideConflict: Bool) async throws -> Outcome {
+    private func pushLocked(_ database: URL, mode: Mode) async throws -> Outcome {
         let started = ContinuousClock.now
-        var sidecar = try await sidecars.read(forDatabase: database)
+        let metadata: Logger.Metadata = ["db": "\(database.lastPathComponent)"]
+        var sidecar = try SidecarStore.load(forDatabase: database)
         let remote = sidecar.origin.remoteDatabase
+        if sidecar.state == .conflict && mode != .keepLocal {
+            return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
+        }
 
         // 3. Snapshot.
-        logger.trace("push: snapshot", metadata: ["db": "\(database.lastPathComponent)"])
+        logger.trace("push: snapshot", metadata: metadata)
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
         } catch let error as FlippioError where error.code == .notSQLite || error.code == .corruptDatabase || error.code == .databaseMissing {
             sidecar.state = .invalid
             sidecar.lastError = .init(error, at: Date())
-            sidecar.updatedAt = Date()
-            try await sidecars.write(sidecar, forDatabase: database)
+            try await save(sidecar, database)
             return .invalid(error)
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
+        Self.migrateContentHashes(&sidecar, snapshot: snapshot)
         sidecar.localContentHash = snapshot.contentHash
-        logger.trace("push: snapshot taken", metadata: ["db": "\(database.lastPathComponent)", "hash": "\(snapshot.contentHash.prefix(12))"])
 
         // 4. Nothing new for the device?
-        if snapshot.contentHash == sidecar.deviceContentHash && !force && sidecar.pendingPushHash == nil {
-            if sidecar.state != .conflict {
-                sidecar.state = .clean
-                sidecar.lastError = nil
-                sidecar.nextRetryAt = nil
-            }
-            sidecar.updatedAt = Date()
-            try await sidecars.write(sidecar, forDatabase: database)
+        if snapshot.contentHash == sidecar.deviceContentHash && mode == .normal && sidecar.pendingPushHash == nil {
+            sidecar.state = .clean
+            sidecar.lastError = nil
+            sidecar.nextRetryAt = nil
+            try await save(sidecar, database)
             return .unchanged
         }
-        if sidecar.state == .conflict && !overrideConflict {
-            return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
-        }
 
-        logger.trace("push: getting the bridge", metadata: ["db": "\(database.lastPathComponent)"])
         let bridge = try await bridges.bridge(for: sidecar.origin.platform)
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
-            logger.trace("push: stopping the app", metadata: ["db": "\(database.lastPathComponent)"])
+            logger.trace("push: stopping the app", metadata: metadata)
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
         }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
-        let expected = sidecar.expectedDeviceFingerprint
-        if current != expected && !overrideConflict {
+        if mode == .keepLocal {
+            let saved = sidecar.conflictFingerprint ?? sidecar.expectedDeviceFingerprint
+            if current != saved {
+                logger.notice("the app changed its copy again since the conflict; that is a new conflict", metadata: metadata)
+                return try await recordConflict(&sidecar, database: database, remote: remote, current: current, bridge: bridge)
+            }
+        } else if current != sidecar.expectedDeviceFingerprint {
             if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
                 // An earlier push reached the device but its result was never recorded (the agent
                 // was killed after the `mv`): adopt it rather than calling it a conflict.
@@ -127,39 +147,45 @@ public struct PushPipeline: Sendable {
                 // clean-up), so the push below runs even when the content is the same: the bridge
                 // overwrites and then removes its temp files, and the result is verified again.
                 logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up",
-                              metadata: ["db": "\(database.path)"])
+                              metadata: metadata)
                 sidecar.fingerprintAtLastPush = current
-                sidecar.deviceContentHash = pending
                 sidecar.pendingPushHash = nil
             } else {
-                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
+                return try await recordConflict(&sidecar, database: database, remote: remote, current: current, bridge: bridge)
             }
         }
 
         // 6. Push, recorded as pending first.
         sidecar.state = .pushing
-        sidecar.pendingPushHash = snapshot.contentHash
-        sidecar.updatedAt = Date()
-        try await sidecars.write(sidecar, forDatabase: database)
+        sidecar.pendingPushHash = snapshot.fileHash
+        try await save(sidecar, database)
 
         // The bridge replaces nothing if the device no longer holds `current` at the rename (an
         // app that was not stopped wrote meanwhile): that is a conflict like the one above.
         let fingerprint: DeviceFingerprint
         do {
             fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
-                try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.contentHash, to: remote,
+                try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.fileHash, to: remote,
                                       expecting: current, progress: nil)
             }
         } catch let error as FlippioError where error.code == .conflict {
             // A retry after an attempt whose rename landed (its verification was cut off) finds
             // our own file: that is the push done, not a conflict.
-            if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: snapshot.contentHash) {
+            if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: snapshot.fileHash) {
                 fingerprint = now
             } else {
                 logger.notice("the app wrote its copy during the push; nothing was replaced",
                               metadata: ["db": "\(database.path)", "error": "\(error.message)"])
-                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
+                sidecar.pendingPushHash = nil
+                let now = (try? await bridge.fingerprint(remote)) ?? current
+                return try await recordConflict(&sidecar, database: database, remote: remote, current: now, bridge: bridge)
             }
+        } catch {
+            // Nothing replaced, or the verification failed: the pending record stays, so a later
+            // look that finds our file on the device adopts it.
+            sidecar.state = .dirty
+            try? await save(sidecar, database)
+            throw error
         }
 
         // 7. Record it.
@@ -175,48 +201,66 @@ public struct PushPipeline: Sendable {
         sidecar.state = .clean
         sidecar.lastError = nil
         sidecar.nextRetryAt = nil
-        sidecar.conflictCopy = overrideConflict ? nil : sidecar.conflictCopy
+        sidecar.conflictCopy = nil
+        sidecar.conflictFingerprint = nil
         sidecar.recordPush(record)
-        sidecar.updatedAt = Date()
-        try await sidecars.write(sidecar, forDatabase: database)
+        try await save(sidecar, database)
         return .pushed(record)
     }
 
-    /// The device changed its copy: keeps the device's version beside `database`, records the
-    /// conflict in the sidecar (no push pending) and returns ``Outcome/conflict(copy:)``.
-    private func recordConflict(_ sidecar: inout Sidecar, database: URL, remote: RemoteDatabase,
-                                bridge: any DeviceBridge) async throws -> Outcome {
-        let copy = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
-        sidecar.state = .conflict
-        sidecar.conflictCopy = copy.path
-        sidecar.pendingPushHash = nil
-        sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
+    /// Writes `sidecar` (read under the lock this push holds, so not stale).
+    private func save(_ sidecar: Sidecar, _ database: URL) async throws {
+        var sidecar = sidecar
         sidecar.updatedAt = Date()
         try await sidecars.write(sidecar, forDatabase: database)
+    }
+
+    /// Sidecars of earlier versions hold plain file hashes, which include SQLite's version
+    /// number. When the snapshot's plain hash equals the recorded one, the content is the same:
+    /// record it in the current scheme. Otherwise the content changed and is pushed.
+    static func migrateContentHashes(_ sidecar: inout Sidecar, snapshot: Snapshot) {
+        guard (sidecar.contentHashScheme ?? 1) < Sidecar.currentContentHashScheme else { return }
+        if sidecar.deviceContentHash == snapshot.fileHash { sidecar.deviceContentHash = snapshot.contentHash }
+        sidecar.contentHashScheme = Sidecar.currentContentHashScheme
+    }
+
+    /// The device changed its copy: keeps the device's version beside `database`, records the
+    /// conflict (and the fingerprint of the version kept) in the sidecar, no push pending.
+    private func recordConflict(_ sidecar: inout Sidecar, database: URL, remote: RemoteDatabase, current: DeviceFingerprint,
+                                bridge: any DeviceBridge) async throws -> Outcome {
+        let (copy, fingerprint) = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
+        sidecar.state = .conflict
+        sidecar.conflictCopy = copy.path
+        sidecar.conflictFingerprint = fingerprint
+        sidecar.pendingPushHash = nil
+        sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
+        try await save(sidecar, database)
         return .conflict(copy: copy)
     }
 
-    /// Takes a consistent snapshot of the live local copy through its warm connection.
+    /// Takes a consistent snapshot of the live local copy through its warm connection, into
+    /// this process's scratch folder.
     func takeSnapshot(of database: URL) async throws -> Snapshot {
         guard FileManager.default.fileExists(atPath: database.path) else {
             throw FlippioError(.databaseMissing, "The local copy \(database.path) is gone.",
                                remedy: "Pull it again with `flippio pull`, or stop tracking it with `flippio forget \(database.path)`.")
         }
-        let snapshotter = Snapshotter(directory: workspace.stateDirectory.appendingPathComponent("snapshots", isDirectory: true))
+        let snapshotter = Snapshotter(directory: try workspace.processScratchDirectory())
         let connection = try await pool.connection(for: database)
-        return try snapshotter.snapshot(of: connection, named: UUID().uuidString)
+        return try snapshotter.snapshot(of: connection, named: "snapshot-\(UUID().uuidString).db")
     }
 
-    /// Pulls the device's version of a database to `x.device-<time>.db` beside the local copy.
-    func keepDeviceVersion(of remote: RemoteDatabase, beside database: URL, bridge: any DeviceBridge) async throws -> URL {
-        let staging = workspace.stateDirectory.appendingPathComponent("pull-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+    /// Pulls the device's version of a database to `x.device-<time>.db` beside the local copy,
+    /// and returns it with the fingerprint of the version pulled.
+    func keepDeviceVersion(of remote: RemoteDatabase, beside database: URL,
+                           bridge: any DeviceBridge) async throws -> (copy: URL, fingerprint: DeviceFingerprint) {
+        let staging = try workspace.scratchDirectory("conflict")
         defer { try? FileManager.default.removeItem(at: staging) }
         let pulled = try await retry.run("pull \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.pull(remote, into: staging, progress: nil) }
         _ = try PulledDatabase.fold(pulled.mainFile)
         let copy = Self.conflictCopyURL(for: database, at: Date())
         try FileManager.default.moveItem(at: pulled.mainFile, to: copy)
-        return copy
+        return (copy, pulled.fingerprint)
     }
 
     /// `notes.db` → `notes.device-20261129-174203.db`.

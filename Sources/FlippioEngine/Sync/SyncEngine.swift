@@ -1,156 +1,237 @@
 import Foundation
 import Logging
 
-/// The agent's core: every tracked database's ``DatabaseSync``, fed by the watcher, the settler
-/// and the device tracker. Data flows one way: event → settle → snapshot → push → sidecar.
+/// The agent's router: every tracked database's ``DatabaseSync``, and the events that reach them.
+///
+/// It owns no state about any one database. It keeps only what routing needs: which
+/// ``DatabaseSync`` a local path belongs to (``DatabaseIndex``), which databases live on which
+/// device, the folders it watches (and those it could not), and counts for `STATUS=`. A watch
+/// event goes to its database; a device list goes to the databases on that device; the
+/// database's own loop decides what to do.
+///
+/// Data flows one way: event → settle → snapshot → push → sidecar.
 actor SyncEngine {
-    private let configuration: FlippioConfiguration
-    private let workspace: Workspace
-    private let sidecars: SidecarStore
-    private let pool: ConnectionPool
-    private let bridges: BridgeProvider
-    private let pipeline: PushPipeline
-    private let watcher: InotifyWatcher
-    private let settler: Settler<URL, ContinuousClock>
-    private let logger: Logger
+    /// Everything the engine is built from, injected so tests can use a fake watcher, a fake
+    /// pusher and a manual clock. ``AgentParts`` builds the real ones from the configuration.
+    struct Dependencies: Sendable {
+        var workspace: Workspace
+        var sidecars: SidecarStore
+        var pool: ConnectionPool
+        var watcher: any FileWatching
+        var pusher: any DatabasePushing
+        var clock: any Clock<Duration>
+        var settleWindow: Duration
+        var settleMaxWait: Duration
+        var retry: RetryPolicy
+        /// How often folders that could not be watched (inotify limits) are looked at. The default is 10 s.
+        var unwatchedRescanInterval: Duration = .seconds(10)
+        var logger: Logger
+        /// Called whenever the `STATUS=` line changes.
+        var onStatusChange: @Sendable (String) -> Void = { _ in }
+    }
+
+    /// A device, by platform and id.
+    struct DeviceKey: Hashable, Sendable {
+        var platform: Platform
+        var id: String
+    }
+
+    private let dependencies: Dependencies
+    private var workspace: Workspace { dependencies.workspace }
+    private var logger: Logger { dependencies.logger }
     private var index: DatabaseIndex
     private var syncs: [URL: DatabaseSync] = [:]
-    /// The device each tracked database lives on (from its sidecar's origin).
-    private var deviceOf: [URL: String] = [:]
-    /// The platform of that device.
-    private var platformOf: [URL: Platform] = [:]
-    /// When each database's current unpushed change was first seen (for the settle upper bound).
-    private var firstChange: [URL: ContinuousClock.Instant] = [:]
+    private var loops: [URL: Task<Void, Never>] = [:]
+    private var deviceOf: [URL: DeviceKey] = [:]
     private var watchedDirectories: Set<String> = []
-    /// Called whenever the set of databases or their states change (for `STATUS=`).
-    private let onStatusChange: @Sendable (String) -> Void
+    /// Folders inotify refused (watch limits), with the error; retried by ``rescanUnwatched()``.
+    private var unwatched: [String: FlippioError] = [:]
+    private var unwatchedSignatures: [URL: FileSignature] = [:]
+    private var unwatchedRescan: Task<Void, Never>?
+    /// Devices each platform's tracker last listed as ready (absent until it has reported).
+    private var readyDevices: [Platform: Set<String>] = [:]
+    /// How many databases are in each state, and how many wait for each device.
+    private var stateCounts: [SyncState: Int] = [:]
+    private var waitingOn: [DeviceKey: Int] = [:]
+    private var started = false
+    private var lastStatus = ""
+    /// Counts of pushes, for tests, logs and metrics.
+    private(set) var pushCount = 0
+
     /// Yields when an iOS database starts waiting for its device, so the iOS poll runs only then.
     nonisolated let iosDeviceAwaited: AsyncStream<Void>
     private let iosDeviceAwaitedSignal: AsyncStream<Void>.Continuation
-    /// False while ``start()`` loads the workspace.
-    private var started = false
-    /// Counts of push outcomes, for tests, logs and metrics.
-    private(set) var pushCount = 0
-    /// Devices each platform's tracker last listed as ready (absent until it has reported).
-    private var readyDevices: [Platform: Set<String>] = [:]
-    /// Consecutive "device unavailable" failures per database while its device looked ready,
-    /// and the pending look at it again.
-    private var unexpectedDeviceFailures: [URL: Int] = [:]
-    private var recheckTasks: [URL: Task<Void, Never>] = [:]
 
-    init(configuration: FlippioConfiguration, bridges: BridgeProvider, logger: Logger,
-         onStatusChange: @escaping @Sendable (String) -> Void) throws {
-        self.configuration = configuration
-        self.workspace = Workspace(root: configuration.workspace)
-        self.sidecars = SidecarStore()
-        self.pool = ConnectionPool(capacity: configuration.poolCapacity)
-        self.bridges = bridges
-        self.logger = logger
-        self.pipeline = PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
-                                     stopAppBeforePush: configuration.stopAppBeforePush,
-                                     retry: configuration.retry, logger: logger)
-        self.watcher = try InotifyWatcher()
-        self.settler = Settler<URL, ContinuousClock>(window: configuration.settleWindow, maxWait: configuration.settleMaxWait,
-                                    clock: ContinuousClock())
-        self.onStatusChange = onStatusChange
-        self.index = DatabaseIndex(stateDirectory: workspace.stateDirectory)
+    init(_ dependencies: Dependencies) {
+        self.dependencies = dependencies
+        self.index = DatabaseIndex(stateDirectory: dependencies.workspace.stateDirectory)
         (iosDeviceAwaited, iosDeviceAwaitedSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     // MARK: - Start-up
 
-    /// Loads every tracked database, arms the watches and warms the pool. Returns when the agent
-    /// is ready (the moment for `READY=1`).
+    /// Removes what a killed agent left, loads every tracked database and arms the watches.
+    /// Returns when the agent is ready (the moment for `READY=1`); the pool is warmed afterwards
+    /// (``warmPool()``). A folder inotify refuses is reported and rescanned, never fatal.
     func start() async throws {
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
-        try watchTree(workspace.root)
-        let removed = workspace.removeStaleTemporaryFiles()
-        if removed > 0 { logger.debug("removed \(removed) stale temporary files") }
-        let databases = try workspace.trackedDatabases()
-        for database in databases {
+        let removed = workspace.removeLeftovers()
+        if removed > 0 { logger.info("removed \(removed) leftovers of an earlier run (snapshots, staging, temp files)") }
+        watchTree(workspace.root)
+        for database in try workspace.trackedDatabases() {
             await track(database)
         }
-        for (database, error) in await pool.warm(Array(syncs.keys)) {
-            logger.error("cannot open \(database.path): \(error.message)")
-        }
         started = true
-        let status = await statusLine()
-        logger.info("\(status) in \(workspace.root.path)")
+        logger.info("\(statusLine()) in \(workspace.root.path)")
         publishStatus()
     }
 
-    /// Sends every database a push request: a crash or stop loses no edit, because any database
-    /// whose content differs from its last push is pushed now (unchanged ones cost one snapshot).
-    func resumeAll() async {
-        for sync in syncs.values {
-            await sync.send(.pushRequested)
+    /// Opens the warm connections (after READY: start-up does not wait for them).
+    func warmPool() async {
+        for (database, error) in await dependencies.pool.warm(Array(syncs.keys)) {
+            logger.error("cannot open \(database.path): \(error.message)")
         }
+    }
+
+    /// Asks every database to check itself: a crash or stop loses no edit, because any database
+    /// whose content differs from its last push is pushed now (unchanged ones cost one snapshot).
+    func resumeAll() {
+        for sync in syncs.values { sync.send(.pushRequested) }
     }
 
     private func track(_ database: URL) async {
         guard syncs[database] == nil else { return }
         let sidecar: Sidecar
         do {
-            sidecar = try await sidecars.read(forDatabase: database)
+            sidecar = try SidecarStore.load(forDatabase: database)
         } catch {
             // A corrupt or too-new sidecar is reported, never overwritten; the others go on.
             logger.error("not tracking \(database.path): \(error)")
             return
         }
-        do {
-            try watch(directory: database.deletingLastPathComponent())
-        } catch {
-            logger.error("cannot watch \(database.deletingLastPathComponent().path): \(error)")
-            return
-        }
+        // Tracked even when its folder cannot be watched: the unwatched rescan covers it.
+        watch(directory: database.deletingLastPathComponent())
         index.track(database)
-        let settler = self.settler
-        let sync = DatabaseSync(
-            database: database, resumingFrom: sidecar.state, pipeline: pipeline, sidecars: sidecars,
-            retry: configuration.retry, logger: logger,
-            requestSettle: { url in await settler.note(url) },
-            onOutcome: { [weak self] url, outcome in await self?.pushEnded(url, outcome) })
+        let sync = DatabaseSync(database: database, sidecar: sidecar, dependencies: syncDependencies())
         syncs[database] = sync
-        deviceOf[database] = sidecar.origin.deviceID
-        platformOf[database] = sidecar.origin.platform
+        loops[database] = Task { await sync.run() }
+        let device = DeviceKey(platform: sidecar.origin.platform, id: sidecar.origin.deviceID)
+        deviceOf[database] = device
+        count(await sync.state, on: device, by: 1)
+        if let ready = readyDevices[device.platform] { sync.send(.deviceListed(ready: ready.contains(device.id))) }
+        if started { logger.info("now tracking \(database.path)") }
         publishStatus()
     }
 
     private func untrack(_ database: URL) async {
         guard let sync = syncs.removeValue(forKey: database) else { return }
-        deviceOf[database] = nil
-        platformOf[database] = nil
+        let device = deviceOf.removeValue(forKey: database)
+        let state = await sync.state
         await sync.stop()
+        loops.removeValue(forKey: database)?.cancel()
+        if let device { count(state, on: device, by: -1) }
         index.untrack(database)
-        await pool.close(database)
+        unwatchedSignatures[database] = nil
+        await dependencies.pool.close(database)
         logger.info("stopped tracking \(database.path)")
         publishStatus()
     }
 
+    private func syncDependencies() -> DatabaseSync.Dependencies {
+        let pool = dependencies.pool
+        return DatabaseSync.Dependencies(
+            pusher: dependencies.pusher, sidecars: dependencies.sidecars, workspace: workspace,
+            isWriterActive: { database in (try? await pool.isWriterActive(database)) ?? false },
+            clock: dependencies.clock, settleWindow: dependencies.settleWindow, settleMaxWait: dependencies.settleMaxWait,
+            retry: dependencies.retry, logger: logger,
+            onStateChange: { [weak self] database, from, to in await self?.stateChanged(database, from: from, to: to) },
+            onOutcome: { [weak self] _, outcome in await self?.pushEnded(outcome) },
+            onForgotten: { [weak self] database in await self?.forgotten(database) })
+    }
+
+    // MARK: - Watches
+
     /// Watches `root` and every folder below it, except the agent's own state folder.
-    private func watchTree(_ root: URL) throws {
-        try watch(directory: root)
+    private func watchTree(_ root: URL) {
+        watch(directory: root)
         guard let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: [.isDirectoryKey, .isSymbolicLinkKey],
                                                           options: [.skipsHiddenFiles]) else { return }
         for case let url as URL in walker {
             let values = try? url.resourceValues(forKeys: [.isDirectoryKey, .isSymbolicLinkKey])
             guard values?.isDirectory == true, values?.isSymbolicLink != true else { continue }
-            try watch(directory: url)
+            watch(directory: url)
         }
     }
 
-    private func watch(directory: URL) throws {
+    private func watch(directory: URL) {
         let path = directory.standardizedFileURL.path
         guard !watchedDirectories.contains(path) else { return }
-        try watcher.watch(directory: directory)
-        watchedDirectories.insert(path)
+        do {
+            try dependencies.watcher.watch(directory: directory)
+            watchedDirectories.insert(path)
+            unwatched[path] = nil
+        } catch let error as FlippioError where error.code == .watchLimitReached {
+            if unwatched.updateValue(error, forKey: path) == nil {
+                logger.warning("\(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
+            }
+            startUnwatchedRescan()
+        } catch {
+            logger.error("cannot watch \(path): \(error)")
+        }
+    }
+
+    /// Folders that could not be watched, and what raises the limit.
+    var unwatchedFolders: (count: Int, remedy: String?) {
+        (unwatched.count, unwatched.values.first?.remedy)
+    }
+
+    private func startUnwatchedRescan() {
+        guard unwatchedRescan == nil else { return }
+        let clock = dependencies.clock
+        let interval = dependencies.unwatchedRescanInterval
+        unwatchedRescan = Task { [weak self] in
+            while !Task.isCancelled {
+                do { try await clock.sleep(for: interval) } catch { return }
+                guard let self, await self.rescanUnwatched() else { return }
+            }
+        }
+        publishStatus()
+    }
+
+    /// Tries to watch the refused folders again; for databases whose folder is still unwatched,
+    /// compares the files' sizes, times and inodes with the last look, and reports changes as
+    /// watch events would. Returns whether folders remain unwatched.
+    func rescanUnwatched() async -> Bool {
+        for path in unwatched.keys.sorted() {
+            watch(directory: URL(fileURLWithPath: path, isDirectory: true))
+        }
+        for (database, sync) in syncs {
+            let folder = database.deletingLastPathComponent().standardizedFileURL.path
+            guard unwatched[folder] != nil else {
+                unwatchedSignatures[database] = nil
+                continue
+            }
+            let signature = FileSignature(database)
+            if let previous = unwatchedSignatures.updateValue(signature, forKey: database), previous != signature {
+                sync.send(.fileChanged)
+                sync.send(.sidecarChanged)
+            }
+        }
+        if unwatched.isEmpty {
+            logger.notice("every workspace folder is watched again")
+            unwatchedRescan = nil
+            publishStatus()
+            return false
+        }
+        await rescan()
+        return true
     }
 
     // MARK: - Events
 
-    /// Consumes the watcher's events until cancelled.
+    /// Consumes the watcher's events until it closes.
     func consumeWatchEvents() async {
-        for await event in watcher.events {
+        for await event in dependencies.watcher.events {
             await handle(event)
         }
     }
@@ -161,9 +242,15 @@ actor SyncEngine {
         case .changed(let directory, let name):
             switch index.classify(directory: directory, name: name) {
             case .database(let database):
-                await changed(database)
+                syncs[database]?.send(.fileChanged)
             case .sidecar(let database):
-                await sidecarChanged(database)
+                if let sync = syncs[database] {
+                    sync.send(.sidecarChanged)
+                } else if FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: database).path) {
+                    await track(database)
+                    _ = await dependencies.pool.warm([database])
+                    syncs[database]?.send(.pushRequested)
+                }
             case .ignored:
                 break
             }
@@ -172,7 +259,7 @@ actor SyncEngine {
             guard !Self.isInStateDirectory(directory, workspace: workspace) else { return }
             // `mkdir -p` makes the whole chain before our watch on the first folder exists, so
             // watch everything below it too, then look for sidecars already there.
-            do { try watchTree(directory) } catch { logger.error("cannot watch \(directory.path): \(error)") }
+            watchTree(directory)
             await rescan()
         case .directoryRemoved(let directory):
             watchedDirectories.remove(directory.standardizedFileURL.path)
@@ -180,119 +267,64 @@ actor SyncEngine {
         case .overflow:
             logger.warning("the inotify queue overflowed; rescanning every tracked database")
             await rescan()
-            for database in syncs.keys { await changed(database) }
+            for sync in syncs.values {
+                sync.send(.sidecarChanged)
+                sync.send(.pushRequested)
+            }
         }
     }
 
-    private func changed(_ database: URL) async {
-        guard let sync = syncs[database] else { return }
-        if firstChange[database] == nil { firstChange[database] = .now }
-        await sync.send(.changed)
-    }
-
-    private func sidecarChanged(_ database: URL) async {
-        let exists = FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: database).path)
-        if exists, syncs[database] == nil {
-            logger.info("now tracking \(database.path)")
-            await track(database)
-            _ = await pool.warm([database])
-        } else if !exists, syncs[database] != nil {
-            await untrack(database)
-        }
-    }
-
-    /// Finds databases added or removed while the agent ran (new sidecars, forgotten ones).
+    /// Finds databases added or removed while events were lost (new sidecars, forgotten ones).
     private func rescan() async {
         guard let databases = try? workspace.trackedDatabases() else { return }
         let current = Set(databases)
-        for database in databases where syncs[database] == nil { await track(database) }
+        for database in databases where syncs[database] == nil {
+            await track(database)
+            syncs[database]?.send(.pushRequested)
+        }
         for database in syncs.keys where !current.contains(database) { await untrack(database) }
     }
 
-    /// Consumes the settler's output until cancelled.
-    func consumeSettled() async {
-        for await database in settler.settled {
-            await settled(database)
-        }
+    private func forgotten(_ database: URL) async {
+        await untrack(database)
     }
 
-    private func settled(_ database: URL) async {
-        logger.trace("settled: \(database.lastPathComponent)")
-        guard let sync = syncs[database] else { return }
-        let writerActive = (try? await pool.isWriterActive(database)) ?? false
-        let overdue = firstChange[database].map { ContinuousClock.now - $0 >= configuration.settleMaxWait } ?? true
-        if !writerActive || overdue { firstChange[database] = nil }
-        await sync.send(.settled(writerActive: writerActive, overdue: overdue))
+    private func pushEnded(_ outcome: PushPipeline.Outcome) {
+        if case .pushed = outcome { pushCount += 1 }
     }
 
-    private func pushEnded(_ database: URL, _ outcome: PushPipeline.Outcome) {
-        switch outcome {
-        case .pushed:
-            pushCount += 1
-            unexpectedDeviceFailures[database] = nil
-        case .failed(let error) where DatabaseSync.StateMachine.meansDeviceUnavailable(error.code):
-            retryIfDeviceLooksReady(database)
-            if platformOf[database] == .ios { iosDeviceAwaitedSignal.yield() }
-        case .failed:
-            break
-        case .unchanged, .conflict, .invalid:
-            unexpectedDeviceFailures[database] = nil
-        }
+    private func stateChanged(_ database: URL, from: SyncState, to: SyncState) {
+        guard let device = deviceOf[database] else { return }
+        count(from, on: device, by: -1)
+        count(to, on: device, by: 1)
+        if to == .waitingForDevice && device.platform == .ios { iosDeviceAwaitedSignal.yield() }
         publishStatus()
+    }
+
+    private func count(_ state: SyncState, on device: DeviceKey, by delta: Int) {
+        stateCounts[state, default: 0] += delta
+        if state == .waitingForDevice { waitingOn[device, default: 0] += delta }
+        if waitingOn[device] == 0 { waitingOn[device] = nil }
     }
 
     // MARK: - Devices
 
-    /// A push failed because the device was unavailable, but adb lists it as ready, so no plug
-    /// event will wake this database: the failure was a passing one (a dropped connection, a
-    /// device that just reconnected). Try again after a growing delay instead.
-    private func retryIfDeviceLooksReady(_ database: URL) {
-        guard deviceLooksReady(database) else { return }
-        let failures = (unexpectedDeviceFailures[database] ?? 0) + 1
-        unexpectedDeviceFailures[database] = failures
-        var generator = SystemRandomNumberGenerator()
-        let delay = max(configuration.retry.delay(forAttempt: failures, using: &generator), .milliseconds(200))
-        recheckTasks[database]?.cancel()
-        recheckTasks[database] = Task { [weak self] in
-            try? await Task.sleep(for: delay)
-            guard !Task.isCancelled else { return }
-            await self?.recheck(database)
-        }
-    }
-
-    private func recheck(_ database: URL) async {
-        recheckTasks[database] = nil
-        guard deviceLooksReady(database), let sync = syncs[database] else { return }
-        logger.info("\(deviceOf[database] ?? "the device") is listed as ready; trying \(database.lastPathComponent) again")
-        await sync.send(.deviceReady)
-    }
-
-    /// Whether the platform's tracker lists the database's device as ready.
-    private func deviceLooksReady(_ database: URL) -> Bool {
-        guard let device = deviceOf[database], let platform = platformOf[database] else { return false }
-        return readyDevices[platform]?.contains(device) == true
-    }
-
-    /// A platform's list of connected devices changed: resume databases waiting for a device that is back.
+    /// A platform's list of connected devices changed: each database on that platform hears
+    /// whether its device is listed as ready (one waiting for it then pushes).
     ///
     /// - parameter platform: whose devices `devices` are (the others' last lists are kept).
-    func devicesChanged(_ devices: [Device], platform: Platform) async {
+    func devicesChanged(_ devices: [Device], platform: Platform) {
         let ready = Set(devices.filter { $0.state == .ready && $0.platform == platform }.map(\.id))
         readyDevices[platform] = ready
-        for (database, sync) in syncs where platformOf[database] == platform && ready.contains(deviceOf[database] ?? "") {
-            await sync.send(.deviceReady)
+        for (database, device) in deviceOf where device.platform == platform {
+            syncs[database]?.send(.deviceListed(ready: ready.contains(device.id)))
         }
     }
 
     /// The devices of `platform` that some database is waiting for (for the iOS poll, which runs
     /// only while this is not empty).
-    func devicesAwaited(on platform: Platform) async -> Set<String> {
-        var awaited: Set<String> = []
-        for (database, sync) in syncs where platformOf[database] == platform {
-            guard let device = deviceOf[database], !awaited.contains(device) else { continue }
-            if case .waitingForDevice = await sync.state { awaited.insert(device) }
-        }
-        return awaited
+    func devicesAwaited(on platform: Platform) -> Set<String> {
+        Set(waitingOn.keys.filter { $0.platform == platform }.map(\.id))
     }
 
     // MARK: - Shutdown
@@ -300,8 +332,7 @@ actor SyncEngine {
     /// Stops taking work and lets in-flight pushes finish within `grace`; past it, abandons them
     /// (their tools are killed; the device keeps the old database or has the new one).
     func shutdown(grace: Duration) async {
-        for task in recheckTasks.values { task.cancel() }
-        recheckTasks = [:]
+        unwatchedRescan?.cancel()
         let all = Array(syncs.values)
         let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
             group.addTask {
@@ -322,48 +353,59 @@ actor SyncEngine {
             logger.warning("abandoning in-flight pushes after \(grace); the device keeps its old database")
             for sync in all { await sync.abandon() }
         }
-        await sidecars.flush()
-        await pool.closeAll()
-        watcher.close()
+        for loop in loops.values { loop.cancel() }
+        await dependencies.sidecars.flush()
+        await dependencies.pool.closeAll()
+        dependencies.watcher.close()
     }
 
     // MARK: - Status
 
-    func statusLine() async -> String {
+    func statusLine() -> String {
         let devices = Set(deviceOf.values)
-        var conflicts = 0
-        var waiting = 0
-        var failed = 0
-        for sync in syncs.values {
-            switch await sync.state {
-            case .conflict: conflicts += 1
-            case .waitingForDevice: waiting += 1
-            case .failed, .invalid: failed += 1
-            default: break
-            }
-        }
         var line = "watching \(syncs.count) database\(syncs.count == 1 ? "" : "s") on \(devices.count) device\(devices.count == 1 ? "" : "s")"
+        let conflicts = stateCounts[.conflict, default: 0]
+        let waiting = stateCounts[.waitingForDevice, default: 0]
+        let failed = stateCounts[.failed, default: 0] + stateCounts[.invalid, default: 0]
         if conflicts > 0 { line += "; \(conflicts) conflict\(conflicts == 1 ? "" : "s")" }
         if waiting > 0 { line += "; \(waiting) waiting for a device" }
         if failed > 0 { line += "; \(failed) failed" }
+        if !unwatched.isEmpty { line += "; \(unwatched.count) folder\(unwatched.count == 1 ? "" : "s") unwatched (inotify limit)" }
         return line
     }
 
     var trackedCount: Int { syncs.count }
 
+    /// The sync of a tracked database (tests).
+    func sync(for database: URL) -> DatabaseSync? { syncs[database] }
+
     private func publishStatus() {
         AgentMetrics.shared.trackedDatabases(syncs.count)
-        // During start-up every database is tracked one by one; one status at the end will do
-        // (publishing each time asks every database for its state: quadratic in their number).
+        // During start-up every database is tracked one by one; one status at the end will do.
         guard started else { return }
-        Task { [weak self] in
-            guard let self else { return }
-            let line = await self.statusLine()
-            self.onStatusChange(line)
-        }
+        let line = statusLine()
+        guard line != lastStatus else { return }
+        lastStatus = line
+        dependencies.onStatusChange(line)
+        AgentStatusFile(pid: getpid(), status: line, unwatchedFolders: unwatched.count,
+                        unwatchedRemedy: unwatched.values.first?.remedy).write(in: workspace)
     }
 
     static func isInStateDirectory(_ url: URL, workspace: Workspace) -> Bool {
         url.standardizedFileURL.path.hasPrefix(workspace.stateDirectory.standardizedFileURL.path)
+    }
+}
+
+/// Size, modification time and inode of a database and its `-wal`/`-journal`: what an unwatched
+/// folder's rescan compares (never opening the files: that would drop SQLite's locks).
+struct FileSignature: Equatable, Sendable {
+    private var parts: [[Int]]
+
+    init(_ database: URL) {
+        parts = ["", "-wal", "-journal"].map { suffix in
+            var info = stat()
+            guard lstat(database.path + suffix, &info) == 0 else { return [] }
+            return [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec), Int(info.st_ino)]
+        }
     }
 }

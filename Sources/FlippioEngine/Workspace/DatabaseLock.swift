@@ -16,7 +16,7 @@ import Glibc
 /// For example:
 ///
 /// ```swift
-/// let lock = try workspace.lock(for: database)
+/// let lock = try workspace.lock(for: sidecar.origin.remoteDatabase)
 /// try await lock.acquire(timeout: .seconds(30))
 /// defer { lock.release() }
 /// try await push(database)
@@ -24,8 +24,8 @@ import Glibc
 public final class DatabaseLock: Sendable {
     /// The lock file (in `<workspace>/.flippio/locks/`).
     public let lockFile: URL
-    /// The database this lock guards.
-    public let database: URL
+    /// The database this lock guards (`device:path`), for messages.
+    public let name: String
 
     private struct State {
         var fd: Int32 = -1
@@ -34,9 +34,9 @@ public final class DatabaseLock: Sendable {
 
     private let state = Mutex(State())
 
-    init(lockFile: URL, database: URL) throws {
+    init(lockFile: URL, name: String) throws {
         self.lockFile = lockFile
-        self.database = database
+        self.name = name
         let fd = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw FlippioError.workspaceWriteFailed(path: lockFile.path, errno: errno) }
         state.withLock { $0.fd = fd }
@@ -58,7 +58,7 @@ public final class DatabaseLock: Sendable {
     public func tryAcquire() throws -> Bool {
         try state.withLock { state in
             if state.held { return true }
-            guard state.fd >= 0 else { throw FlippioError.internalError("The lock for \(database.path) was used after release.") }
+            guard state.fd >= 0 else { throw FlippioError.internalError("The lock for \(name) was used after release.") }
             while true {
                 if flock(state.fd, LOCK_EX | LOCK_NB) == 0 {
                     state.held = true
@@ -89,9 +89,9 @@ public final class DatabaseLock: Sendable {
             let now = clock.now
             if now >= deadline {
                 throw FlippioError(.pushInProgress,
-                                   "Another flippio process is pushing \(database.path); gave up waiting after \(timeout).",
-                                   remedy: "Wait for the other push to finish (see `flippio status`) and try again.",
-                                   context: ["path": database.path, "lock": lockFile.path])
+                                   "Another flippio process is working on \(name) (a push, pull or resolve); gave up waiting after \(timeout).",
+                                   remedy: "Wait for it to finish (see `flippio status`) and try again.",
+                                   context: ["database": name, "lock": lockFile.path])
             }
             try await Task.sleep(for: min(interval, now.duration(to: deadline)))
             interval = min(interval * 2, .milliseconds(250))

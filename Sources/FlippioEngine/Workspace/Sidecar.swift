@@ -11,6 +11,8 @@ public struct Sidecar: Sendable, Codable, Equatable {
     public static let currentSchemaVersion = 1
     /// At most this many entries are kept in ``pushHistory``.
     public static let pushHistoryLimit = 20
+    /// The ``contentHashScheme`` this build writes.
+    public static let currentContentHashScheme = 2
     /// The suffix added to the database file's name.
     public static let fileSuffix = ".flippio.json"
 
@@ -39,24 +41,8 @@ public struct Sidecar: Sendable, Codable, Equatable {
         }
     }
 
-    /// The sync engine's state for this database, with stable names (`flippio status` prints them).
-    public enum SyncState: String, Sendable, Codable, Equatable {
-        /// Local copy and device agree.
-        case clean
-        /// A change was seen and not yet pushed.
-        case dirty
-        /// Waiting for the writer to go quiet.
-        case settling
-        case pushing
-        /// The app changed its copy since the pull or last push; the user must `resolve`.
-        case conflict
-        /// The device is unplugged, offline or unauthorized; pushed when it is back.
-        case waitingForDevice = "waiting-for-device"
-        /// The last push failed; see ``Sidecar/lastError`` and ``Sidecar/nextRetryAt``.
-        case failed
-        /// The local copy is not a database SQLite can read; never pushed until fixed.
-        case invalid
-    }
+    /// The sync state vocabulary, shared with the state machine and `status`: see ``SyncState``.
+    public typealias SyncState = FlippioEngine.SyncState
 
     /// A failure recorded for the user.
     public struct RecordedError: Sendable, Codable, Equatable {
@@ -112,7 +98,14 @@ public struct Sidecar: Sendable, Codable, Equatable {
     public var nextRetryAt: Date?
     /// When the current conflict was found, the local path of the device's version kept beside the copy.
     public var conflictCopy: String?
-    /// The content hash of a push that was started but whose result was not recorded yet. If the
+    /// The device's fingerprint when the current conflict was found: the version saved at
+    /// ``conflictCopy``. `resolve --keep-local` replaces exactly this version, nothing newer.
+    public var conflictFingerprint: DeviceFingerprint?
+    /// How ``deviceContentHash`` and ``localContentHash`` were computed: nil for a plain SHA-256
+    /// of the snapshot file (earlier versions, which included SQLite's version number), 2 for
+    /// ``ContentHash/sha256(databaseAt:)``. The first push check migrates the old form.
+    public var contentHashScheme: Int?
+    /// The file hash (plain SHA-256 of the bytes sent) of a push that was started but whose result was not recorded yet. If the
     /// agent dies after the device's `mv` and before recording it, the next push finds the device
     /// holding exactly this and adopts it instead of reporting a conflict.
     public var pendingPushHash: String?
@@ -134,6 +127,8 @@ public struct Sidecar: Sendable, Codable, Equatable {
         self.lastError = nil
         self.nextRetryAt = nil
         self.conflictCopy = nil
+        self.conflictFingerprint = nil
+        self.contentHashScheme = Self.currentContentHashScheme
         self.pendingPushHash = nil
         self.lastRowCounts = nil
         self.pushHistory = []

@@ -84,6 +84,59 @@ public actor SidecarStore {
         }
     }
 
+    /// Reads the sidecar fresh from disk, lets `change` edit it, and writes it back durably.
+    ///
+    /// The one way to change a sidecar: the caller holds the database's lock
+    /// (``Workspace/lock(for:)``), so no other process (`flippio pull`, `resolve`, `forget`, the
+    /// agent) changes the file between the read and the write, and nothing is written from a
+    /// stale copy in memory. A sidecar that is gone stays gone: the database was forgotten.
+    ///
+    /// - throws: ``FlippioError/Code/notTracked`` when there is no sidecar (nothing is written),
+    ///   the errors of ``read(forDatabase:)`` and ``write(_:forDatabase:replacingUnreadable:)``,
+    ///   and whatever `change` throws (nothing is written then).
+    @discardableResult
+    public func update<T: Sendable>(forDatabase database: URL, _ change: (inout Sidecar) throws -> T) async throws -> T {
+        var sidecar = try Self.load(forDatabase: database)
+        let before = sidecar
+        let result = try change(&sidecar)
+        if sidecar != before {
+            sidecar.updatedAt = Date()
+            try await write(sidecar, forDatabase: database)
+        }
+        return result
+    }
+
+    /// What the sidecar file holds now, compared with what this process last wrote to it.
+    public enum DiskState: Sendable, Equatable {
+        /// The file is what this process wrote last: an echo of its own write.
+        case ownWrite
+        /// Another process wrote it (or this process never did): adopt it.
+        case changed(Sidecar)
+        /// There is no sidecar any more: the database was forgotten.
+        case removed
+        /// It cannot be read (the error says why); it is left as it is.
+        case unreadable(FlippioError)
+    }
+
+    /// Reads the sidecar from disk and tells whether someone else changed it since this process
+    /// last wrote it, by content (the bytes written), never by timing.
+    public nonisolated func diskState(forDatabase database: URL) -> DiskState {
+        let url = Sidecar.url(forDatabase: database)
+        switch Self.readFile(url.path) {
+        case .failure(let code) where code == ENOENT || code == ENOTDIR:
+            return .removed
+        case .failure(let code):
+            return .unreadable(Self.unreadable(url, problem: String(cString: strerror(code))))
+        case .success(let data):
+            if writer.lastWritten(to: url.path) == data { return .ownWrite }
+            do { return .changed(try Self.decode(data, from: url)) } catch let error as FlippioError {
+                return .unreadable(error)
+            } catch {
+                return .unreadable(Self.unreadable(url, problem: "\(error)"))
+            }
+        }
+    }
+
     // MARK: - Synchronous access (for one-shot commands)
 
     /// Reads a sidecar from disk, without a store. See ``read(forDatabase:)`` for the errors.
@@ -229,6 +282,8 @@ final class SidecarWriteQueue: Sendable {
         var inFlight: (path: String, sidecar: Sidecar)?
         var draining = false
         var flushWaiters: [CheckedContinuation<Void, Never>] = []
+        /// The bytes last written to each file, to recognise our own writes when the watcher reports them.
+        var lastWritten: [String: Data] = [:]
     }
 
     private let state = Mutex(State())
@@ -247,6 +302,10 @@ final class SidecarWriteQueue: Sendable {
     /// Keeps the drainer from starting until ``releaseForTesting()``.
     func holdForTesting() { queue.suspend() }
     func releaseForTesting() { queue.resume() }
+
+    func lastWritten(to path: String) -> Data? {
+        state.withLock { $0.lastWritten[path] }
+    }
 
     func pendingSidecar(for path: String) -> Sidecar? {
         state.withLock { state in
@@ -311,6 +370,10 @@ final class SidecarWriteQueue: Sendable {
             case .write(let path, let pending):
                 let url = URL(fileURLWithPath: path)
                 do {
+                    // Recorded before the rename: the watcher may report the new file before
+                    // `write` returns, and it must already be recognised as ours.
+                    let data = try SidecarStore.encode(pending.sidecar)
+                    state.withLock { $0.lastWritten[path] = data }
                     try SidecarFile.write(pending.sidecar, to: url, replacingUnreadable: pending.replacingUnreadable)
                     performed.add(1, ordering: .relaxed)
                     for waiter in pending.waiters { waiter.resume() }
@@ -332,7 +395,8 @@ final class SidecarWriteQueue: Sendable {
 
 enum SidecarFile {
     /// temp file → write → fsync → rename → fsync folder. Blocking.
-    static func write(_ sidecar: Sidecar, to url: URL, replacingUnreadable: Bool) throws {
+    @discardableResult
+    static func write(_ sidecar: Sidecar, to url: URL, replacingUnreadable: Bool) throws -> Data {
         if !replacingUnreadable {
             switch SidecarStore.readFile(url.path) {
             case .success(let data):
@@ -380,6 +444,7 @@ enum SidecarFile {
             close(dirfd)
             if result != 0 && code != EINVAL { throw FlippioError.workspaceWriteFailed(path: url.path, errno: code) }
         }
+        return data
     }
 
     private static func randomSuffix() -> String {

@@ -26,6 +26,7 @@ import Glibc
 /// - ``trackedDatabases()``
 /// - ``stateDirectory``
 /// - ``lock(for:)``
+/// - ``scratchDirectory(_:)``
 public struct Workspace: Sendable {
     /// The name of the agent's private folder directly under ``root`` (snapshots, locks).
     public static let stateDirectoryName = ".flippio"
@@ -176,21 +177,70 @@ public struct Workspace: Sendable {
 
     // MARK: - Locks
 
-    /// The advisory lock that serialises pushes of one database across processes.
+    /// The advisory lock that serialises every change to one database across processes: pushes,
+    /// pulls, resolves, forgets and every read-modify-write of its sidecar.
     ///
-    /// The lock is a file in `<stateDirectory>/locks/`, named after a hash of the database's
-    /// path; `flock(2)` on it, never on the database itself (closing any descriptor of the
-    /// database would drop SQLite's POSIX locks). The returned lock is not held yet: call
-    /// ``DatabaseLock/tryAcquire()`` or ``DatabaseLock/acquire(timeout:)``.
+    /// The lock's identity is the database itself (platform, device, app, device path), never a
+    /// spelling of its local path: `flippio push ~/link/x.db` and the agent take the same lock.
+    /// It is a file in `<stateDirectory>/locks/` named after a hash of that identity; `flock(2)`
+    /// on it, never on the database (closing any descriptor of the database would drop SQLite's
+    /// POSIX locks). The returned lock is not held yet: call ``DatabaseLock/tryAcquire()`` or
+    /// ``DatabaseLock/acquire(timeout:)``.
     ///
     /// - throws: ``FlippioError/Code/workspaceWriteFailed`` when the lock file cannot be created.
-    public func lock(for database: URL) throws -> DatabaseLock {
+    public func lock(for database: RemoteDatabase) throws -> DatabaseLock {
         try createRoot()
         let locks = stateDirectory.appendingPathComponent("locks", isDirectory: true)
         try Self.createDirectories([Self.stateDirectoryName, "locks"], under: root)
-        let key = ContentHash.sha256(Data(database.standardizedFileURL.path.utf8)).prefix(32)
+        let identity = [database.platform.rawValue, database.deviceID, database.appID, database.path].joined(separator: "\u{0}")
+        let key = ContentHash.sha256(Data(identity.utf8)).prefix(32)
         let url = locks.appendingPathComponent("\(key).lock")
-        return try DatabaseLock(lockFile: url, database: database)
+        return try DatabaseLock(lockFile: url, name: "\(database.deviceID):\(database.path)")
+    }
+
+    // MARK: - Scratch space
+
+    /// This process's private scratch folder, `<stateDirectory>/scratch/<pid>/` (snapshots in
+    /// flight, pull staging), created on demand.
+    ///
+    /// Named by process so that ``removeLeftovers()`` can tell the scratch of a killed process
+    /// (removed) from that of a running one (a `flippio pull` beside the agent: kept).
+    public func processScratchDirectory() throws -> URL {
+        try createRoot()
+        let pid = String(getpid())
+        try Self.createDirectories([Self.stateDirectoryName, "scratch", pid], under: root)
+        return stateDirectory.appendingPathComponent("scratch/\(pid)", isDirectory: true)
+    }
+
+    /// A new, empty folder inside ``processScratchDirectory()``, named `<purpose>-<random>`.
+    public func scratchDirectory(_ purpose: String) throws -> URL {
+        let url = try processScratchDirectory().appendingPathComponent("\(purpose)-\(UUID().uuidString.prefix(12))", isDirectory: true)
+        guard mkdir(url.path, 0o700) == 0 else { throw FlippioError.workspaceWriteFailed(path: url.path, errno: errno) }
+        return url
+    }
+
+    /// Removes what killed processes left behind: scratch folders of processes that no longer
+    /// run, snapshot and staging folders of older versions, and sidecar temporary files (see
+    /// ``removeStaleTemporaryFiles(olderThan:now:)``). Returns how many entries were removed.
+    @discardableResult
+    public func removeLeftovers() -> Int {
+        var removed = removeStaleTemporaryFiles()
+        let fileManager = FileManager.default
+        let scratch = stateDirectory.appendingPathComponent("scratch", isDirectory: true)
+        for name in (try? fileManager.contentsOfDirectory(atPath: scratch.path)) ?? [] {
+            guard let pid = Int32(name), pid > 0 else { continue }
+            // ESRCH: no such process. EPERM means it runs (as another user): keep its folder.
+            if kill(pid, 0) != 0 && errno == ESRCH,
+               (try? fileManager.removeItem(at: scratch.appendingPathComponent(name))) != nil {
+                removed += 1
+            }
+        }
+        // Earlier versions kept snapshots in `snapshots/` and staging in `pull-<uuid>/`, with no owner.
+        for name in (try? fileManager.contentsOfDirectory(atPath: stateDirectory.path)) ?? []
+        where name == "snapshots" || name.hasPrefix("pull-") {
+            if (try? fileManager.removeItem(at: stateDirectory.appendingPathComponent(name))) != nil { removed += 1 }
+        }
+        return removed
     }
 
     // MARK: - Internals

@@ -41,6 +41,9 @@ extension Flippio {
                         Output.printError(FlippioError(.conflict, "\(database.path): the app changed its copy on the device; nothing was overwritten. The device's version is at \(copy.path).",
                                                        remedy: "flippio resolve \(database.path) --keep-local | --keep-device"))
                     }
+                case .forgotten:
+                    result.outcome = "forgotten"
+                    if !global.json { Output.line("skipped \(database.path): no longer tracked") }
                 case .invalid(let error), .failed(let error):
                     failed = true
                     result.outcome = "failed"; result.error = .init(error)

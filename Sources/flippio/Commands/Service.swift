@@ -45,7 +45,7 @@ extension Flippio {
                     return try Output.json(Combined(service: service, databases: databases))
                 }
                 Output.line("flippio-agent.service: \(service.activeState) (\(service.subState))\(service.statusText.map { ": \($0)" } ?? "")")
-                let counts = Dictionary(grouping: databases, by: \.state).mapValues(\.count).sorted { $0.key < $1.key }
+                let counts = Dictionary(grouping: databases, by: { $0.state?.rawValue ?? "unreadable" }).mapValues(\.count).sorted { $0.key < $1.key }
                 Output.line("\(databases.count) tracked: " + counts.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
             }
         }

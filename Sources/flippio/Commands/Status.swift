@@ -19,19 +19,25 @@ extension Flippio {
                 }
                 return FileHandle.standardOutput.write(Data(try MetricsFile.read(at: url).utf8))
             }
-            let statuses = try await global.engine().status()
+            let engine = try global.engine()
+            let statuses = try await engine.status()
             if global.json { return try Output.json(statuses) }
             if statuses.isEmpty { return Output.line("Nothing tracked yet. Start with `flippio devices`, then `flippio pull`.") }
             Output.table(["STATE", "DEVICE", "APP", "LOCAL COPY", "LAST PUSH"], statuses.map {
-                [$0.state + ($0.localChanges && $0.state == "clean" ? "*" : ""), $0.device ?? "-", $0.app ?? "-", $0.path, Output.date($0.lastPushAt)]
+                [($0.state?.rawValue ?? "unreadable") + ($0.localChanges && $0.state == .clean ? "*" : ""), $0.device ?? "-", $0.app ?? "-", $0.path, Output.date($0.lastPushAt)]
             })
             for status in statuses {
-                if let error = status.lastError, status.state != "clean" {
+                if let error = status.lastError, status.state != .clean {
                     Output.line("")
                     Output.line("\(status.path): \(error.message)")
                     if let fix = error.remedy { Output.line("  fix: \(fix)") }
                     if let retry = status.nextRetryAt { Output.line("  next try: \(Output.date(retry))") }
                 }
+            }
+            if let agent = engine.agentStatus(), agent.unwatchedFolders > 0 {
+                Output.line("")
+                Output.line("The agent (PID \(agent.pid)) cannot watch \(agent.unwatchedFolders) workspace folder\(agent.unwatchedFolders == 1 ? "" : "s") (inotify limit); it rescans them every few seconds instead.")
+                if let fix = agent.unwatchedRemedy { Output.line("  fix: \(fix)") }
             }
         }
     }

@@ -1,0 +1,151 @@
+@testable import FlippioEngine
+import Foundation
+import Synchronization
+import Testing
+import TestSupport
+
+/// One database's loop (``DatabaseSync``) with a recording pusher and a manual clock: inputs in,
+/// pushes and sidecar writes out, no real time.
+@Suite("DatabaseSync loop", .serialized)
+struct DatabaseSyncLoopTests {
+    @Test func aBurstOfChangesBecomesOnePushAfterTheQuietPeriod() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync()
+        for _ in 0..<50 { sync.send(.fileChanged) }
+        try await waitUntil("dirty") { await sync.state == .dirty }
+        try await fixture.advance(by: .milliseconds(299), once: 2)  // the settle and the overdue timers
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(fixture.pusher.count == 0, "still inside the quiet period")
+        fixture.clock.advance(by: .milliseconds(1))
+        try await waitUntil("one push") { fixture.pusher.count == 1 }
+        try await waitUntil("clean") { await sync.state == .clean }
+        #expect(fixture.pusher.count == 1)
+    }
+
+    @Test func aChangeIsRecordedAsDirtyInTheSidecar() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync()
+        sync.send(.fileChanged)
+        try await waitUntil("the sidecar says dirty") { (try? SidecarStore.load(forDatabase: fixture.database).state) == .dirty }
+    }
+
+    @Test func aBusyWriterDelaysThePushUntilTheUpperBound() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync(writerActive: { true })
+        sync.send(.fileChanged)
+        try await fixture.advance(by: fixture.settle, once: 2)
+        // Each quiet period ends with the writer still busy: settle again, no push.
+        for _ in 0..<3 {
+            try await fixture.advance(by: fixture.settle, once: 2)
+        }
+        #expect(fixture.pusher.count == 0)
+        try await fixture.advance(by: fixture.maxWait, once: 2)  // past the upper bound: overdue
+        try await fixture.advance(by: fixture.settle)
+        try await waitUntil("pushed although the writer never went quiet") { fixture.pusher.count == 1 }
+    }
+
+    @Test func aChangeDuringAPushQueuesOneMorePush() async throws {
+        let fixture = try await SyncLoopFixture()
+        fixture.pusher.hold()
+        let sync = try fixture.startSync()
+        sync.send(.pushRequested)
+        try await waitUntil("pushing") { fixture.pusher.count == 1 }
+        for _ in 0..<10 { sync.send(.fileChanged) }
+        try await Task.sleep(for: .milliseconds(50))
+        fixture.pusher.release()
+        try await waitUntil("dirty again") { await sync.state == .dirty }
+        try await fixture.advance(by: fixture.settle, once: 2)
+        try await waitUntil("second push") { fixture.pusher.count == 2 }
+        try await waitUntil("clean") { await sync.state == .clean }
+    }
+
+    @Test func aTransientFailureIsRetriedAfterTheBackoff_andRecorded() async throws {
+        let fixture = try await SyncLoopFixture()
+        fixture.pusher.script(.failed(FlippioError(.timedOut, "adb timed out")))
+        let sync = try fixture.startSync()
+        sync.send(.pushRequested)
+        try await waitUntil("failed") { await sync.state == .failed }
+        try await waitUntil("the failure is in the sidecar") {
+            let sidecar = try? SidecarStore.load(forDatabase: fixture.database)
+            return sidecar?.state == .failed && sidecar?.lastError?.code == .timedOut && sidecar?.nextRetryAt != nil
+        }
+        try await fixture.advance(by: .seconds(1))  // the first backoff is at most 250 ms
+        try await waitUntil("retried") { fixture.pusher.count == 2 }
+        try await waitUntil("clean") { await sync.state == .clean }
+    }
+
+    @Test func aGoneDeviceIsPushedWhenItIsListedAgain_withNoTimerMeanwhile() async throws {
+        let fixture = try await SyncLoopFixture()
+        fixture.pusher.script(.failed(FlippioError(.deviceNotFound, "device 'emulator-5554' not found")))
+        let sync = try fixture.startSync()
+        sync.send(.deviceListed(ready: false))
+        sync.send(.pushRequested)
+        try await waitUntil("waiting for the device") { await sync.state == .waitingForDevice }
+        #expect(await sync.armedTimers.isEmpty, "nothing wakes up while the device is gone")
+        sync.send(.deviceListed(ready: true))
+        try await waitUntil("pushed when it is back") { fixture.pusher.count == 2 }
+    }
+
+    // MARK: - Sidecars written by other processes
+
+    @Test func aResolveByAnotherProcessEndsTheConflict_andTheNextEditIsPushed() async throws {
+        let fixture = try await SyncLoopFixture()
+        fixture.pusher.script(.conflict(copy: URL(fileURLWithPath: "/tmp/notes.device-1.db")))
+        let sync = try fixture.startSync()
+        sync.send(.pushRequested)
+        try await waitUntil("conflict") { await sync.state == .conflict }
+        sync.send(.fileChanged)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(fixture.pusher.count == 1, "edits during a conflict stay local")
+
+        try await fixture.writeSidecarFromAnotherProcess { $0.state = .clean; $0.conflictCopy = nil }
+        sync.send(.sidecarChanged)
+        try await waitUntil("the loop looks at the copy again") { fixture.pusher.count == 2 }
+        try await waitUntil("clean") { await sync.state == .clean }
+        sync.send(.fileChanged)
+        try await fixture.advance(by: fixture.settle, once: 2)
+        try await waitUntil("the next edit is pushed") { fixture.pusher.count == 3 }
+    }
+
+    @Test func itsOwnSidecarWritesAreNotAdopted() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync()
+        sync.send(.fileChanged)
+        try await waitUntil("dirty on disk") { (try? SidecarStore.load(forDatabase: fixture.database).state) == .dirty }
+        #expect(fixture.sidecars.diskState(forDatabase: fixture.database) == .ownWrite)
+        sync.send(.sidecarChanged)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await sync.state == .dirty)
+        #expect(fixture.pusher.count == 0)
+    }
+
+    @Test func aForgottenDatabaseStopsAndIsNeverWrittenBack() async throws {
+        let fixture = try await SyncLoopFixture()
+        let forgotten = Mutex(false)
+        let sync = try fixture.startSync(onForgotten: { _ in forgotten.withLock { $0 = true } })
+        try FileManager.default.removeItem(at: Sidecar.url(forDatabase: fixture.database))
+        sync.send(.sidecarChanged)
+        try await waitUntil("forgotten") { forgotten.withLock { $0 } }
+        sync.send(.fileChanged)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: fixture.database).path), "not recreated")
+        #expect(fixture.pusher.count == 0)
+    }
+
+    @Test func aSidecarWriteNeverPutsBackAnOlderState() async throws {
+        let fixture = try await SyncLoopFixture()
+        // Another process holds the database's lock (a long pull) while the loop wants to record `dirty`.
+        let lock = try fixture.workspace.lock(for: SidecarStore.load(forDatabase: fixture.database).origin.remoteDatabase)
+        #expect(try lock.tryAcquire())
+        let sync = try fixture.startSync()
+        sync.send(.fileChanged)
+        try await waitUntil("dirty") { await sync.state == .dirty }
+        // Meanwhile that process records a conflict, then lets go.
+        try await fixture.writeSidecarFromAnotherProcess { $0.state = .conflict }
+        sync.send(.sidecarChanged)
+        try await waitUntil("conflict adopted") { await sync.state == .conflict }
+        lock.release()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try SidecarStore.load(forDatabase: fixture.database).state == .conflict, "the waiting write used the state as of its turn")
+    }
+}
