@@ -34,6 +34,9 @@ public struct FlippioConfiguration: Sendable {
     public var commandTimeout: Duration
     /// Backoff for transient failures.
     public var retry: RetryPolicy
+    /// How often the agent looks at folders it could not watch (inotify limits). The default is
+    /// 10 s (env `FLIPPIO_UNWATCHED_RESCAN_MS`).
+    public var unwatchedRescanInterval: Duration
     /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
     /// for one-shot commands, whose output is their result).
     public var logLevel: String?
@@ -48,6 +51,7 @@ public struct FlippioConfiguration: Sendable {
         self.poolCapacity = 256
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
+        self.unwatchedRescanInterval = .seconds(10)
         self.logLevel = nil
     }
 
@@ -105,6 +109,9 @@ public struct FlippioConfiguration: Sendable {
             commandTimeout = .milliseconds(ms)
         }
         if let value = env["FLIPPIO_LOG_LEVEL"], !value.isEmpty { logLevel = value }
+        if let value = env["FLIPPIO_UNWATCHED_RESCAN_MS"] {
+            unwatchedRescanInterval = .milliseconds(max(100, try Self.parseMilliseconds(value, name: "FLIPPIO_UNWATCHED_RESCAN_MS")))
+        }
         if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
             commandTimeout = .milliseconds(max(1, try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")))
         }

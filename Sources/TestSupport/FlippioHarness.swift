@@ -40,6 +40,12 @@ public final class FlippioHarness: @unchecked Sendable {
             .appendingPathComponent(String(remotePath.drop(while: { $0 == "/" })))
     }
 
+    /// Starts `flippio ARGS` (any command) in the background, its output going to a log file.
+    public func startCommand(_ arguments: [String], environment extra: [String: String] = [:]) throws -> AgentProcess {
+        try AgentProcess(arguments: arguments, environment: environment.merging(extra) { $1 },
+                         log: home.url.appendingPathComponent("command-\(UUID().uuidString.prefix(6)).log"))
+    }
+
     /// Starts `flippio agent ARGS` in the background, its output going to a log file.
     public func startAgent(_ arguments: [String] = [], environment extra: [String: String] = [:]) throws -> AgentProcess {
         try AgentProcess(arguments: ["agent"] + arguments, environment: environment.merging(extra) { $1 },

@@ -59,6 +59,8 @@ final class DeviceRegistry: @unchecked Sendable {
         var latencyMs = 0
         var failMessage: String?
         var hangSeconds: Double = 0
+        /// Only shell/exec requests whose command contains this text hang (all of them when nil).
+        var hangMatching: String?
     }
 
     /// Reads `DIR/SERIAL/faults.json` for a new request; consumes one `failNext` if set.
@@ -68,12 +70,20 @@ final class DeviceRegistry: @unchecked Sendable {
         guard var faults = readFaults(serial: serial) else { return plan }
         plan.latencyMs = Self.int(faults["latencyMs"]) ?? 0
         plan.hangSeconds = Self.double(faults["hangSeconds"]) ?? 0
+        plan.hangMatching = faults["hangMatching"] as? String
         if let n = Self.int(faults["failNext"]), n > 0 {
             plan.failMessage = faults["failMessage"] as? String ?? "device offline"
             faults["failNext"] = n - 1
             writeFaults(faults, serial: serial)
         }
         return plan
+    }
+
+    /// Whether `faults.json` still asks for a hang (read without consuming anything): a hang
+    /// ends as soon as the test clears it.
+    func isHanging(serial: String) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return (Self.double(readFaults(serial: serial)?["hangSeconds"]) ?? 0) > 0
     }
 
     /// True (once) when `dropNextTransfer` is set; clears the flag.

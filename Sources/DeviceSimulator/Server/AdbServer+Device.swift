@@ -13,7 +13,7 @@ extension AdbServer {
             let args = service[service.index(service.startIndex, offsetBy: 5)..<colon].split(separator: ",")
             let command = colon < service.endIndex ? String(service[service.index(after: colon)...]) : ""
             registry.log(serial: serial, service: "shell", command: command)
-            guard hang(selection, connection) else { return }
+            guard hang(selection, connection, command: command) else { return }
             try connection.sendOkay()
             if args.contains("v2") {
                 try runShellProtocol(command, device: device, connection: connection)
@@ -25,14 +25,14 @@ extension AdbServer {
         if service.hasPrefix("exec:") {
             let command = String(service.dropFirst("exec:".count))
             registry.log(serial: serial, service: "exec", command: command)
-            guard hang(selection, connection) else { return }
+            guard hang(selection, connection, command: command) else { return }
             try connection.sendOkay()
             let dropping = registry.takeDropTransfer(serial: serial)
             try runRaw(command, device: device, connection: connection, dropping: dropping)
             return
         }
         if service == "sync:" || service.hasPrefix("sync:") {
-            guard hang(selection, connection) else { return }
+            guard hang(selection, connection, command: nil) else { return }
             try connection.sendOkay()
             try runSync(device: device, connection: connection)
             return
@@ -43,10 +43,19 @@ extension AdbServer {
     }
 
     /// The `hangSeconds` fault: the request was accepted, the answer comes late (or never, if the
-    /// client gives up first). False when the client left or the server stopped.
-    private func hang(_ selection: Selection, _ connection: SocketConnection) -> Bool {
-        guard selection.faults.hangSeconds > 0 else { return true }
-        return pause(seconds: selection.faults.hangSeconds, connection: connection)
+    /// client gives up first), or as soon as `faults.json` no longer asks for it. With
+    /// `hangMatching`, only shell/exec commands containing that text hang. False when the client
+    /// left or the server stopped.
+    private func hang(_ selection: Selection, _ connection: SocketConnection, command: String?) -> Bool {
+        let faults = selection.faults
+        guard faults.hangSeconds > 0 else { return true }
+        if let pattern = faults.hangMatching, !(command ?? "").contains(pattern) { return true }
+        let deadline = Date().addingTimeInterval(faults.hangSeconds)
+        while Date() < deadline {
+            guard pause(seconds: min(0.1, deadline.timeIntervalSinceNow), connection: connection) else { return false }
+            if !registry.isHanging(serial: selection.device.serial) { return true }
+        }
+        return !isStopped
     }
 
     private func makeShell(_ device: SimulatedDevice, _ connection: SocketConnection) -> DeviceShell {

@@ -47,6 +47,11 @@ extension Engine {
                                 detail: "max_user_watches=\(watches), max_queued_events=\(limits.maxQueuedEvents.map(String.init) ?? "?")",
                                 fix: low ? "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)" : nil))
         }
+        if let agent = agentStatus(), agent.unwatchedFolders > 0 {
+            checks.append(.init(name: "agent watches", ok: false,
+                                detail: "the running agent (PID \(agent.pid)) cannot watch \(agent.unwatchedFolders) workspace folder\(agent.unwatchedFolders == 1 ? "" : "s"); it rescans them instead",
+                                fix: agent.unwatchedRemedy))
+        }
         if adb?.path != nil {
             let env = configuration.environment
             let server = env["ADB_SERVER_SOCKET"] ?? "tcp:localhost:\(env["ANDROID_ADB_SERVER_PORT"] ?? "5037")"

@@ -48,7 +48,8 @@ public struct Agent: Service {
         let engine = SyncEngine(.init(
             workspace: parts.workspace, sidecars: parts.sidecars, pool: parts.pool, watcher: try InotifyWatcher(),
             pusher: parts.pipeline, clock: ContinuousClock(), settleWindow: configuration.settleWindow,
-            settleMaxWait: configuration.settleMaxWait, retry: configuration.retry, logger: logger,
+            settleMaxWait: configuration.settleMaxWait, retry: configuration.retry,
+            unwatchedRescanInterval: configuration.unwatchedRescanInterval, logger: logger,
             onStatusChange: { line in try? notifier.status(line) }))
         try await engine.start()
         try? notifier.ready(status: await engine.statusLine())

@@ -269,6 +269,7 @@ public struct PushPipeline: Sendable {
     }
 
     /// `notes.db` → `notes.<tag>-20261129-174203.db`, beside it: the names of kept versions.
+    /// A name already taken (two versions kept within a second) gets `-2`, `-3`...
     static func siblingCopyURL(for database: URL, tag: String, at date: Date) -> URL {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
@@ -277,8 +278,15 @@ public struct PushPipeline: Sendable {
         let stamp = formatter.string(from: date)
         let ext = database.pathExtension
         let stem = database.deletingPathExtension().lastPathComponent
-        let name = ext.isEmpty ? "\(stem).\(tag)-\(stamp)" : "\(stem).\(tag)-\(stamp).\(ext)"
-        return database.deletingLastPathComponent().appendingPathComponent(name)
+        let folder = database.deletingLastPathComponent()
+        var counter = 1
+        while true {
+            let unique = counter == 1 ? stamp : "\(stamp)-\(counter)"
+            let url = folder.appendingPathComponent(ext.isEmpty ? "\(stem).\(tag)-\(unique)" : "\(stem).\(tag)-\(unique).\(ext)")
+            var info = stat()
+            if lstat(url.path, &info) != 0 { return url }
+            counter += 1
+        }
     }
 }
 

@@ -212,6 +212,7 @@ actor SyncEngine {
                 continue
             }
             let signature = FileSignature(database)
+            logger.trace("rescan of unwatched \(database.lastPathComponent): \(signature)")
             if let previous = unwatchedSignatures.updateValue(signature, forKey: database), previous != signature {
                 sync.send(.fileChanged)
                 sync.send(.sidecarChanged)
