@@ -182,11 +182,14 @@ struct AndroidBridgeDevsimTests {
         #expect(try Shell.sqlite(onDevice, "SELECT body FROM notes") == "edited\n")
 
         // The steps, in order: stale-temp cleanup, upload, copy+rename, verify, staging cleanup.
-        let names = AndroidBridge.PushNames(serial: Self.serial, path: remote().path)
         let steps = try sim.requests().filter { $0.serial == Self.serial && ($0.service == "shell" || $0.service == "sync") }
+        let staging = try #require(steps.first { $0.op == "SEND" }?.command)
+        let attempt = try #require(staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-([0-9a-f]+)\.db/)?.1)
+        let names = AndroidBridge.PushNames(serial: Self.serial, path: remote().path, attempt: String(attempt))
         let rendered = steps.map { "\($0.service) \($0.op ?? "") \($0.command ?? "")" }
         let expectedOrder = [
-            "shell  run-as \(Self.pkg) rm -f \(names.sibling)",
+            "shell  run-as \(Self.pkg) sh -c " + DeviceShellQuoting.quote("rm -f " + names.siblingPattern),
+            "shell  rm -f \(names.stagingPattern)",
             "sync SEND \(names.staging)",
             "shell  run-as \(Self.pkg) sh -c",
             "shell  run-as \(Self.pkg) sha256sum \(remote().path)",

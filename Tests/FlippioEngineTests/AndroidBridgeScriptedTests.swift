@@ -55,16 +55,19 @@ struct AndroidBridgeScriptedTests {
                                                         expecting: DeviceFingerprint(mainHash: old), progress: nil)
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
 
-        let names = AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path)
-        #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}\.db/) != nil)
-        #expect(names.sibling == "/data/data/com.example.notes/databases/.notes.db.flippio-tmp")
-        let sibling = names.sibling, staging = names.staging, p = Self.path
         let commands = await runner.commands.map(\.arguments)
+        let names = try Self.names(of: commands)
+        #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-[0-9a-f]+\.db/) != nil)
+        #expect(names.sibling.hasPrefix("/data/data/com.example.notes/databases/.notes.db.flippio-tmp-"))
+        let sibling = names.sibling, staging = names.staging, p = Self.path
         #expect(commands == [
-            ["-s", "emulator-5554", "shell", "run-as com.example.notes rm -f \(sibling)"],
+            ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c "
+                + DeviceShellQuoting.quote("rm -f /data/data/com.example.notes/databases/.notes.db.flippio-tmp-*")],
+            ["-s", "emulator-5554", "shell", "rm -f " + names.stagingPattern],
             ["-s", "emulator-5554", "push", snapshot.path, staging],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
                 "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
+                + "sha256sum \(sibling) | grep -q '^\(hash) ' || rm -f \(sibling); test -e \(sibling) || exit 4; "
                 + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling); "
                 + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
                 + "test -e \(sibling) || exit 3; "
@@ -72,6 +75,41 @@ struct AndroidBridgeScriptedTests {
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sha256sum \(p)"],
             ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
         ])
+    }
+
+    /// The names of the attempt that `commands` made, from its `adb push` target.
+    static func names(of commands: [[String]]) throws -> AndroidBridge.PushNames {
+        let staging = try #require(commands.first { $0.count > 2 && $0[2] == "push" }?.last)
+        let attempt = try #require(staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-([0-9a-f]+)\.db/)?.1)
+        return AndroidBridge.PushNames(serial: "emulator-5554", path: path, attempt: String(attempt))
+    }
+
+    @Test func pushNames_areUniquePerAttempt_andTheirPatternsMatchEveryAttempt() {
+        let first = AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path)
+        let second = AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path)
+        #expect(first.staging != second.staging)
+        #expect(first.sibling != second.sibling)
+        #expect(first.stagingPattern == second.stagingPattern)
+        #expect(first.siblingPattern == second.siblingPattern)
+        #expect(second.sibling.hasPrefix(String(first.siblingPattern.dropLast())))
+    }
+
+    @Test func push_aCopyWithTheWrongHashIsNotRenamed_andIsRetryable() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        let runner = ScriptedRunner { command in
+            (command.arguments.last?.contains("exit 4") == true ? 4 : 0, "", "")
+        }
+        let error = await #expect(throws: FlippioError.self) {
+            try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db,
+                                          expecting: .absent, progress: nil)
+        }
+        #expect(error?.code == .verificationFailed)
+        #expect(error?.isRetryable == true)
+        let commands = await runner.commands.map(\.arguments)
+        #expect(!commands.contains { $0.last?.contains("run-as com.example.notes sha256sum") == true }, "nothing renamed, nothing to verify")
+        #expect(commands.last?.last == "rm -f " + (try Self.names(of: commands)).staging)
     }
 
     @Test func push_hashMismatch_isVerificationFailed_andKeepsStaging() async throws {
@@ -86,7 +124,7 @@ struct AndroidBridgeScriptedTests {
             try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db, expecting: .absent, progress: nil)
         }
         #expect(error?.code == .verificationFailed)
-        #expect(await runner.commands.count == 4)
+        #expect(await runner.commands.count == 5, "cleanups, upload, swap, verify: the staging copy is kept for the retry")
     }
 
     @Test func push_quotesSpecialPaths() async throws {
@@ -102,7 +140,7 @@ struct AndroidBridgeScriptedTests {
         var db = Self.db
         db.path = odd
         _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: db, expecting: .absent, progress: nil)
-        let move = await runner.commands[2].arguments[3]
+        let move = await runner.commands[3].arguments[3]
         // Quoted twice: once inside `sh -c`, once for the device shell that runs run-as.
         #expect(move.hasPrefix("run-as com.example.notes sh -c '"))
         #expect(move.contains(#"'\''/data/data/com.example.notes/databases/it'\''\'\'''\''s $(x).db'\''"#))
@@ -113,7 +151,7 @@ struct AndroidBridgeScriptedTests {
         let snapshot = dir.child("snap.db")
         try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
         let runner = ScriptedRunner { command in
-            (command.arguments.last?.contains("sh -c") == true ? 3 : 0, "", "")
+            (command.arguments.last?.contains("mv -f") == true ? 3 : 0, "", "")
         }
         let error = await #expect(throws: FlippioError.self) {
             try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db,
@@ -123,10 +161,10 @@ struct AndroidBridgeScriptedTests {
         #expect(error?.code == .conflict)
         #expect(error?.message.contains("nothing was replaced") == true)
         let commands = await runner.commands.map(\.arguments)
-        let swap = try #require(commands.first { $0.last?.contains("sh -c") == true }?.last)
+        let swap = try #require(commands.first { $0.last?.contains("mv -f") == true }?.last)
         #expect(swap.contains("dddd"), "the wal's hash is checked: \(swap)")
         #expect(!commands.contains { $0.last?.contains("run-as com.example.notes sha256sum") == true }, "no verification after a conflict")
-        #expect(commands.last?.last == "rm -f " + AndroidBridge.PushNames(serial: "emulator-5554", path: Self.path).staging)
+        #expect(commands.last?.last == "rm -f " + (try Self.names(of: commands)).staging)
     }
 
     @Test func fingerprint_emptyWalCountsAsNone_missingMainIsAbsent() async throws {

@@ -4,30 +4,39 @@ import Foundation
 // MARK: - Push
 
 extension AndroidBridge {
-    /// The deterministic temp names of a push to `database`: a retry overwrites the same files and
-    /// a later success removes them.
+    /// The temp names of one push attempt to `database`: unique per attempt, so two pushes never
+    /// write the same file, and recognisable, so an attempt removes what interrupted ones left.
     struct PushNames: Sendable, Equatable {
-        /// `/data/local/tmp/flippio-<16 hex>.db`, where `adb push` writes.
+        /// `/data/local/tmp/flippio-<16 hex>-<attempt>.db`, where `adb push` writes.
         var staging: String
-        /// `DIR/.x.db.flippio-tmp`, beside the target, renamed over it.
+        /// `DIR/.x.db.flippio-tmp-<attempt>`, beside the target, renamed over it.
         var sibling: String
+        /// Shell words (a quoted prefix and `*`) that match the temp files of every attempt.
+        var stagingPattern: String
+        var siblingPattern: String
 
-        init(serial: String, path: String) {
+        init(serial: String, path: String, attempt: String = String(UInt32.random(in: .min ... .max), radix: 16)) {
             let digest = SHA256.hash(data: Data((serial + path).utf8))
             let id = digest.prefix(8).map { String(format: "%02x", $0) }.joined()
-            staging = "/data/local/tmp/flippio-\(id).db"
             let slash = path.lastIndex(of: "/")!
             let directory = String(path[..<slash])
             let name = String(path[path.index(after: slash)...])
-            sibling = "\(directory)/.\(name).flippio-tmp"
+            let stagingPrefix = "/data/local/tmp/flippio-\(id)-"
+            let siblingPrefix = "\(directory)/.\(name).flippio-tmp-"
+            staging = stagingPrefix + attempt + ".db"
+            sibling = siblingPrefix + attempt
+            stagingPattern = DeviceShellQuoting.quote(stagingPrefix) + "*"
+            siblingPattern = DeviceShellQuoting.quote(siblingPrefix) + "*"
         }
     }
 
     /// Replaces the device's database with `snapshot` (the contract's steps e, a, b, c, d):
     ///
-    /// 1. remove a stale `DIR/.x.db.flippio-tmp` left by an interrupted push;
-    /// 2. `adb push` the snapshot to `/data/local/tmp/flippio-<id>.db`;
-    /// 3. in ONE device-side script, as the app: copy it to `DIR/.x.db.flippio-tmp`, `chmod 660`,
+    /// 1. remove temp files left by interrupted pushes (`DIR/.x.db.flippio-tmp-*`, as the app, and
+    ///    `/data/local/tmp/flippio-<id>-*`); this attempt's names are its own (``PushNames``);
+    /// 2. `adb push` the snapshot to `/data/local/tmp/flippio-<id>-<attempt>.db`;
+    /// 3. in ONE device-side script, as the app: copy it to `DIR/.x.db.flippio-tmp-<attempt>`,
+    ///    `chmod 660`, check the copy's SHA-256 (else remove it and exit 4: a damaged copy, retried),
     ///    check that `x.db`, `x.db-wal` and `x.db-journal` still have the hashes of `expecting`
     ///    (else remove the copy and exit 3: a conflict), remove `x.db-wal`, `x.db-shm`,
     ///    `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
@@ -63,8 +72,10 @@ extension AndroidBridge {
             try? FileManager.default.setAttributes([.posixPermissions: mode | 0o444], ofItemAtPath: snapshot.path)
         }
 
-        // e. A temp file left by an interrupted push would be copied over anyway; remove it first.
-        try await shellChecked(serial, prefix + "rm -f " + q(names.sibling), subject: subject)
+        // e. Temp files of interrupted attempts. The app's folder is only readable as the app, so
+        // its glob is expanded by a shell running as the app, not by the shell user's.
+        try await shellChecked(serial, prefix + "sh -c " + q("rm -f " + names.siblingPattern), subject: subject)
+        try await shellChecked(serial, "rm -f " + names.stagingPattern, subject: subject)
 
         // a. Upload.
         progress?(0, size)
@@ -84,7 +95,14 @@ extension AndroidBridge {
         if database.access == .su, let owner = await owner(of: path, serial: serial) {
             copy.append("chown \(owner) \(q(names.sibling))")
         }
-        let script = [copy.joined(separator: " && ") + " || exit 1"]
+        guard snapshotHash.wholeMatch(of: /[0-9a-fA-F]{64}/) != nil else {
+            throw FlippioError(.invalidArgument, "'\(AndroidErrors.excerpt(snapshotHash))' is not a SHA-256 hash.",
+                               remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
+        }
+        // The copy beside the target is what will become the database: check it before the rename.
+        let copyCheck = ["sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || rm -f \(q(names.sibling))",
+                         "test -e \(q(names.sibling)) || exit \(Self.damagedCopyStatus)"]
+        let script = [copy.joined(separator: " && ") + " || exit 1"] + copyCheck
             + guards
             + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)",
                "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path))"]
@@ -97,6 +115,13 @@ extension AndroidBridge {
             throw FlippioError(.conflict,
                                "The app changed \(database.fileName) on device \(serial) during the push; nothing was replaced.",
                                remedy: "Pull the device's version or resolve the conflict with `flippio resolve`; stop the app during pushes to avoid this.",
+                               context: subject.context)
+        }
+        if swap.termination == .exited(Self.damagedCopyStatus), AndroidErrors.adbLevel(swap.stderrText, subject) == nil {
+            _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
+            throw FlippioError(.verificationFailed,
+                               "The copy of the snapshot beside \(path) on device \(serial) did not have the snapshot's hash; nothing was replaced.",
+                               remedy: "flippio pushes again by itself; if this repeats, check the device's free space.",
                                context: subject.context)
         }
         guard swap.succeeded else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
@@ -122,6 +147,8 @@ extension AndroidBridge {
 
     /// The exit status of the device-side script when the device's copy changed: a conflict.
     static let conflictStatus: Int32 = 3
+    /// The exit status of the device-side script when the copy beside the target has the wrong hash.
+    static let damagedCopyStatus: Int32 = 4
 
     /// Shell commands that remove `otherwiseRemove` unless `path`, `path-wal` and `path-journal`
     /// still have the hashes of `expecting` (an empty side file counts as none, as in the fingerprint).
