@@ -218,7 +218,11 @@ extension DeviceShell {
         case path(String)
         case type(Character)
         case empty
-        case print
+        case size(String)
+        case print(terminator: String)
+        /// `-exec CMD... {} ;` (runs per file; true when it exits 0) or `-exec CMD... {} +`
+        /// (collects names, runs once per batch; always true). `index` numbers the -exec.
+        case exec([String], plus: Bool, index: Int)
         case constant(Bool)
         case not(FindExpression)
         case and(FindExpression, FindExpression)
@@ -226,7 +230,7 @@ extension DeviceShell {
 
         var prints: Bool {
             switch self {
-            case .print: return true
+            case .print, .exec: return true
             case .not(let e): return e.prints
             case .and(let a, let b), .or(let a, let b): return a.prints || b.prints
             default: return false
@@ -239,6 +243,7 @@ extension DeviceShell {
     private final class FindParser {
         var tokens: [String]
         var index = 0
+        var execCount = 0
         init(_ tokens: [String]) { self.tokens = tokens }
         var atEnd: Bool { index >= tokens.count }
         func next() -> String? { atEnd ? nil : tokens[index] }
@@ -295,12 +300,45 @@ extension DeviceShell {
                 }
                 return .type(c)
             case "-empty": return .empty
-            case "-print", "-print0": return .print
+            case "-size":
+                // toybox: `-size N[c]`, N in 512-byte blocks rounded up, or bytes with `c`; `+N`/`-N` compare.
+                let arg = try argument()
+                guard Self.sizeValue(arg) != nil else { throw FindSyntaxError(message: "\(arg) not [+-]N") }
+                return .size(arg)
+            case "-print": return .print(terminator: "\n")
+            case "-print0": return .print(terminator: "\0")
+            case "-exec":
+                // toybox: the words up to `;`, or up to `{} +`; "-exec" alone or "-exec ;" is an error.
+                guard let first = next(), first != ";" else { throw FindSyntaxError(message: "'exec' needs 1 arg") }
+                var words: [String] = []
+                while let word = next() {
+                    _ = take()
+                    if word == ";" { execCount += 1; return .exec(words, plus: false, index: execCount) }
+                    if word == "{}", next() == "+" {
+                        _ = take()
+                        execCount += 1
+                        return .exec(words + ["{}"], plus: true, index: execCount)
+                    }
+                    words.append(word)
+                }
+                throw FindSyntaxError(message: "-exec without \(words.contains("{}") ? "\\;" : "{}")")
             case "-true": return .constant(true)
             case "-false": return .constant(false)
             case "-xdev", "-depth", "-mount", "-follow": return .constant(true)
             default: throw FindSyntaxError(message: "bad arg '\(t)'")
             }
+        }
+
+        /// toybox's `compare_numsign` for `-size`: the sign, and the size in bytes (`c`) or in
+        /// 512-byte blocks.
+        static func sizeValue(_ arg: String) -> (sign: Character?, value: Int64, bytes: Bool)? {
+            var text = Substring(arg)
+            var sign: Character?
+            if let first = text.first, first == "+" || first == "-" { sign = first; text = text.dropFirst() }
+            let bytes = text.hasSuffix("c")
+            if bytes { text = text.dropLast() }
+            guard let value = Int64(text), value >= 0 else { return nil }
+            return (sign, value, bytes)
         }
     }
 
@@ -336,6 +374,17 @@ extension DeviceShell {
         }
         let autoPrint = !expression.prints
         var status: Int32 = 0
+        // `-exec ... {} +`: names collected per -exec, run once at the end (toybox flushes when
+        // the argument list passes its size limit; the listings here stay far below it).
+        var batches: [Int: (words: [String], names: [String])] = [:]
+        let runExec: (_ words: [String], _ names: [String]) throws -> Int32 = { [self] words, names in
+            var argv: [String] = []
+            for word in words { if word == "{}" { argv += names } else { argv.append(word) } }
+            if let status = try exec(argv, io: io) { return status }
+            // toybox's xexec: the child cannot exec the command.
+            try io.err("find: exec \(argv[0]): No such file or directory\n")
+            return 127
+        }
 
         func visit(_ shown: String, _ r: DeviceFileSystem.Resolved, depth: Int) throws {
             if cancelled() { throw ConnectionClosed() }
@@ -343,9 +392,12 @@ extension DeviceShell {
             guard lstat(r.host, &st) == 0 else { return }
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             if depth >= minDepth {
-                var printed = false
-                let matched = evaluate(expression, shown: shown, r: r, st: st) { printed = true }
-                if printed || (autoPrint && matched) { try io.out(shown + "\n") }
+                let matched = try evaluate(expression, shown: shown, r: r, st: st, io: io) { words, plus, index in
+                    guard plus else { return try runExec(words, [shown]) == 0 }
+                    batches[index, default: (words, [])].names.append(shown)
+                    return true
+                }
+                if autoPrint && matched { try io.out(shown + "\n") }
             }
             guard isDir, depth < maxDepth else { return }
             let names: [String]
@@ -370,11 +422,21 @@ extension DeviceShell {
                 status = 1
             }
         }
+        for index in batches.keys.sorted() {
+            let batch = batches[index]!
+            // toybox ORs each batch's exit status into its own.
+            status |= try runExec(batch.words, batch.names)
+        }
         return status
     }
 
-    private func evaluate(_ e: FindExpression, shown: String, r: DeviceFileSystem.Resolved, st: Glibc.stat,
-                          onPrint: () -> Void) -> Bool {
+    /// Evaluates `e` for one file, left to right with short-circuit, as toybox does: actions
+    /// (`-print`, `-exec`) run as they are reached. `onExec` runs or collects an `-exec`.
+    private func evaluate(_ e: FindExpression, shown: String, r: DeviceFileSystem.Resolved, st: Glibc.stat, io: ShellIO,
+                          onExec: (_ words: [String], _ plus: Bool, _ index: Int) throws -> Bool) throws -> Bool {
+        func recurse(_ inner: FindExpression) throws -> Bool {
+            try evaluate(inner, shown: shown, r: r, st: st, io: io, onExec: onExec)
+        }
         switch e {
         case .name(let pattern, let caseless):
             let base = r.components.last ?? "/"
@@ -396,19 +458,29 @@ extension DeviceShell {
         case .empty:
             if (st.st_mode & S_IFMT) == S_IFDIR { return ((try? fs.list(r)) ?? ["x"]).isEmpty }
             return st.st_size == 0
-        case .print:
-            onPrint()
+        case .size(let arg):
+            // Only regular files have a size to compare (toybox: `&& S_ISREG`).
+            guard (st.st_mode & S_IFMT) == S_IFREG, let spec = FindParser.sizeValue(arg) else { return false }
+            let size = Int64(st.st_size)
+            let value = spec.bytes ? size : (size + 511) / 512
+            switch spec.sign {
+            case "+": return value > spec.value
+            case "-": return value < spec.value
+            default: return value == spec.value
+            }
+        case .print(let terminator):
+            try io.out(shown + terminator)
             return true
+        case .exec(let words, let plus, let index):
+            return try onExec(words, plus, index)
         case .constant(let b):
             return b
         case .not(let inner):
-            return !evaluate(inner, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try !recurse(inner)
         case .and(let a, let b):
-            return evaluate(a, shown: shown, r: r, st: st, onPrint: onPrint)
-                && evaluate(b, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try recurse(a) && recurse(b)
         case .or(let a, let b):
-            return evaluate(a, shown: shown, r: r, st: st, onPrint: onPrint)
-                || evaluate(b, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try recurse(a) || recurse(b)
         }
     }
 
