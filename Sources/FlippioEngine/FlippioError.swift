@@ -100,6 +100,9 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         // MARK: - Watching and configuration
         public static let watchLimitReached = Code("watch-limit-reached", retryable: false)
         public static let invalidArgument = Code("invalid-argument", retryable: false)
+        /// A setting (flag, `FLIPPIO_*` variable or config-file key) has an unknown name or a bad
+        /// value; the message names it and what it accepts. The CLI exits 2, as for a usage error.
+        public static let invalidConfiguration = Code("invalid-configuration", retryable: false)
         public static let serviceManagerUnavailable = Code("service-manager-unavailable", retryable: false)
         public static let internalError = Code("internal-error", retryable: false)
 
@@ -110,7 +113,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             .unexpectedOutput, .iosDeviceLocked, .iosNotPaired, .usbmuxdUnavailable, .iosContainerRefused,
             .notSQLite, .corruptDatabase, .databaseBusy, .databaseMissing, .unsafePath, .sidecarUnreadable,
             .sidecarTooNew, .notTracked, .workspaceWriteFailed, .conflict, .verificationFailed,
-            .pushInProgress, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError,
+            .pushInProgress, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError,
         ]
     }
 
