@@ -47,6 +47,15 @@ import TestSupport
         #expect((error["remedy"] as? String)?.isEmpty == false)
         #expect(missing.err.contains("error:"), "people at a terminal still read it on stderr")
 
+        // No adb: `devices` lists nothing, says why in `problems` and fails with `error`.
+        let noAdb = try scenario.harness.flippio(["devices", "--json", "--adb", "/nonexistent/adb"],
+                                                 environment: ["FLIPPIO_IDEVICE_ID": "/nonexistent/idevice_id"])
+        #expect(noAdb.status == 1, "\(noAdb.out)")
+        let listing = try document(noAdb)
+        #expect((listing["devices"] as? [Any])?.isEmpty == true)
+        #expect((listing["problems"] as? [[String: Any]])?.isEmpty == false)
+        #expect((listing["error"] as? [String: Any])?["code"] as? String == "tool-not-found", "\(noAdb.out)")
+
         let noDatabase = try scenario.harness.flippio(["pull", Scenario.serial, Scenario.package, "nope.db", "--json"])
         #expect(noDatabase.status == 1)
         #expect((try document(noDatabase)["error"] as? [String: Any])?["code"] as? String == "no-such-file")

@@ -12,8 +12,10 @@ extension Flippio {
             let engine = try global.engine()
             let (devices, problems) = await engine.devices()
             if global.json {
-                struct Listing: Encodable { var devices: [Device]; var problems: [Output.ErrorJSON] }
-                try Output.json(Listing(devices: devices, problems: problems.map(Output.ErrorJSON.init)))
+                // `error` (the first problem) when nothing could be listed: the command failed.
+                struct Listing: Encodable { var devices: [Device]; var problems: [Output.ErrorJSON]; var error: Output.ErrorJSON? }
+                try Output.json(Listing(devices: devices, problems: problems.map(Output.ErrorJSON.init),
+                                        error: devices.isEmpty ? problems.first.map(Output.ErrorJSON.init) : nil))
             } else if devices.isEmpty {
                 Output.line("No devices. Connect a device with USB debugging on (Android) or trusted (iOS).")
             } else {
