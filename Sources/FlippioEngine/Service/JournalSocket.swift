@@ -48,13 +48,7 @@ public final class JournalSocket: Sendable {
     /// Sends one entry; false when journald did not take it.
     public func send(_ fields: [(name: String, value: String)]) -> Bool {
         let datagram = Self.encode(fields)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
+        var address = Self.unixAddress(path)
         let sent = datagram.withUnsafeBytes { buffer in
             withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -63,6 +57,18 @@ public final class JournalSocket: Sendable {
             }
         }
         return sent == datagram.count
+    }
+
+    /// The `sockaddr_un` of a socket file (`path` is shorter than 108 bytes, checked by `init`).
+    static func unixAddress(_ path: String) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
     }
 
     /// The datagram for `fields`: `NAME=value\n`, or for a value holding a newline the binary
