@@ -65,6 +65,15 @@ import TestSupport
         #expect(try run("find /sdcard/d -print0 -name long").out.split(separator: 0).count == 4)
     }
 
+    @Test func findPrune_skipsTheFolderButKeepsTheRest() throws {
+        let fs = device.fsRoot
+        try FileManager.default.createDirectory(at: fs.appendingPathComponent("sdcard/d/cache/deep"), withIntermediateDirectories: true)
+        try Data("hidden".utf8).write(to: fs.appendingPathComponent("sdcard/d/cache/deep/x"))
+        let listed = String(decoding: try run("find /sdcard/d '(' -path /sdcard/d/cache -o -path /sdcard/d/nothing ')' -prune -o -type f -print").out,
+                            as: UTF8.self)
+        #expect(listed == "/sdcard/d/it's $(x)\n/sdcard/d/long\n/sdcard/d/short\n")
+    }
+
     @Test func findExec_errorsAsToybox() throws {
         #expect(try run("find /sdcard -exec").err == "find: 'exec' needs 1 arg\n")
         #expect(try run("find /sdcard -exec ';'").err == "find: 'exec' needs 1 arg\n")

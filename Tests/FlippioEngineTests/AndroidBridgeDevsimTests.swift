@@ -129,7 +129,7 @@ struct AndroidBridgeDevsimTests {
         for path in ["databases/app_database", "databases/app_database-wal", "databases/app_database-journal",
                      "databases/app_database-shm", "databases/.app_database.flippio-tmp", "files/store.sqlite",
                      "no_backup/deep/a/b/c/work", "files/with space.db", "files/quote'd\".db", "files/$(reboot).db",
-                     "files/`id`;x", "files/new\nline.db"] {
+                     "files/`id`;x", "files/new\nline.db", "cache/http.db", "code_cache/x.db"] {
             try device.write(db, to: "\(base)/\(path)")
         }
         try device.write(Data("definitely not sqlite, just text".utf8), to: "\(base)/databases/foo.db")

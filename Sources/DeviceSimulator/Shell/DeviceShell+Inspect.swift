@@ -219,6 +219,8 @@ extension DeviceShell {
         case type(Character)
         case empty
         case size(String)
+        /// toybox: true; a directory it is reached for is not descended into.
+        case prune
         case print(terminator: String)
         /// `-exec CMD... {} ;` (runs per file; true when it exits 0) or `-exec CMD... {} +`
         /// (collects names, runs once per batch; always true). `index` numbers the -exec.
@@ -300,6 +302,7 @@ extension DeviceShell {
                 }
                 return .type(c)
             case "-empty": return .empty
+            case "-prune": return .prune
             case "-size":
                 // toybox: `-size N[c]`, N in 512-byte blocks rounded up, or bytes with `c`; `+N`/`-N` compare.
                 let arg = try argument()
@@ -391,15 +394,16 @@ extension DeviceShell {
             var st = Glibc.stat()
             guard lstat(r.host, &st) == 0 else { return }
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
+            var pruned = false
             if depth >= minDepth {
-                let matched = try evaluate(expression, shown: shown, r: r, st: st, io: io) { words, plus, index in
+                let matched = try evaluate(expression, shown: shown, r: r, st: st, io: io, onPrune: { pruned = true }) { words, plus, index in
                     guard plus else { return try runExec(words, [shown]) == 0 }
                     batches[index, default: (words, [])].names.append(shown)
                     return true
                 }
                 if autoPrint && matched { try io.out(shown + "\n") }
             }
-            guard isDir, depth < maxDepth else { return }
+            guard isDir, depth < maxDepth, !pruned else { return }
             let names: [String]
             do { names = try fs.list(r) } catch let e as DeviceErrno {
                 try io.err("find: \(shown): \(e.text)\n")
@@ -433,9 +437,10 @@ extension DeviceShell {
     /// Evaluates `e` for one file, left to right with short-circuit, as toybox does: actions
     /// (`-print`, `-exec`) run as they are reached. `onExec` runs or collects an `-exec`.
     private func evaluate(_ e: FindExpression, shown: String, r: DeviceFileSystem.Resolved, st: Glibc.stat, io: ShellIO,
+                          onPrune: () -> Void,
                           onExec: (_ words: [String], _ plus: Bool, _ index: Int) throws -> Bool) throws -> Bool {
         func recurse(_ inner: FindExpression) throws -> Bool {
-            try evaluate(inner, shown: shown, r: r, st: st, io: io, onExec: onExec)
+            try evaluate(inner, shown: shown, r: r, st: st, io: io, onPrune: onPrune, onExec: onExec)
         }
         switch e {
         case .name(let pattern, let caseless):
@@ -468,6 +473,9 @@ extension DeviceShell {
             case "-": return value < spec.value
             default: return value == spec.value
             }
+        case .prune:
+            if (st.st_mode & S_IFMT) == S_IFDIR { onPrune() }
+            return true
         case .print(let terminator):
             try io.out(shown + terminator)
             return true

@@ -23,10 +23,13 @@ extension AndroidBridge {
     /// (which exit before the next starts): `find`'s own stdout is block-buffered and would
     /// arrive out of order. The scan is bounded by ``scanDepth``, the listing byte limit and the
     /// command deadline; the companions (`-wal`, `-shm`, `-journal`) and flippio's own temp files
-    /// are never read.
+    /// are never read, and `cache/` and `code_cache/` (the system's throw-away folders, which can
+    /// hold thousands of files: two processes each) are not entered.
     static func headerScan(_ root: String) -> String {
-        "find \(DeviceShellQuoting.quote(root)) -maxdepth \(scanDepth) -type f -size +15c"
-            + " ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' ! -name '*.flippio-tmp'"
+        let q = DeviceShellQuoting.quote
+        return "find \(q(root)) -maxdepth \(scanDepth)"
+            + " '(' -path \(q(root + "/cache")) -o -path \(q(root + "/code_cache")) ')' -prune -o"
+            + " -type f -size +15c ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' ! -name '*.flippio-tmp'"
             + " -exec head -c 16 {} ';' -exec printf '%s\\0' {} ';'"
     }
 
