@@ -83,6 +83,13 @@ import TestSupport
         #expect(wrongType.status == 2)
         #expect(wrongType.err.contains("\"stopApp\" to \"no\"") && wrongType.err.contains("accepts true or false"), "\(wrongType.err)")
         #expect(!wrongType.err.contains("DecodingError"))
+        // `~` in a flag means $HOME even when the shell left it alone (`--workspace=~/ws`).
+        try Data(#"{"workspace": "~/from-config"}"#.utf8).write(to: config)
+        let home = h.home.url.appendingPathComponent("home").path
+        let flag = try h.flippio(["status", "--json", "--workspace=~/ws"], environment: ["HOME": home])
+        #expect(try document(flag)["workspace"] as? String == home + "/ws", "\(flag.out)\(flag.err)")
+        let file = try h.flippio(["status", "--json"], environment: ["HOME": home, "FLIPPIO_WORKSPACE": ""])
+        #expect(try document(file)["workspace"] as? String == home + "/from-config", "\(file.out)\(file.err)")
         try FileManager.default.removeItem(at: config)
         let env = try h.flippio(["status"], environment: ["FLIPPIO_SETTLE_MS": "soon"])
         #expect(env.status == 2)
