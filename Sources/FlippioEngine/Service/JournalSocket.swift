@@ -45,14 +45,16 @@ public final class JournalSocket: Sendable {
         return JournalSocket()
     }
 
-    /// Sends one entry; false when journald did not take it.
+    /// Sends one entry; false when journald did not take it. Never waits: when journald's queue
+    /// is full (`EAGAIN`), the caller writes the line to stderr, which also reaches the journal.
     public func send(_ fields: [(name: String, value: String)]) -> Bool {
         let datagram = Self.encode(fields)
         var address = Self.unixAddress(path)
         let sent = datagram.withUnsafeBytes { buffer in
             withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT), $0,
+                           socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
         }
