@@ -61,7 +61,10 @@ import TestSupport
     @Test func findExec_plusBatches_andSize() throws {
         let batch = String(decoding: try run("find /sdcard/d -type f -size -6c -exec echo {} +").out, as: UTF8.self)
         #expect(batch == "/sdcard/d/it's $(x) /sdcard/d/short\n")
-        #expect(String(decoding: try run("find /sdcard/d -size 1").out, as: UTF8.self).split(separator: "\n").count == 3)
+        // A bare number is 512-byte blocks, not rounded (toybox 0.8.9): `-size 1` is exactly 512 bytes.
+        #expect(String(decoding: try run("find /sdcard/d -type f -size -1").out, as: UTF8.self).split(separator: "\n").count == 3)
+        #expect(try run("find /sdcard/d -type f -size 1").out.isEmpty)
+        #expect(String(decoding: try run("find /sdcard/d -size 19c").out, as: UTF8.self) == "/sdcard/d/long\n")
         #expect(try run("find /sdcard/d -print0 -name long").out.split(separator: 0).count == 4)
     }
 
@@ -80,6 +83,7 @@ import TestSupport
         #expect(try run("find /sdcard -exec echo {}").err == "find: -exec without \\;\n")
         #expect(try run("find /sdcard -exec echo").err == "find: -exec without {}\n")
         #expect(try run("find /sdcard -size x").err == "find: x not [+-]N\n")
+        #expect(try run("find /sdcard -size 5q").err == "find: not integer: 5q\n")
     }
 
     @Test func handMadeFolder_getsEveryPhoneFolder() throws {

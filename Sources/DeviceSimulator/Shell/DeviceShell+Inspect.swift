@@ -304,9 +304,8 @@ extension DeviceShell {
             case "-empty": return .empty
             case "-prune": return .prune
             case "-size":
-                // toybox: `-size N[c]`, N in 512-byte blocks rounded up, or bytes with `c`; `+N`/`-N` compare.
                 let arg = try argument()
-                guard Self.sizeValue(arg) != nil else { throw FindSyntaxError(message: "\(arg) not [+-]N") }
+                _ = try Self.sizeValue(arg)
                 return .size(arg)
             case "-print": return .print(terminator: "\n")
             case "-print0": return .print(terminator: "\0")
@@ -332,16 +331,32 @@ extension DeviceShell {
             }
         }
 
-        /// toybox's `compare_numsign` for `-size`: the sign, and the size in bytes (`c`) or in
-        /// 512-byte blocks.
-        static func sizeValue(_ arg: String) -> (sign: Character?, value: Int64, bytes: Bool)? {
+        /// toybox 0.8.9's (Android 14) `compare_numsign(st_size, 512, arg)` for `-size`: the sign,
+        /// and the size in bytes. A bare number counts 512-byte blocks (not rounded: `-size 1` is
+        /// exactly 512 bytes); a suffix is atolx's (`c` bytes, `w` 2, `b` 512, `k` `m` `g`... powers
+        /// of 1024). 0.8.9 compares directories' sizes too (only later versions imply `-type f`).
+        static func sizeValue(_ arg: String) throws -> (sign: Character?, bytes: Int64) {
             var text = Substring(arg)
             var sign: Character?
             if let first = text.first, first == "+" || first == "-" { sign = first; text = text.dropFirst() }
-            let bytes = text.hasSuffix("c")
-            if bytes { text = text.dropLast() }
-            guard let value = Int64(text), value >= 0 else { return nil }
-            return (sign, value, bytes)
+            // Without a sign toybox wants a digit first; with one, atolx judges the rest.
+            guard let first = text.first, first.isASCII, first.isNumber else {
+                throw FindSyntaxError(message: sign == nil ? "\(text) not [+-]N" : "not integer: \(text)")
+            }
+            let digits = text.prefix { $0.isASCII && $0.isNumber }
+            guard var value = Int64(digits) else { throw FindSyntaxError(message: "not integer: \(text)") }
+            let rest = text.dropFirst(digits.count)
+            if rest.isEmpty {
+                value *= 512
+            } else {
+                let multipliers: [Character: Int64] = ["c": 1, "w": 2, "b": 512, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                                                       "t": 1 << 40, "p": 1 << 50, "e": 1 << 60]
+                guard rest.count == 1, let multiplier = multipliers[Character(rest.lowercased())] else {
+                    throw FindSyntaxError(message: "not integer: \(text)")
+                }
+                value *= multiplier
+            }
+            return (sign, value)
         }
     }
 
@@ -464,14 +479,12 @@ extension DeviceShell {
             if (st.st_mode & S_IFMT) == S_IFDIR { return ((try? fs.list(r)) ?? ["x"]).isEmpty }
             return st.st_size == 0
         case .size(let arg):
-            // Only regular files have a size to compare (toybox: `&& S_ISREG`).
-            guard (st.st_mode & S_IFMT) == S_IFREG, let spec = FindParser.sizeValue(arg) else { return false }
+            guard let spec = try? FindParser.sizeValue(arg) else { return false }
             let size = Int64(st.st_size)
-            let value = spec.bytes ? size : (size + 511) / 512
             switch spec.sign {
-            case "+": return value > spec.value
-            case "-": return value < spec.value
-            default: return value == spec.value
+            case "+": return size > spec.bytes
+            case "-": return size < spec.bytes
+            default: return size == spec.bytes
             }
         case .prune:
             if (st.st_mode & S_IFMT) == S_IFDIR { onPrune() }
