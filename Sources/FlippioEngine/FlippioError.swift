@@ -75,6 +75,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             // Watching and configuration
             case watchLimitReached = "watch-limit-reached"
             case invalidArgument = "invalid-argument"
+            case invalidConfiguration = "invalid-configuration"
             case serviceManagerUnavailable = "service-manager-unavailable"
             case internalError = "internal-error"
         }
@@ -102,7 +103,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
                  .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .noSuchFile,
                  .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
                  .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
-                 .conflict, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError:
+                 .conflict, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
                 return false
             }
         }
@@ -174,6 +175,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         // MARK: - Watching and configuration
         public static let watchLimitReached = Code(.watchLimitReached)
         public static let invalidArgument = Code(.invalidArgument)
+        public static let invalidConfiguration = Code(.invalidConfiguration)
         public static let serviceManagerUnavailable = Code(.serviceManagerUnavailable)
         public static let internalError = Code(.internalError)
     }
@@ -251,6 +253,7 @@ extension FlippioError {
     public static var unpushedChanges: Code { .unpushedChanges }
     public static var watchLimitReached: Code { .watchLimitReached }
     public static var invalidArgument: Code { .invalidArgument }
+    public static var invalidConfiguration: Code { .invalidConfiguration }
     public static var serviceManagerUnavailable: Code { .serviceManagerUnavailable }
     public static var internalError: Code { .internalError }
 }

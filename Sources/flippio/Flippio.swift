@@ -15,7 +15,13 @@ struct Flippio: AsyncParsableCommand {
                       Forget.self, AgentCommand.self, ServiceCommand.self, Doctor.self]
     )
 
-    /// Exit codes follow common CLI conventions: 0 success, 1 failure, 2 usage.
+    /// Whether `--json` was asked for, read from the raw arguments so that even a command line
+    /// that fails to parse answers in JSON (words after `--` are operands, not options).
+    static let wantsJSON = CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
+
+    /// Exit codes follow common CLI conventions: 0 success, 1 failure, 2 usage (a bad flag,
+    /// argument, variable or config key). Under `--json` a failure also prints
+    /// `{"schemaVersion": 1, "error": {"code", "message", "remedy"}}` on stdout.
     static func main() async {
         do {
             var command = try parseAsRoot()
@@ -26,13 +32,19 @@ struct Flippio: AsyncParsableCommand {
             }
         } catch let error as FlippioError {
             Output.printError(error)
-            Foundation.exit(1)
+            if wantsJSON { Output.jsonError(.init(error)) }
+            Foundation.exit(error.code == .invalidConfiguration ? 2 : 1)
         } catch let error as CommandFailed {
             Foundation.exit(error.status)
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                let message = fullMessage(for: error)
+                FileHandle.standardError.write(Data((message + "\n").utf8))
+                if wantsJSON {
+                    Output.jsonError(.init(code: "usage", message: message.split(separator: "\n").first.map(String.init) ?? message,
+                                           remedy: "See `flippio help` for the commands and their options."))
+                }
                 Foundation.exit(2)
             }
             exit(withError: error)

@@ -16,19 +16,31 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env FLIPPIO_LOG_LEVEL).", valueName: "level"))
     var logLevel: String?
 
-    /// The engine configuration: config file, then environment, then these flags.
+    func validate() throws {
+        if let logLevel, !FlippioConfiguration.logLevels.contains(logLevel.lowercased()) {
+            throw ValidationError("--log-level accepts one of: \(FlippioConfiguration.logLevels.joined(separator: ", ")); not '\(logLevel)'.")
+        }
+        if workspace?.isEmpty == true { throw ValidationError("--workspace needs a folder.") }
+        if adb?.isEmpty == true { throw ValidationError("--adb needs the path of the adb executable.") }
+    }
+
+    /// The engine configuration: config file, then environment, then these flags (`~` in a
+    /// path means `$HOME`, also when the shell did not expand it, as in `--workspace=~/dbs`).
     func configuration() throws -> FlippioConfiguration {
         var config = try FlippioConfiguration.load()
         if let workspace {
-            config.workspace = URL(fileURLWithPath: (workspace as NSString).expandingTildeInPath, isDirectory: true)
+            config.workspace = URL(fileURLWithPath: FlippioConfiguration.expandTilde(workspace, environment: config.environment),
+                                   isDirectory: true)
         }
-        if let adb { config.toolPaths["adb"] = adb }
-        if let logLevel { config.logLevel = logLevel }
+        if let adb { config.toolPaths["adb"] = FlippioConfiguration.expandTilde(adb, environment: config.environment) }
+        if let logLevel { config.logLevel = logLevel.lowercased() }
         return config
     }
 
-    func engine() throws -> Engine {
-        let config = try configuration()
+    /// The engine for a one-shot command; `adjust` applies the command's own flags.
+    func engine(_ adjust: (inout FlippioConfiguration) -> Void = { _ in }) throws -> Engine {
+        var config = try configuration()
+        adjust(&config)
         FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "warning"), environment: config.environment)
         return Engine(configuration: config)
     }

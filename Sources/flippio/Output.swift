@@ -14,11 +14,38 @@ enum Output {
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
+    /// The version of every JSON document flippio prints (docs/CLI.md). It goes up when a field
+    /// changes meaning or goes away; new fields do not change it, so readers ignore unknown keys.
+    static let schemaVersion = 1
+
+    /// Prints `value`, which encodes as a JSON object, with `"schemaVersion"` added to it.
+    ///
+    /// For example, `Output.json(Listing(devices: devices))` prints
+    /// `{"devices": [...], "schemaVersion": 1}`. Every `--json` document goes through here, so
+    /// none can lack the version.
     static func json<T: Encodable>(_ value: T) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        line(String(decoding: try encoder.encode(value), as: UTF8.self))
+        line(String(decoding: try encoder.encode(Versioned(value: value)), as: UTF8.self))
+    }
+
+    /// `{"schemaVersion": 1, key: value}`: for lists and single values.
+    static func json<T: Encodable>(_ key: String, _ value: T) throws {
+        try json([key: value])
+    }
+
+    /// An object with `schemaVersion` added beside the value's own keys. JSONEncoder hands the
+    /// same object to both keyed containers (as for a subclass that calls `super.encode`).
+    private struct Versioned<Value: Encodable>: Encodable {
+        let value: Value
+        enum Keys: String, CodingKey { case schemaVersion }
+
+        func encode(to encoder: Encoder) throws {
+            try value.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(Output.schemaVersion, forKey: .schemaVersion)
+        }
     }
 
     /// `error: <message>` and `  fix: <remedy>` on stderr.
@@ -28,16 +55,28 @@ enum Output {
         FileHandle.standardError.write(Data(text.utf8))
     }
 
-    /// The error as JSON, for `--json` consumers.
+    /// An error as JSON: `{"code": "device-offline", "message": ..., "remedy": ...}`.
     struct ErrorJSON: Encodable {
         var code: String
         var message: String
-        var fix: String?
+        var remedy: String?
         init(_ error: FlippioError) {
             code = error.code.name
             message = error.message
-            fix = error.remedy
+            remedy = error.remedy
         }
+        init(code: String, message: String, remedy: String?) {
+            self.code = code
+            self.message = message
+            self.remedy = remedy
+        }
+    }
+
+    /// A failed command under `--json`: `{"schemaVersion": 1, "error": {...}}` on stdout (the
+    /// human text still goes to stderr, for whoever watches the terminal).
+    static func jsonError(_ error: ErrorJSON) {
+        struct Failure: Encodable { var error: ErrorJSON }
+        try? json(Failure(error: error))
     }
 
     /// Columns padded to their widest cell.

@@ -50,6 +50,15 @@ struct AndroidBridgeDevsimTests {
         return target
     }
 
+    /// A small real database made by the sqlite3 CLI (one table, one row).
+    func sqliteBytes() throws -> Data {
+        let work = try TemporaryDirectory("db")
+        let sqlite3 = try #require(Products.systemTool("sqlite3"))
+        let made = try Shell.run(sqlite3, [work.child("x.db").path, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a');"])
+        #expect(made.status == 0, "\(made.err)")
+        return try Data(contentsOf: work.child("x.db"))
+    }
+
     func remote(_ name: String = "notes.db") -> RemoteDatabase {
         RemoteDatabase(platform: .android, deviceID: Self.serial, appID: Self.pkg,
                        path: "/data/data/\(Self.pkg)/databases/\(name)", access: .runAs)
@@ -86,7 +95,8 @@ struct AndroidBridgeDevsimTests {
         try device.setPackage("com.android.chrome", debuggable: false, system: true)
         let apps = try await bridge().apps(deviceID: Self.serial, includeSystem: false)
         #expect(apps.map(\.id) == ["com.example.locked", Self.pkg])
-        #expect(apps.allSatisfy { $0.debuggable == nil })
+        // One device command tells which apps run-as can reach.
+        #expect(apps.map(\.debuggable) == [false, true])
         let all = try await bridge().apps(deviceID: Self.serial, includeSystem: true)
         #expect(all.map(\.id).contains("com.android.chrome"))
     }
@@ -95,10 +105,11 @@ struct AndroidBridgeDevsimTests {
 
     @Test func databases_debuggableAndSharedStorage() async throws {
         _ = try makeWALDatabase()
+        let db = try sqliteBytes()
         try device.write(Data(), to: "/data/data/\(Self.pkg)/databases/notes.db-shm")
-        try device.write(Data("x".utf8), to: "/data/data/\(Self.pkg)/files/cache.sqlite")
+        try device.write(db, to: "/data/data/\(Self.pkg)/files/cache.sqlite")
         try device.write(Data("x".utf8), to: "/data/data/\(Self.pkg)/files/readme.txt")
-        try device.write(Data("x".utf8), to: "/sdcard/Android/data/\(Self.pkg)/files/export.db")
+        try device.write(db, to: "/sdcard/Android/data/\(Self.pkg)/files/export.db")
         let dbs = try await bridge().databases(deviceID: Self.serial, appID: Self.pkg)
         #expect(dbs.map(\.path) == [
             "/data/data/\(Self.pkg)/databases/notes.db",
@@ -106,11 +117,47 @@ struct AndroidBridgeDevsimTests {
             "/sdcard/Android/data/\(Self.pkg)/files/export.db",
         ])
         #expect(dbs.map(\.access) == [.runAs, .runAs, .shell])
-        #expect(dbs[1].size == 1)
+        #expect(dbs[1].size == Int64(db.count))
+    }
+
+    /// Room's extension-less names, databases in files/ and no_backup/, and everything that must
+    /// not be listed: a `.db` that is not SQLite, companions, flippio's temp file, files shorter
+    /// than a header, and names a shell would split or run.
+    @Test func databases_byHeader_roomNamesAndHostileNames() async throws {
+        let db = try sqliteBytes()
+        let base = "/data/data/\(Self.pkg)"
+        for path in ["databases/app_database", "databases/app_database-wal", "databases/app_database-journal",
+                     "databases/app_database-shm", "databases/.app_database.flippio-tmp", "files/store.sqlite",
+                     "no_backup/deep/a/b/c/work", "files/with space.db", "files/quote'd\".db", "files/$(reboot).db",
+                     "files/`id`;x", "files/new\nline.db", "cache/http.db", "code_cache/x.db"] {
+            try device.write(db, to: "\(base)/\(path)")
+        }
+        try device.write(Data("definitely not sqlite, just text".utf8), to: "\(base)/databases/foo.db")
+        try device.write(Data("SQLite format 3".utf8), to: "\(base)/databases/short.db")
+        try sim.clearRequests()
+        let dbs = try await bridge().databases(deviceID: Self.serial, appID: Self.pkg)
+        #expect(dbs.map(\.path) == [
+            "\(base)/databases/app_database",
+            "\(base)/files/$(reboot).db",
+            "\(base)/files/`id`;x",
+            "\(base)/files/quote'd\".db",
+            "\(base)/files/store.sqlite",
+            "\(base)/files/with space.db",
+            "\(base)/no_backup/deep/a/b/c/work",
+        ])
+        #expect(dbs.allSatisfy { $0.size == Int64(db.count) })
+        // The headers were read in one device command (then one `stat` for the sizes).
+        let commands = try sim.requests().compactMap(\.command)
+        #expect(commands.filter { $0.contains("-exec head -c 16") }.count == 1, "\(commands)")
+
+        // The extension-less Room database pulls like any other.
+        let local = try TemporaryDirectory("room")
+        let pulled = try await bridge().pull(try #require(dbs.first), into: local.url, progress: nil)
+        #expect(try Data(contentsOf: pulled.mainFile) == db)
     }
 
     @Test func databases_notDebuggable_namesTheFix_thenSuFallback() async throws {
-        try device.write(Data("x".utf8), to: "/data/data/com.example.locked/databases/secret.db")
+        try device.write(try sqliteBytes(), to: "/data/data/com.example.locked/databases/secret.db")
         let error = await #expect(throws: FlippioError.self) {
             try await bridge().databases(deviceID: Self.serial, appID: "com.example.locked")
         }

@@ -229,15 +229,15 @@ struct AndroidBridgeScriptedTests {
             let line = command.arguments.last ?? ""
             if line.hasPrefix("run-as") { return (1, "", "run-as: package not debuggable: com.example.notes\n") }
             if line == "su 0 id" { return (0, "uid=0(root) gid=0(root)\n", "") }
-            if line.hasPrefix("su 0 find") { return (0, "\(Self.path)\n", "") }
+            if line.hasPrefix("su 0 find") { return (0, "SQLite format 3\u{0}\(Self.path)\u{0}", "") }
             if line.hasPrefix("su 0 stat") { return (0, "8192 \(Self.path)\n", "") }
             return (1, "", "")
         }
         let dbs = try await bridge(runner).databases(deviceID: "emulator-5554", appID: Self.pkg)
         #expect(dbs == [RemoteDatabase(platform: .android, deviceID: "emulator-5554", appID: Self.pkg, path: Self.path, access: .su, size: 8192)])
         let commands = await runner.deviceCommands
-        #expect(commands.contains("run-as com.example.notes find /data/data/com.example.notes \(AndroidBridge.findExpression)"))
-        #expect(commands.contains("find /sdcard/Android/data/com.example.notes \(AndroidBridge.findExpression) 2>/dev/null"))
+        #expect(commands.contains(AndroidBridge.listingCommand(package: Self.pkg, prefix: "run-as com.example.notes ")))
+        #expect(commands.contains(AndroidBridge.listingCommand(package: Self.pkg, prefix: "su 0 ")))
     }
 
     @Test func invalidPackage_neverReachesTheDevice() async throws {

@@ -82,79 +82,109 @@ struct AndroidOutputParserTests {
 
     static let root = "/data/data/com.example.notes"
 
-    @Test func find_keepsDatabasesUnderRoot() {
-        let text = """
-            /data/data/com.example.notes/databases/notes.db
-            /data/data/com.example.notes/databases/notes.db-wal
-            /data/data/com.example.notes/databases/notes.db-journal
-            /data/data/com.example.notes/files/cache.sqlite
-            /data/data/com.example.notes/files/a b 'quoted'.sqlite3
-            /data/data/com.example.notes/no_backup/x.db3
-            /data/data/com.example.notes/no_backup/y.sqlitedb
-            /data/data/com.example.notes/databases/notes.db
+    static let shared = "/sdcard/Android/data/com.example.notes"
 
-            """
-        let listing = AndroidOutputParser.databasePaths(Data(text.utf8), root: Self.root)
+    /// One record of the header scan: 16 bytes of the file, its path, NUL.
+    static func record(_ path: String, header: [UInt8] = AndroidOutputParser.sqliteHeader) -> Data {
+        Data(header.prefix(16)) + Data(path.utf8) + Data([0])
+    }
+
+    @Test func headerScan_keepsSQLiteFilesWhateverTheirName() {
+        var data = Data()
+        data += Self.record("/data/data/com.example.notes/databases/app_database")
+        data += Self.record("/data/data/com.example.notes/databases/app_database-wal")
+        data += Self.record("/data/data/com.example.notes/databases/notes.db-journal")
+        data += Self.record("/data/data/com.example.notes/databases/.notes.db.flippio-tmp")
+        data += Self.record("/data/data/com.example.notes/files/cache.sqlite")
+        data += Self.record("/data/data/com.example.notes/files/foo.db", header: Array("not a database!!".utf8))
+        // Almost the header: the 16th byte must be NUL.
+        data += Self.record("/data/data/com.example.notes/files/almost", header: Array("SQLite format 3X".utf8))
+        data += Self.record("/data/data/com.example.notes/files/a b 'quoted' $(id).db")
+        data += Self.record("\(Self.shared)/files/ext.db")
+        data += Self.record("/data/data/com.example.notes/databases/app_database")
+        let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root, Self.shared])
         #expect(listing.paths == [
-            "/data/data/com.example.notes/databases/notes.db",
+            "/data/data/com.example.notes/databases/app_database",
             "/data/data/com.example.notes/files/cache.sqlite",
-            "/data/data/com.example.notes/files/a b 'quoted'.sqlite3",
-            "/data/data/com.example.notes/no_backup/x.db3",
-            "/data/data/com.example.notes/no_backup/y.sqlitedb",
+            "/data/data/com.example.notes/files/a b 'quoted' $(id).db",
+            "\(Self.shared)/files/ext.db",
         ])
         #expect(listing.warnings.isEmpty)
     }
 
-    @Test func find_dropsHostileLines() {
+    @Test func headerScan_dropsHostileRecords() {
         var data = Data()
-        func line(_ s: String) { data.append(contentsOf: s.utf8); data.append(0x0A) }
-        line("/data/data/com.example.notes/databases/ok.db")
-        line("/data/data/com.example.notes/../../system/evil.db")
-        line("/data/data/com.example.notes/./databases/dot.db")
-        line("/data/data/com.example.notes//double.db")
-        line("/data/data/com.example.other/databases/other.db")
-        line("/data/data/com.example.notesX/databases/sibling.db")
-        line("databases/relative.db")
-        line("/data/data/com.example.notes/databases/tab\there.db")
-        line("/data/data/com.example.notes/databases/esc\u{1B}[31m.db")
-        line("/data/data/com.example.notes/databases/del\u{7F}.db")
-        // A name with a newline: "split.db\nrest.db" arrives as two lines.
-        line("/data/data/com.example.notes/databases/split.db")
-        line("rest.db")
-        // Binary garbage and invalid UTF-8.
-        data.append(contentsOf: [0xFF, 0xFE, 0x00, 0x2F, 0x80, 0x0A])
-        data.append(contentsOf: Array("/data/data/com.example.notes/databases/bad".utf8) + [0xC3, 0x28] + Array(".db\n".utf8))
-        line("/data/data/com.example.notes/databases/last.db")
-
-        let listing = AndroidOutputParser.databasePaths(data, root: Self.root)
+        data += Self.record("/data/data/com.example.notes/databases/ok.db")
+        data += Self.record("/data/data/com.example.notes/../../system/evil.db")
+        data += Self.record("/data/data/com.example.notes/./databases/dot.db")
+        data += Self.record("/data/data/com.example.notes//double.db")
+        data += Self.record("/data/data/com.example.other/databases/other.db")
+        data += Self.record("/data/data/com.example.notesX/databases/sibling.db")
+        data += Self.record("databases/relative.db")
+        data += Self.record("/data/data/com.example.notes/databases/tab\there.db")
+        data += Self.record("/data/data/com.example.notes/databases/esc\u{1B}[31m.db")
+        // A name with a line break arrives whole (NUL ends a record) and is refused by name.
+        data += Self.record("/data/data/com.example.notes/databases/split.db\n/data/data/com.example.notes/databases/x.db")
+        data += Data(AndroidOutputParser.sqliteHeader) + Data(Array("/data/data/com.example.notes/databases/bad".utf8) + [0xC3, 0x28, 0])
+        data += Self.record("/data/data/com.example.notes/databases/last.db")
+        let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root])
         #expect(listing.paths == [
             "/data/data/com.example.notes/databases/ok.db",
             "/data/data/com.example.notes/databases/last.db",
         ])
-        #expect(listing.warnings.contains { $0.contains("line break") && $0.contains("split.db") })
-        #expect(listing.warnings.contains { $0.contains("control characters") })
+        #expect(listing.warnings.contains { $0.contains("line break") && $0.contains("split.db?") })
         #expect(listing.warnings.contains { $0.contains("UTF-8") })
+        #expect(listing.warnings.allSatisfy { !DeviceShellQuoting.containsControlCharacter($0) })
     }
 
-    @Test func find_boundedToLimit() {
-        var text = ""
-        for i in 0..<10_050 { text += "/data/data/com.example.notes/databases/db\(i).db\n" }
-        let listing = AndroidOutputParser.databasePaths(Data(text.utf8), root: Self.root, limit: 10_000)
+    @Test func headerScan_shortHeaderLosesOnlyItsRecord() {
+        // A file that shrank between find's size test and head: 5 bytes instead of 16.
+        var data = Data("SQLit".utf8) + Data("/data/data/com.example.notes/databases/shrunk.db".utf8) + Data([0])
+        data += Self.record("/data/data/com.example.notes/databases/next.db")
+        let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root])
+        #expect(listing.paths == ["/data/data/com.example.notes/databases/next.db"])
+    }
+
+    @Test func headerScan_boundedToLimit() {
+        var data = Data()
+        for i in 0..<10_050 { data += Self.record("/data/data/com.example.notes/databases/db\(i)") }
+        let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root], limit: 10_000)
         #expect(listing.paths.count == 10_000)
-        #expect(listing.paths.last == "/data/data/com.example.notes/databases/db9999.db")
+        #expect(listing.paths.last == "/data/data/com.example.notes/databases/db9999")
         #expect(listing.warnings.contains { $0.contains("More than 10000") })
     }
 
-    @Test func find_truncatedOutputDropsPartialLine() {
-        let text = "/data/data/com.example.notes/databases/a.db\n/data/data/com.example.notes/databases/b.d"
-        let listing = AndroidOutputParser.databasePaths(Data(text.utf8), root: Self.root, truncated: true)
+    @Test func headerScan_truncatedOutputDropsPartialRecord() {
+        let data = Self.record("/data/data/com.example.notes/databases/a.db") + Self.record("/data/data/com.example.notes/databases/b.db").dropLast(3)
+        let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root], truncated: true)
         #expect(listing.paths == ["/data/data/com.example.notes/databases/a.db"])
-        #expect(!listing.warnings.isEmpty)
+        #expect(listing.warnings.contains { $0.contains("longer than flippio reads") })
     }
 
-    @Test func find_ptyLineEndings() {
-        let text = "/data/data/com.example.notes/databases/a.db\r\n/data/data/com.example.notes/databases/b.db\r\n"
-        #expect(AndroidOutputParser.databasePaths(Data(text.utf8), root: Self.root).paths.count == 2)
+    // MARK: - dumpsys package
+
+    @Test func packageFlags_fromDumpsysPackagesLines() {
+        // What `dumpsys package packages | grep -E '^  Package \[|^    flags=\['` leaves, from
+        // an Android 7 and an Android 14 dump; the hidden-system section repeats chrome.
+        let text = """
+              Package [com.android.hq.ganktoutiao] (be741af):
+                flags=[ DEBUGGABLE HAS_CODE ALLOW_CLEAR_USER_DATA ALLOW_BACKUP ]
+              Package [com.android.chrome] (1a2b3c4):
+                flags=[ SYSTEM HAS_CODE ALLOW_CLEAR_USER_DATA ALLOW_BACKUP ]
+              Package [com.example.release] (5d6e7f8):
+                flags=[ HAS_CODE ALLOW_CLEAR_USER_DATA ]
+              Package [bad name;rm] (0000000):
+                flags=[ DEBUGGABLE ]
+              Package [com.example.noflags] (0000001):
+              Package [com.android.chrome] (9f8e7d6):
+                flags=[ SYSTEM DEBUGGABLE ]
+
+            """
+        #expect(AndroidOutputParser.packageFlags(text) == [
+            .init(name: "com.android.chrome", debuggable: false, system: true),
+            .init(name: "com.android.hq.ganktoutiao", debuggable: true, system: false),
+            .init(name: "com.example.release", debuggable: false, system: false),
+        ])
     }
 
     // MARK: - sha256sum, stat, getprop

@@ -33,6 +33,7 @@ struct FuzzParserTests {
         "-rw-r--r--    1 mobile mobile       8192 22 May 2024 10:00:00 ", "drwxr-xr-x    2 mobile mobile 64 1 Jan 2024 00:00:00 ",
         "{\"st_ifmt\": \"S_IFDIR\", \"st_size\": 64}", "st_ifmt: S_IFREG", "st_size: 12",
         "00008030-001A2D3C0E82802E", "ERROR: Could not connect to lockdownd: Password protected (-17)",
+        "SQLite format 3\0", "SQLite format 3\0/data/data/com.example.notes/databases/x\0",
     ]
 
     /// Random input: random bytes, random fragments, or fragments with a few bytes flipped.
@@ -85,7 +86,7 @@ struct FuzzParserTests {
         }
     }
 
-    @Test("find: only safe database paths inside the app's folder, at most the limit, none escaping the workspace",
+    @Test("header scan: only safe database paths inside the app's folder, at most the limit, none escaping the workspace",
           arguments: seeds)
     func findListing(seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
@@ -93,7 +94,7 @@ struct FuzzParserTests {
         for i in 0..<Self.iterations {
             let data = Self.input(&rng)
             let limit = Int(rng.next() % 20) + 1
-            let listing = AndroidOutputParser.databasePaths(data, root: Self.root, limit: limit, truncated: rng.next() % 5 == 0)
+            let listing = AndroidOutputParser.databasesByHeader(data, roots: [Self.root], limit: limit, truncated: rng.next() % 5 == 0)
             #expect(listing.paths.count <= limit, "seed \(seed) #\(i)")
             #expect(Set(listing.paths).count == listing.paths.count, "seed \(seed) #\(i): duplicates")
             for path in listing.paths {
@@ -113,18 +114,19 @@ struct FuzzParserTests {
         }
     }
 
-    @Test("find: names with a line break are never half-listed", arguments: seeds)
-    func findNamesWithLineBreaks(seed: UInt64) {
+    @Test("header scan: names with a line break are never listed, whatever follows them", arguments: seeds)
+    func headerScanNamesWithLineBreaks(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
+        let header = Data(AndroidOutputParser.sqliteHeader)
         for i in 0..<300 {
             // A real file whose name holds a newline, then what follows it pretends to be a path.
             let tail = ["x.db", "evil.db", "/data/data/com.example.notes/databases/owned.db", "../../../etc/passwd.db"][Int(rng.next() % 4)]
             let good = "/data/data/com.example.notes/databases/good\(i).db"
-            let output = "\(good)\n/data/data/com.example.notes/databases/a\(i)\n\(tail)\n\(good)-wal\n"
-            let listing = AndroidOutputParser.databasePaths(Data(output.utf8), root: Self.root)
-            #expect(listing.paths.contains(good), "seed \(seed) #\(i)")
-            #expect(!listing.paths.contains { $0.contains("a\(i)") }, "seed \(seed) #\(i): \(listing.paths)")
-            #expect(!listing.paths.contains { $0.contains("..") })
+            var output = header + Data(good.utf8) + Data([0])
+            output += header + Data("/data/data/com.example.notes/databases/a\(i)\n\(tail)".utf8) + Data([0])
+            output += header + Data("\(good)-wal".utf8) + Data([0])
+            let listing = AndroidOutputParser.databasesByHeader(output, roots: [Self.root])
+            #expect(listing.paths == [good], "seed \(seed) #\(i): \(listing.paths)")
         }
     }
 

@@ -28,7 +28,7 @@ struct IOSPullCommandTests {
         #expect(text.err.contains("\(Self.untrusted): not-trusted:") && text.err.contains("pair it: `idevicepair pair`"), "\(text.err)")
 
         let json = try scenario.flippio(["devices", "--json"])
-        let devices = try JSONDecoder().decode([Device].self, from: json.stdout)
+        let devices = try JSONDocument.decode([Device].self, "devices", from: json.stdout)
         let byID = Dictionary(uniqueKeysWithValues: devices.map { ($0.id, $0) })
         #expect(Set(byID.keys) == [IOSScenario.udid, Self.locked, Self.untrusted], "the emulated Android side has no device")
         #expect(byID[IOSScenario.udid]?.platform == .ios)
@@ -46,13 +46,13 @@ struct IOSPullCommandTests {
 
         let apps = try scenario.flippio(["apps", "00008030", "--json"])  // a unique prefix names the device
         #expect(apps.status == 0, "\(apps.err)")
-        let listed = try JSONDecoder().decode([AppInfo].self, from: apps.stdout)
+        let listed = try JSONDocument.decode([AppInfo].self, "apps", from: apps.stdout)
         #expect(listed.map(\.id) == [IOSScenario.bundle])
         #expect(listed.first?.name == "Notes")
 
         let dbs = try scenario.flippio(["dbs", IOSScenario.udid, IOSScenario.bundle, "--json"])
         #expect(dbs.status == 0, "\(dbs.err)")
-        let databases = try JSONDecoder().decode([RemoteDatabase].self, from: dbs.stdout)
+        let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: dbs.stdout)
         #expect(databases.map(\.path) == ["/Documents/notes.db", "/Library/Application Support/cache.sqlite"])
         #expect(databases.allSatisfy { $0.platform == .ios && $0.access == .container && $0.deviceID == IOSScenario.udid })
     }
@@ -127,7 +127,7 @@ struct IOSPullCommandTests {
         let scenario = try IOSScenario.make(app: IOSStandInApp(name: "Notes", container: false, documents: true), pull: false)
         let dbs = try scenario.flippio(["dbs", IOSScenario.udid, IOSScenario.bundle, "--json"])
         #expect(dbs.status == 0, "\(dbs.err)")
-        let databases = try JSONDecoder().decode([RemoteDatabase].self, from: dbs.stdout)
+        let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: dbs.stdout)
         #expect(databases.map(\.path) == [IOSScenario.remotePath])
         #expect(databases.first?.access == .documents)
         try scenario.pull()

@@ -44,7 +44,7 @@ struct PullCommandTests {
         #expect(text.err.contains("USB debugging"), "the unauthorized device comes with its fix: \(text.err)")
 
         let json = try harness.flippio(["devices", "--json"])
-        let devices = try JSONDecoder().decode([Device].self, from: json.stdout)
+        let devices = try JSONDocument.decode([Device].self, "devices", from: json.stdout)
         #expect(Set(devices.map(\.id)) == ["READY01", "LOCKED02", "GONE03"])
         #expect(devices.first { $0.id == "LOCKED02" }?.state == .unauthorized)
         #expect(devices.first { $0.id == "LOCKED02" }?.remedy != nil)
@@ -78,7 +78,7 @@ struct PullCommandTests {
         let scenario = try Scenario.make(pull: false)
         let result = try scenario.harness.flippio(["dbs", "emu", Scenario.package, "--json"])
         #expect(result.status == 0, "\(result.err)")
-        let databases = try JSONDecoder().decode([RemoteDatabase].self, from: result.stdout)
+        let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: result.stdout)
         #expect(databases.map(\.path) == [Scenario.remotePath])
     }
 
@@ -116,7 +116,7 @@ struct PullCommandTests {
         try scenario.device.setFaults(["failNext": 2, "failMessage": "device offline"])
         let result = try scenario.harness.flippio(["dbs", Scenario.serial, Scenario.package, "--json"])
         #expect(result.status == 0, "\(result.err)")
-        let databases = try JSONDecoder().decode([RemoteDatabase].self, from: result.stdout)
+        let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: result.stdout)
         #expect(databases.map(\.path) == [Scenario.remotePath])
         #expect(((try scenario.device.faults())["failNext"] as? Int ?? 0) == 0, "both failures were consumed by retries")
     }

@@ -30,10 +30,10 @@ final class DeviceRegistry: @unchecked Sendable {
               let config = try? JSONDecoder().decode(DeviceConfig.self, from: data)
         else { return nil }
         let fsRoot = root.appendingPathComponent("fs", isDirectory: true)
-        if !FileManager.default.fileExists(atPath: fsRoot.path) {
-            // A device.json alone is a fresh phone: give it the folders every phone has.
-            try? DeviceLayout.create(fs: fsRoot)
-        }
+        // Every phone has /data/local/tmp, /sdcard and friends, also when `fs/` was made by hand
+        // with only an app's folder in it (README's example): without them `adb push` fails.
+        // Idempotent and cheap (a few stats), so it runs on every request.
+        try? DeviceLayout.create(fs: fsRoot)
         return SimulatedDevice(serial: serial, root: root, fsRoot: fsRoot, config: config)
     }
 

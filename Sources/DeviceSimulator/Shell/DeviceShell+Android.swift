@@ -154,6 +154,49 @@ extension DeviceShell {
         }
     }
 
+    // MARK: - dumpsys
+
+    /// `dumpsys package packages` (or `p`, or a package name): the "Packages:" section as
+    /// PackageManagerService prints it, in the lines flippio and other tools read:
+    /// `  Package [NAME] (HASH):` and `    flags=[ DEBUGGABLE HAS_CODE ... ]`, with `SYSTEM` for
+    /// system apps. Other services print nothing here (a real phone prints pages of state).
+    func dumpsys(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        guard let service = args.first else { return 0 }
+        guard service == "package" else {
+            if ["activity", "window", "meminfo", "battery", "cpuinfo"].contains(service) { return 0 }
+            try io.err("Can't find service: \(service)\n")
+            return 0
+        }
+        let selector = args.dropFirst().first(where: { !$0.hasPrefix("-") })
+        let names = device.config.packages.keys.sorted().filter { name in
+            guard let selector, selector != "packages", selector != "p" else { return true }
+            return name == selector
+        }
+        var out = "Packages:\n"
+        for name in names {
+            let info = device.config.packages[name]!
+            let hash = String(format: "%07x", UInt32(truncatingIfNeeded: device.uid(of: name) &* 2_654_435_761) & 0xFFFFFFF)
+            var flags = info.system ? ["SYSTEM"] : []
+            if info.debuggable { flags.append("DEBUGGABLE") }
+            flags += ["HAS_CODE", "ALLOW_CLEAR_USER_DATA", "ALLOW_BACKUP"]
+            out += """
+                  Package [\(name)] (\(hash)):
+                    appId=\(device.uid(of: name))
+                    pkg=Package{\(hash) \(name)}
+                    codePath=\((apkPath(name) as NSString).deletingLastPathComponent)
+                    versionCode=1 minSdk=24 targetSdk=\(device.config.sdk)
+                    versionName=1.0
+                    dataDir=/data/user/0/\(name)
+                    flags=[ \(flags.joined(separator: " ")) ]
+                    privateFlags=[ PRIVATE_FLAG_ACTIVITIES_RESIZE_MODE_RESIZEABLE_VIA_SDK_VERSION ALLOW_AUDIO_PLAYBACK_CAPTURE ]
+                    User 0: ceDataInode=\(device.uid(of: name) * 7) installed=true hidden=false suspended=false distractionFlags=0 stopped=false notLaunched=false enabled=0 instant=false virtual=false
+
+                """
+        }
+        try io.out(out)
+        return 0
+    }
+
     // MARK: - am, cmd
 
     /// `am force-stop PKG` and `am kill PKG` print nothing and succeed, even for unknown packages.

@@ -44,6 +44,7 @@ extension DeviceShell {
         case "md5sum": return { [self] args, io in try hashsum(args, io: io, name: "md5sum") }
         case "wc": return wc
         case "head": return head
+        case "printf": return printf
         case "tail": return tail
         case "grep": return grep
         case "ln": return ln
@@ -56,6 +57,7 @@ extension DeviceShell {
         case "pm": return pm
         case "am": return am
         case "cmd": return cmd
+        case "dumpsys": return dumpsys
         default: return nil
         }
     }

@@ -218,7 +218,13 @@ extension DeviceShell {
         case path(String)
         case type(Character)
         case empty
-        case print
+        case size(String)
+        /// toybox: true; a directory it is reached for is not descended into.
+        case prune
+        case print(terminator: String)
+        /// `-exec CMD... {} ;` (runs per file; true when it exits 0) or `-exec CMD... {} +`
+        /// (collects names, runs once per batch; always true). `index` numbers the -exec.
+        case exec([String], plus: Bool, index: Int)
         case constant(Bool)
         case not(FindExpression)
         case and(FindExpression, FindExpression)
@@ -226,7 +232,7 @@ extension DeviceShell {
 
         var prints: Bool {
             switch self {
-            case .print: return true
+            case .print, .exec: return true
             case .not(let e): return e.prints
             case .and(let a, let b), .or(let a, let b): return a.prints || b.prints
             default: return false
@@ -239,6 +245,7 @@ extension DeviceShell {
     private final class FindParser {
         var tokens: [String]
         var index = 0
+        var execCount = 0
         init(_ tokens: [String]) { self.tokens = tokens }
         var atEnd: Bool { index >= tokens.count }
         func next() -> String? { atEnd ? nil : tokens[index] }
@@ -295,12 +302,61 @@ extension DeviceShell {
                 }
                 return .type(c)
             case "-empty": return .empty
-            case "-print", "-print0": return .print
+            case "-prune": return .prune
+            case "-size":
+                let arg = try argument()
+                _ = try Self.sizeValue(arg)
+                return .size(arg)
+            case "-print": return .print(terminator: "\n")
+            case "-print0": return .print(terminator: "\0")
+            case "-exec":
+                // toybox: the words up to `;`, or up to `{} +`; "-exec" alone or "-exec ;" is an error.
+                guard let first = next(), first != ";" else { throw FindSyntaxError(message: "'exec' needs 1 arg") }
+                var words: [String] = []
+                while let word = next() {
+                    _ = take()
+                    if word == ";" { execCount += 1; return .exec(words, plus: false, index: execCount) }
+                    if word == "{}", next() == "+" {
+                        _ = take()
+                        execCount += 1
+                        return .exec(words + ["{}"], plus: true, index: execCount)
+                    }
+                    words.append(word)
+                }
+                throw FindSyntaxError(message: "-exec without \(words.contains("{}") ? "\\;" : "{}")")
             case "-true": return .constant(true)
             case "-false": return .constant(false)
             case "-xdev", "-depth", "-mount", "-follow": return .constant(true)
             default: throw FindSyntaxError(message: "bad arg '\(t)'")
             }
+        }
+
+        /// toybox 0.8.9's (Android 14) `compare_numsign(st_size, 512, arg)` for `-size`: the sign,
+        /// and the size in bytes. A bare number counts 512-byte blocks (not rounded: `-size 1` is
+        /// exactly 512 bytes); a suffix is atolx's (`c` bytes, `w` 2, `b` 512, `k` `m` `g`... powers
+        /// of 1024). 0.8.9 compares directories' sizes too (only later versions imply `-type f`).
+        static func sizeValue(_ arg: String) throws -> (sign: Character?, bytes: Int64) {
+            var text = Substring(arg)
+            var sign: Character?
+            if let first = text.first, first == "+" || first == "-" { sign = first; text = text.dropFirst() }
+            // Without a sign toybox wants a digit first; with one, atolx judges the rest.
+            guard let first = text.first, first.isASCII, first.isNumber else {
+                throw FindSyntaxError(message: sign == nil ? "\(text) not [+-]N" : "not integer: \(text)")
+            }
+            let digits = text.prefix { $0.isASCII && $0.isNumber }
+            guard var value = Int64(digits) else { throw FindSyntaxError(message: "not integer: \(text)") }
+            let rest = text.dropFirst(digits.count)
+            if rest.isEmpty {
+                value *= 512
+            } else {
+                let multipliers: [Character: Int64] = ["c": 1, "w": 2, "b": 512, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                                                       "t": 1 << 40, "p": 1 << 50, "e": 1 << 60]
+                guard rest.count == 1, let multiplier = multipliers[Character(rest.lowercased())] else {
+                    throw FindSyntaxError(message: "not integer: \(text)")
+                }
+                value *= multiplier
+            }
+            return (sign, value)
         }
     }
 
@@ -336,18 +392,33 @@ extension DeviceShell {
         }
         let autoPrint = !expression.prints
         var status: Int32 = 0
+        // `-exec ... {} +`: names collected per -exec, run once at the end (toybox flushes when
+        // the argument list passes its size limit; the listings here stay far below it).
+        var batches: [Int: (words: [String], names: [String])] = [:]
+        let runExec: (_ words: [String], _ names: [String]) throws -> Int32 = { [self] words, names in
+            var argv: [String] = []
+            for word in words { if word == "{}" { argv += names } else { argv.append(word) } }
+            if let status = try exec(argv, io: io) { return status }
+            // toybox's xexec: the child cannot exec the command.
+            try io.err("find: exec \(argv[0]): No such file or directory\n")
+            return 127
+        }
 
         func visit(_ shown: String, _ r: DeviceFileSystem.Resolved, depth: Int) throws {
             if cancelled() { throw ConnectionClosed() }
             var st = Glibc.stat()
             guard lstat(r.host, &st) == 0 else { return }
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
+            var pruned = false
             if depth >= minDepth {
-                var printed = false
-                let matched = evaluate(expression, shown: shown, r: r, st: st) { printed = true }
-                if printed || (autoPrint && matched) { try io.out(shown + "\n") }
+                let matched = try evaluate(expression, shown: shown, r: r, st: st, io: io, onPrune: { pruned = true }) { words, plus, index in
+                    guard plus else { return try runExec(words, [shown]) == 0 }
+                    batches[index, default: (words, [])].names.append(shown)
+                    return true
+                }
+                if autoPrint && matched { try io.out(shown + "\n") }
             }
-            guard isDir, depth < maxDepth else { return }
+            guard isDir, depth < maxDepth, !pruned else { return }
             let names: [String]
             do { names = try fs.list(r) } catch let e as DeviceErrno {
                 try io.err("find: \(shown): \(e.text)\n")
@@ -370,11 +441,22 @@ extension DeviceShell {
                 status = 1
             }
         }
+        for index in batches.keys.sorted() {
+            let batch = batches[index]!
+            // toybox ORs each batch's exit status into its own.
+            status |= try runExec(batch.words, batch.names)
+        }
         return status
     }
 
-    private func evaluate(_ e: FindExpression, shown: String, r: DeviceFileSystem.Resolved, st: Glibc.stat,
-                          onPrint: () -> Void) -> Bool {
+    /// Evaluates `e` for one file, left to right with short-circuit, as toybox does: actions
+    /// (`-print`, `-exec`) run as they are reached. `onExec` runs or collects an `-exec`.
+    private func evaluate(_ e: FindExpression, shown: String, r: DeviceFileSystem.Resolved, st: Glibc.stat, io: ShellIO,
+                          onPrune: () -> Void,
+                          onExec: (_ words: [String], _ plus: Bool, _ index: Int) throws -> Bool) throws -> Bool {
+        func recurse(_ inner: FindExpression) throws -> Bool {
+            try evaluate(inner, shown: shown, r: r, st: st, io: io, onPrune: onPrune, onExec: onExec)
+        }
         switch e {
         case .name(let pattern, let caseless):
             let base = r.components.last ?? "/"
@@ -396,19 +478,30 @@ extension DeviceShell {
         case .empty:
             if (st.st_mode & S_IFMT) == S_IFDIR { return ((try? fs.list(r)) ?? ["x"]).isEmpty }
             return st.st_size == 0
-        case .print:
-            onPrint()
+        case .size(let arg):
+            guard let spec = try? FindParser.sizeValue(arg) else { return false }
+            let size = Int64(st.st_size)
+            switch spec.sign {
+            case "+": return size > spec.bytes
+            case "-": return size < spec.bytes
+            default: return size == spec.bytes
+            }
+        case .prune:
+            if (st.st_mode & S_IFMT) == S_IFDIR { onPrune() }
             return true
+        case .print(let terminator):
+            try io.out(shown + terminator)
+            return true
+        case .exec(let words, let plus, let index):
+            return try onExec(words, plus, index)
         case .constant(let b):
             return b
         case .not(let inner):
-            return !evaluate(inner, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try !recurse(inner)
         case .and(let a, let b):
-            return evaluate(a, shown: shown, r: r, st: st, onPrint: onPrint)
-                && evaluate(b, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try recurse(a) && recurse(b)
         case .or(let a, let b):
-            return evaluate(a, shown: shown, r: r, st: st, onPrint: onPrint)
-                || evaluate(b, shown: shown, r: r, st: st, onPrint: onPrint)
+            return try recurse(a) || recurse(b)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Small text filters for pipelines: wc, head, tail, grep.
 extension DeviceShell {
@@ -62,18 +63,72 @@ extension DeviceShell {
         return count
     }
 
+    /// toybox `head [-cn NUM] [-qv] [FILE...]`: the first NUM lines (default 10) or bytes of each
+    /// input, reading no more than it needs (`head -c 16` of a 50 MB database reads one chunk);
+    /// `==> FILE <==` headers when there is more than one file (unless `-q`) or with `-v`.
     func head(_ args: [String], _ io: ShellIO) throws -> Int32 {
         var args = args
-        let n = Self.lineCount(&args) ?? 10
-        let (inputs, status) = try self.inputs(args, name: "head", io: io)
-        for (_, data) in inputs {
-            var lines = 0
-            var end = data.startIndex
-            while end < data.endIndex && lines < n {
-                if data[end] == 0x0A { lines += 1 }
-                end = data.index(after: end)
+        var bytes: Int?
+        var quiet = false, verbose = false
+        var rest: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--" { rest += args[(i + 1)...]; break }
+            if a == "-c" || a == "--bytes" {
+                guard i + 1 < args.count, let n = Int(args[i + 1]), n >= 0 else {
+                    try io.err("head: -c needs a number\n")
+                    return 1
+                }
+                bytes = n; i += 2; continue
             }
-            try io.stdout.write(Data(data[data.startIndex..<end]))
+            if a.hasPrefix("-c"), let n = Int(a.dropFirst(2)), n >= 0 { bytes = n; i += 1; continue }
+            if a == "-q" { quiet = true; i += 1; continue }
+            if a == "-v" { verbose = true; i += 1; continue }
+            rest.append(a); i += 1
+        }
+        args = rest
+        let lines = Self.lineCount(&args) ?? 10
+        let files = args.isEmpty ? ["-"] : args
+        var status: Int32 = 0
+        for (index, file) in files.enumerated() {
+            if (files.count > 1 && !quiet) || verbose {
+                try io.out((index > 0 ? "\n" : "") + "==> \(file == "-" ? "standard input" : file) <==\n")
+            }
+            var fd: Int32 = -1
+            if file != "-" {
+                do { fd = try openForReading(file) } catch let e as DeviceErrno {
+                    try io.err("head: \(file): \(e.text)\n")
+                    status = 1
+                    continue
+                }
+            }
+            defer { if fd >= 0 { close(fd) } }
+            var remainingBytes = bytes ?? Int.max
+            var remainingLines = lines
+            while bytes != nil ? remainingBytes > 0 : remainingLines > 0 {
+                let chunk: [UInt8]
+                if fd >= 0 {
+                    var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
+                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, Self.chunkSize) }
+                    if n <= 0 { break }
+                    chunk = Array(buffer[0..<n])
+                } else {
+                    guard let data = try io.stdin.read(max: Self.chunkSize) else { break }
+                    chunk = data
+                }
+                var end = 0
+                if bytes != nil {
+                    end = min(remainingBytes, chunk.count)
+                    remainingBytes -= end
+                } else {
+                    while end < chunk.count, remainingLines > 0 {
+                        if chunk[end] == 0x0A { remainingLines -= 1 }
+                        end += 1
+                    }
+                }
+                try io.stdout.write(Data(chunk[0..<end]))
+            }
         }
         return status
     }
@@ -165,5 +220,147 @@ extension DeviceShell {
             try io.err("ln: cannot create symbolic link from '\(target)' to '\(link)': \(e.text)\n")
             return 1
         }
+    }
+}
+
+// MARK: - printf
+
+extension DeviceShell {
+    /// toybox `printf FORMAT [ARGUMENT...]` (Android's mksh has no printf builtin, so `sh -c`
+    /// and `find -exec` both run this one): `\` escapes (abefnrtv, `\NNN` octal, `\xHH`),
+    /// `%%`, and `%s %c %b %d %i %o %u %x %X` with width and precision; the format repeats while
+    /// arguments remain and it consumed one.
+    func printf(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        guard let format = args.first else {
+            try io.err("printf: Need 1 argument\n")
+            return 1
+        }
+        var arguments = args.dropFirst()[...]
+        var out = [UInt8]()
+        var status: Int32 = 0
+
+        /// toybox `handle_slash`: the byte an escape stands for; `index` is just past the `\`.
+        func escape(_ bytes: [UInt8], _ index: inout Int, posix: Bool) -> UInt8 {
+            guard index < bytes.count else { return UInt8(ascii: "\\") }
+            var base = 0
+            var i = index
+            if bytes[i] == UInt8(ascii: "x") {
+                base = 16; i += 1
+            } else {
+                if posix, bytes[i] == UInt8(ascii: "0") { i += 1 }
+                if i < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(bytes[i]) { base = 8 } else if i != index {
+                    index = i
+                    return 0
+                }
+            }
+            if base == 0 {
+                let table: [UInt8: UInt8] = [UInt8(ascii: "a"): 7, UInt8(ascii: "b"): 8, UInt8(ascii: "e"): 27, UInt8(ascii: "f"): 12,
+                                             UInt8(ascii: "n"): 10, UInt8(ascii: "r"): 13, UInt8(ascii: "t"): 9, UInt8(ascii: "v"): 11,
+                                             UInt8(ascii: "\\"): UInt8(ascii: "\\"), UInt8(ascii: "\""): UInt8(ascii: "\""),
+                                             UInt8(ascii: "'"): UInt8(ascii: "'")]
+                guard let value = table[bytes[i]] else { return UInt8(ascii: "\\") }
+                index = i + 1
+                return value
+            }
+            var length = base == 16 ? 2 : 3
+            var result = 0
+            while length > 0, i < bytes.count, let digit = Int(String(UnicodeScalar(bytes[i])), radix: base) {
+                result = result * base + digit
+                i += 1; length -= 1
+            }
+            index = i
+            return UInt8(truncatingIfNeeded: result)
+        }
+
+        let bytes = Array(format.utf8)
+        repeat {
+            var consumed = false
+            var i = 0
+            while i < bytes.count {
+                let c = bytes[i]
+                if c == UInt8(ascii: "\\") {
+                    i += 1
+                    if i < bytes.count, bytes[i] == UInt8(ascii: "c") { try io.stdout.write(Data(out)); return status }
+                    out.append(escape(bytes, &i, posix: false))
+                    continue
+                }
+                guard c == UInt8(ascii: "%"), i + 1 < bytes.count else { out.append(c); i += 1; continue }
+                if bytes[i + 1] == UInt8(ascii: "%") { out.append(c); i += 2; continue }
+                i += 1
+                var flags = ""
+                while i < bytes.count, "-+# '0".utf8.contains(bytes[i]) { flags.append(Character(UnicodeScalar(bytes[i]))); i += 1 }
+                var width: Int?, precision: Int?
+                func number() -> Int? {
+                    if i < bytes.count, bytes[i] == UInt8(ascii: "*") {
+                        i += 1
+                        return arguments.popFirst().flatMap { Int($0) } ?? 0
+                    }
+                    var digits = ""
+                    while i < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[i]) {
+                        digits.append(Character(UnicodeScalar(bytes[i]))); i += 1
+                    }
+                    return digits.isEmpty ? nil : Int(digits)
+                }
+                width = number()
+                if i < bytes.count, bytes[i] == UInt8(ascii: ".") { i += 1; precision = number() ?? 0 }
+                guard i < bytes.count else {
+                    try io.stdout.write(Data(out))
+                    try io.err("printf: bad \(format)\n")
+                    return 1
+                }
+                let conversion = Character(UnicodeScalar(bytes[i]))
+                i += 1
+                consumed = true
+                let argument = arguments.popFirst() ?? ""
+                var field: [UInt8]
+                switch conversion {
+                case "s":
+                    field = Array(argument.utf8)
+                    if let precision { field = Array(field.prefix(precision)) }
+                case "c":
+                    field = Array(argument.utf8.prefix(1))
+                case "b":
+                    field = []
+                    let a = Array(argument.utf8)
+                    var j = 0
+                    while j < a.count {
+                        if a[j] == UInt8(ascii: "\\") { j += 1; field.append(escape(a, &j, posix: true)) } else { field.append(a[j]); j += 1 }
+                    }
+                case "d", "i", "o", "u", "x", "X":
+                    var value: Int64 = 0
+                    if let first = argument.first, first == "'" || first == "\"" {
+                        value = Int64(argument.unicodeScalars.dropFirst().first?.value ?? 0)
+                    } else if !argument.isEmpty {
+                        let trimmed = argument.trimmingCharacters(in: .whitespaces)
+                        let parsed = trimmed.lowercased().hasPrefix("0x") ? Int64(trimmed.dropFirst(2), radix: 16) : Int64(trimmed)
+                        if let parsed { value = parsed } else {
+                            try io.err("printf: bad %\(conversion) \(argument)\n")
+                            status = 1
+                        }
+                    }
+                    let text: String = switch conversion {
+                    case "o": String(value, radix: 8)
+                    case "x": String(value, radix: 16)
+                    case "X": String(value, radix: 16, uppercase: true)
+                    case "u": String(UInt64(bitPattern: value))
+                    default: String(value)
+                    }
+                    field = Array(text.utf8)
+                default:
+                    try io.stdout.write(Data(out))
+                    try io.err("printf: bad %\(conversion)@\(i - 1)\n")
+                    return 1
+                }
+                if let width, field.count < width {
+                    let pad = [UInt8](repeating: flags.contains("0") && conversion != "s" ? UInt8(ascii: "0") : UInt8(ascii: " "),
+                                      count: width - field.count)
+                    field = flags.contains("-") ? field + pad.map { _ in UInt8(ascii: " ") } : pad + field
+                }
+                out += field
+            }
+            if !consumed || arguments.isEmpty { break }
+        } while true
+        try io.stdout.write(Data(out))
+        return status
     }
 }

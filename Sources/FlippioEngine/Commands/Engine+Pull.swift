@@ -40,7 +40,7 @@ extension Engine {
     static func select(_ paths: [String], from available: [RemoteDatabase], app: String) throws -> [RemoteDatabase] {
         guard !paths.isEmpty else {
             guard !available.isEmpty else {
-                throw FlippioError(.noSuchFile, "\(app) has no SQLite databases (.db .sqlite .sqlite3 .db3 .sqlitedb).",
+                throw FlippioError(.noSuchFile, "\(app) has no SQLite databases (no file in its folders starts with the SQLite header).",
                                    remedy: "Open the app once so it creates its database, then run `flippio dbs` again.")
             }
             return available

@@ -20,6 +20,12 @@ import Logging
 /// Metadata follows the message as `key=value`, sorted by key; a value with spaces, quotes or `=` is
 /// double-quoted. Newlines inside the message or a value are escaped (`\n`), so one event is always
 /// one line and journald never splits it.
+///
+/// Given a ``JournalSocket`` (under systemd, see ``FlippioLogging/bootstrap(level:environment:)``),
+/// journal-format events go to journald's native socket instead, with the same line as `MESSAGE`
+/// and each metadata key as a field of its own (`device` → `FLIPPIO_DEVICE`), so entries can be
+/// selected by device or app (`journalctl FLIPPIO_DEVICE=emulator-5554`). When the socket does not
+/// take an entry, the line goes to the sink as without one.
 public struct JournalLogHandler: LogHandler {
     /// How lines look.
     public enum Format: Sendable, Equatable {
@@ -41,6 +47,7 @@ public struct JournalLogHandler: LogHandler {
     public let format: Format
     private let sink: @Sendable (String) -> Void
     private let now: @Sendable () -> Date
+    private let journal: JournalSocket?
 
     /// Creates a handler.
     ///
@@ -50,6 +57,8 @@ public struct JournalLogHandler: LogHandler {
     ///   - format: journald or terminal lines.
     ///   - metadataProvider: adds task-local metadata to each event.
     ///   - now: the clock for terminal timestamps. The default is the wall clock.
+    ///   - journal: journald's native socket, used in ``Format/journal`` format for structured
+    ///     fields. The default is none: lines go to `sink`.
     ///   - sink: receives each finished line, newline included. The default writes it to stderr in one
     ///     `write(2)` call, so lines from several threads never interleave.
     public init(
@@ -58,8 +67,10 @@ public struct JournalLogHandler: LogHandler {
         format: Format,
         metadataProvider: Logger.MetadataProvider? = nil,
         now: @escaping @Sendable () -> Date = { Date() },
+        journal: JournalSocket? = nil,
         sink: @escaping @Sendable (String) -> Void = JournalLogHandler.writeToStandardError
     ) {
+        self.journal = journal
         self.label = label
         self.logLevel = level
         self.format = format
@@ -78,7 +89,24 @@ public struct JournalLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         if let error = event.error { merged["error"] = .string(String(describing: error)) }
-        sink(render(level: event.level, message: event.message.description, metadata: merged, date: now()))
+        let line = render(level: event.level, message: event.message.description, metadata: merged, date: now())
+        if format == .journal, let journal, journal.send(Self.journalFields(line: line, level: event.level, metadata: merged)) { return }
+        sink(line)
+    }
+
+    /// The native journal entry of a rendered journal-format line: the line (without its `<N>`
+    /// prefix and newline) as `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=flippio`, and each
+    /// metadata key as `FLIPPIO_<KEY>` (sorted).
+    public static func journalFields(line: String, level: Logger.Level, metadata: Logger.Metadata) -> [(name: String, value: String)] {
+        var message = Substring(line)
+        if message.hasPrefix("<"), let close = message.firstIndex(of: ">") { message = message[message.index(after: close)...] }
+        if message.hasSuffix("\n") { message = message.dropLast() }
+        var fields: [(name: String, value: String)] = [("MESSAGE", String(message)), ("PRIORITY", String(priority(of: level))),
+                                                       ("SYSLOG_IDENTIFIER", "flippio")]
+        for key in metadata.keys.sorted() {
+            fields.append((JournalSocket.fieldName(forMetadataKey: key), render(metadata[key]!)))
+        }
+        return fields
     }
 
     /// The line (with its trailing newline) that an event becomes.
@@ -224,8 +252,10 @@ public enum FlippioLogging {
         }
         guard first else { return false }
         let format = JournalLogHandler.Format.detect(environment: environment)
+        // Under systemd, entries go to journald's socket with device and app as fields of their own.
+        let journal = format == .journal ? JournalSocket.detect(environment: environment) : nil
         LoggingSystem.bootstrap { label in
-            JournalLogHandler(label: label, level: level, format: format)
+            JournalLogHandler(label: label, level: level, format: format, journal: journal)
         }
         return true
     }

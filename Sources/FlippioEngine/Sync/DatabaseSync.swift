@@ -93,11 +93,7 @@ actor DatabaseSync {
         self.database = database
         self.origin = sidecar.origin
         self.dependencies = dependencies
-        var logger = dependencies.logger
-        logger[metadataKey: "db"] = "\(database.lastPathComponent)"
-        logger[metadataKey: "device"] = "\(sidecar.origin.deviceID)"
-        logger[metadataKey: "app"] = "\(sidecar.origin.appID)"
-        self.logger = logger
+        self.logger = Logger.forDatabase(sidecar.origin, file: database, base: dependencies.logger)
         self.machine = StateMachine(state: sidecar.state)
         (inputs, inputContinuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
     }

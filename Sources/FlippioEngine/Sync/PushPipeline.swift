@@ -92,15 +92,15 @@ public struct PushPipeline: Sendable {
 
     private func pushLocked(_ database: URL, mode: Mode) async throws -> Outcome {
         let started = ContinuousClock.now
-        let metadata: Logger.Metadata = ["db": "\(database.lastPathComponent)"]
         var sidecar = try SidecarStore.load(forDatabase: database)
+        let logger = Logger.forDatabase(sidecar.origin, file: database, base: self.logger)
         let remote = sidecar.origin.remoteDatabase
         if sidecar.state == .conflict && mode != .keepLocal {
             return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
         }
 
         // 3. Snapshot.
-        logger.trace("push: snapshot", metadata: metadata)
+        logger.trace("push: snapshot")
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
@@ -127,7 +127,7 @@ public struct PushPipeline: Sendable {
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
-            logger.trace("push: stopping the app", metadata: metadata)
+            logger.trace("push: stopping the app")
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
@@ -136,7 +136,7 @@ public struct PushPipeline: Sendable {
         if mode == .keepLocal {
             let saved = sidecar.conflictFingerprint ?? sidecar.expectedDeviceFingerprint
             if current != saved {
-                logger.notice("the app changed its copy again since the conflict; that is a new conflict", metadata: metadata)
+                logger.notice("the app changed its copy again since the conflict; that is a new conflict")
                 return try await recordConflict(&sidecar, database: database, remote: remote, current: current, bridge: bridge)
             }
         } else if current != sidecar.expectedDeviceFingerprint {
@@ -146,8 +146,7 @@ public struct PushPipeline: Sendable {
                 // Its upload may still lie in the device's temp folder (the push was cut before its
                 // clean-up), so the push below runs even when the content is the same: the bridge
                 // overwrites and then removes its temp files, and the result is verified again.
-                logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up",
-                              metadata: metadata)
+                logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up")
                 sidecar.fingerprintAtLastPush = current
                 sidecar.pendingPushHash = nil
             } else {
@@ -174,8 +173,7 @@ public struct PushPipeline: Sendable {
             if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: snapshot.fileHash) {
                 fingerprint = now
             } else {
-                logger.notice("the app wrote its copy during the push; nothing was replaced",
-                              metadata: ["db": "\(database.path)", "error": "\(error.message)"])
+                logger.notice("the app wrote its copy during the push; nothing was replaced", metadata: ["error": "\(error.message)"])
                 sidecar.pendingPushHash = nil
                 let now = (try? await bridge.fingerprint(remote)) ?? current
                 return try await recordConflict(&sidecar, database: database, remote: remote, current: now, bridge: bridge)

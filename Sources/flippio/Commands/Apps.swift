@@ -11,9 +11,12 @@ extension Flippio {
 
         func run() async throws {
             let apps = try await global.engine().apps(device: device, includeSystem: all)
-            if global.json { return try Output.json(apps) }
+            if global.json { return try Output.json("apps", apps) }
             if apps.isEmpty { return Output.line("No apps\(all ? "" : " (third-party); try --all").") }
-            for app in apps { Output.line(app.id) }
+            // Debuggable apps are the ones flippio can reach (run-as); "-" when the device did not say.
+            Output.table(["APP", "DEBUGGABLE", "NAME"], apps.map {
+                [$0.id, $0.debuggable.map { $0 ? "yes" : "no" } ?? "-", $0.name ?? ""]
+            })
         }
     }
 }

@@ -11,7 +11,7 @@ extension Flippio {
 
         func run() async throws {
             let databases = try await global.engine().databases(device: device, app: app)
-            if global.json { return try Output.json(databases) }
+            if global.json { return try Output.json("databases", databases) }
             if databases.isEmpty { return Output.line("\(app) has no SQLite databases.") }
             Output.table(["PATH", "ACCESS", "SIZE"], databases.map {
                 [$0.path, $0.access.rawValue, $0.size.map(Output.formatBytes) ?? "-"]

@@ -12,7 +12,10 @@ extension Flippio {
             let engine = try global.engine()
             let (devices, problems) = await engine.devices()
             if global.json {
-                try Output.json(devices)
+                // `error` (the first problem) when nothing could be listed: the command failed.
+                struct Listing: Encodable { var devices: [Device]; var problems: [Output.ErrorJSON]; var error: Output.ErrorJSON? }
+                try Output.json(Listing(devices: devices, problems: problems.map(Output.ErrorJSON.init),
+                                        error: devices.isEmpty ? problems.first.map(Output.ErrorJSON.init) : nil))
             } else if devices.isEmpty {
                 Output.line("No devices. Connect a device with USB debugging on (Android) or trusted (iOS).")
             } else {
@@ -23,6 +26,7 @@ extension Flippio {
                     Output.info("\(device.id): \(device.state.rawValue): \(device.remedy!)")
                 }
             }
+            // Under --json the problems are in the document; stderr keeps them for the terminal.
             for problem in problems { Output.printError(problem) }
             if devices.isEmpty && !problems.isEmpty { throw CommandFailed() }
         }

@@ -18,7 +18,7 @@ extension Flippio {
             let engine = try global.engine()
             let reports = try await engine.pull(device: device, app: app, paths: paths, overwrite: overwrite,
                                                 progress: global.json ? nil : Output.progress(label: "pulling"))
-            if global.json { return try Output.json(reports) }
+            if global.json { return try Output.json("pulled", reports) }
             for report in reports {
                 let rows = report.tables.values.reduce(0, +)
                 Output.line("pulled \(report.remotePath) → \(report.localPath) (\(Output.formatBytes(report.bytes)), \(report.tables.count) tables, \(rows) rows\(report.foldedWAL ? ", WAL folded in" : ""))")

@@ -11,6 +11,7 @@ extension Flippio {
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Local copies to push (default: every tracked database).") var files: [String] = []
         @Flag(help: "Push even if the content equals what the device has.") var force = false
+        @Flag(help: "Do not stop the app (am force-stop) before the push (env FLIPPIO_STOP_APP=0).") var noStopApp = false
 
         struct Result: Encodable {
             var path: String
@@ -22,7 +23,7 @@ extension Flippio {
         }
 
         func run() async throws {
-            let results = try await global.engine().push(files, force: force)
+            let results = try await global.engine { if noStopApp { $0.stopAppBeforePush = false } }.push(files, force: force)
             var failed = false
             var json: [Result] = []
             for (database, outcome) in results {
@@ -51,7 +52,7 @@ extension Flippio {
                 }
                 json.append(result)
             }
-            if global.json { try Output.json(json) }
+            if global.json { try Output.json("results", json) }
             if failed { throw CommandFailed() }
         }
     }

@@ -6,8 +6,40 @@ extension AndroidBridge {
     /// SHA-256 of zero bytes: an empty `-wal` or `-journal` counts as none.
     static let emptyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-    /// The `find` expression that selects database files (patterns quoted for the device shell).
-    static let findExpression = "-type f '(' -name '*.db' -o -name '*.sqlite' -o -name '*.sqlite3' -o -name '*.db3' -o -name '*.sqlitedb' ')'"
+    /// How deep below an app's folder the header scan looks (`databases/x` is depth 2).
+    static let scanDepth = 8
+
+    /// The `find` command that reads the first 16 bytes of every file under `root` that could be
+    /// a database, in one device process tree.
+    ///
+    /// Room names databases without an extension (`databases/app_database`), so names tell
+    /// nothing: a database is a file that starts with the SQLite header. Per candidate file,
+    /// toybox `find` runs `head -c 16 FILE` and then, only when that succeeded, `printf '%s\0'
+    /// FILE`, so each record is exactly 16 header bytes, the path, and a NUL byte: file names
+    /// travel as `find` found them, never through a shell, and a NUL cannot occur in a path, so
+    /// spaces, quotes, `$(...)` and even line breaks cannot split or inject a record (unsafe
+    /// names are then refused by the parser). `-size +15c` keeps files shorter than a header
+    /// out, so every record has its 16 bytes. All output comes from the `-exec` children
+    /// (which exit before the next starts): `find`'s own stdout is block-buffered and would
+    /// arrive out of order. The scan is bounded by ``scanDepth``, the listing byte limit and the
+    /// command deadline; the companions (`-wal`, `-shm`, `-journal`) and flippio's own temp files
+    /// are never read, and `cache/` and `code_cache/` (the system's throw-away folders, which can
+    /// hold thousands of files: two processes each) are not entered.
+    static func headerScan(_ root: String) -> String {
+        let q = DeviceShellQuoting.quote
+        return "find \(q(root)) -maxdepth \(scanDepth)"
+            + " '(' -path \(q(root + "/cache")) -o -path \(q(root + "/code_cache")) ')' -prune -o"
+            + " -type f -size +15c ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' ! -name '*.flippio-tmp'"
+            + " -exec head -c 16 {} ';' -exec printf '%s\\0' {} ';'"
+    }
+
+    /// The one device command that lists an app's databases: the scan of its private folder as
+    /// the app (`prefix`: `run-as P ` or `su 0 `), then of its folder on shared storage as the
+    /// shell user (complaints about a missing folder silenced). It exits with the private scan's
+    /// status, whose errors (`run-as: package not debuggable`) matter.
+    static func listingCommand(package: String, prefix: String) -> String {
+        prefix + headerScan(privateRoot(package)) + "; s=$?; " + headerScan(sharedRoot(package)) + " 2>/dev/null; exit $s"
+    }
 
     /// The app's private folder, where run-as and su look.
     static func privateRoot(_ package: String) -> String { "/data/data/\(package)" }
@@ -53,65 +85,56 @@ extension AndroidBridge {
         try Self.checkSerial(deviceID)
         try Self.checkPackage(appID, serial: deviceID)
         let subject = AndroidErrors.Subject(serial: deviceID, package: appID)
-
-        async let shared = sharedDatabases(deviceID: deviceID, appID: appID)
-        let privateRoot = Self.privateRoot(appID)
-        let find = "find \(privateRoot) \(Self.findExpression)"
         var access = RemoteDatabase.Access.runAs
-        var result = try await shell(deviceID, "run-as \(appID) \(find)", subject: subject, limit: Self.listingLimit)
+        var result = try await shell(deviceID, Self.listingCommand(package: appID, prefix: "run-as \(appID) "),
+                                     subject: subject, limit: Self.listingLimit)
         if let error = findFailure(result, subject) {
             guard error.code == .appNotDebuggable else { throw error }
             guard await hasSu(deviceID) else { throw error }
             logger.info("\(appID) on \(deviceID) is not debuggable; listing its databases through su")
             access = .su
-            result = try await shell(deviceID, "su 0 \(find)", subject: subject, limit: Self.listingLimit)
+            result = try await shell(deviceID, Self.listingCommand(package: appID, prefix: "su 0 "),
+                                     subject: subject, limit: Self.listingLimit)
             if let error = findFailure(result, subject) { throw error }
         }
-        let listing = AndroidOutputParser.databasePaths(result.stdout, root: privateRoot, limit: Self.databaseLimit,
-                                                        truncated: result.stdoutTruncated)
+        let privateRoot = Self.privateRoot(appID), sharedRoot = Self.sharedRoot(appID)
+        var listing = AndroidOutputParser.databasesByHeader(result.stdout, roots: [privateRoot, sharedRoot],
+                                                           limit: Self.databaseLimit, truncated: result.stdoutTruncated)
+        // Directory order is the file system's; a sorted listing reads and compares better.
+        listing.paths.sort()
         for warning in listing.warnings { logger.warning("\(deviceID): \(warning)") }
-        let sizes = await sizes(of: listing.paths, prefix: try Self.accessPrefix(access, package: appID), serial: deviceID)
-        var databases = listing.paths.map {
+        let privatePaths = listing.paths.filter { $0.hasPrefix(privateRoot + "/") }
+        let sharedPaths = listing.paths.filter { $0.hasPrefix(sharedRoot + "/") }
+        async let sharedSizes = sizes(of: sharedPaths, prefix: "", serial: deviceID)
+        let privateSizes = await sizes(of: privatePaths, prefix: try Self.accessPrefix(access, package: appID), serial: deviceID)
+        let sizes = privateSizes.merging(await sharedSizes) { first, _ in first }
+        return privatePaths.map {
             RemoteDatabase(platform: .android, deviceID: deviceID, appID: appID, path: $0, access: access, size: sizes[$0])
+        } + sharedPaths.map {
+            RemoteDatabase(platform: .android, deviceID: deviceID, appID: appID, path: $0, access: .shell, size: sizes[$0])
         }
-        databases += try await shared
-        return databases
     }
 
-    /// The error a private-storage `find` reported, or nil when its output can be used. toybox
-    /// `find` exits 1 when some folder could not be read but still lists the rest.
+    /// The error the private-storage scan reported, or nil when its output can be used. toybox
+    /// `find` exits 1 when some folder could not be read but still lists the rest, and `head`
+    /// complains about a file it may not read without failing the scan.
     private func findFailure(_ result: ProcessResult, _ subject: AndroidErrors.Subject) -> FlippioError? {
         let stdoutHead = String(decoding: result.stdout.prefix(512), as: UTF8.self)
         // Without adb's shell protocol, run-as's complaint arrives on stdout with status 0.
         if stdoutHead.hasPrefix("run-as:") || stdoutHead.contains("inaccessible or not found") {
             return AndroidErrors.recognise(stdoutHead, subject) ?? failure(result, ["shell", "find"], serial: subject.serial, subject)
         }
-        if result.succeeded { return nil }
         let errors = result.stderrText
+        // run-as's complaint decides even when the shared-storage scan after it ran.
+        if errors.contains("run-as:"), let error = AndroidErrors.deviceLevel(errors, subject) { return error }
+        if result.succeeded { return nil }
         if let error = AndroidErrors.adbLevel(errors, subject) { return error }
         let lines = errors.split(whereSeparator: \.isNewline)
-        if lines.allSatisfy({ $0.hasPrefix("find:") }), !lines.isEmpty {
+        if lines.allSatisfy({ $0.hasPrefix("find:") || $0.hasPrefix("head:") }), !lines.isEmpty {
             // `find: /data/data/P: No such file or directory`: the app has no private folder (yet).
             return nil
         }
         return AndroidErrors.deviceLevel(errors, subject) ?? failure(result, ["shell", "find"], serial: subject.serial, subject)
-    }
-
-    /// Databases under the app's folder on shared storage (readable by the shell user).
-    private func sharedDatabases(deviceID: String, appID: String) async throws -> [RemoteDatabase] {
-        let subject = AndroidErrors.Subject(serial: deviceID, package: appID)
-        let root = Self.sharedRoot(appID)
-        let result = try await shell(deviceID, "find \(root) \(Self.findExpression) 2>/dev/null", subject: subject,
-                                     limit: Self.listingLimit)
-        // The device's complaints go to /dev/null; only adb's own (device offline...) remain.
-        if !result.succeeded, let error = AndroidErrors.adbLevel(result.stderrText, subject) { throw error }
-        let listing = AndroidOutputParser.databasePaths(result.stdout, root: root, limit: Self.databaseLimit,
-                                                        truncated: result.stdoutTruncated)
-        for warning in listing.warnings { logger.warning("\(deviceID): \(warning)") }
-        let sizes = await sizes(of: listing.paths, prefix: "", serial: deviceID)
-        return listing.paths.map {
-            RemoteDatabase(platform: .android, deviceID: deviceID, appID: appID, path: $0, access: .shell, size: sizes[$0])
-        }
     }
 
     /// Whether the device has a working `su` (rooted devices, emulator images with root).

@@ -191,10 +191,26 @@ public struct AndroidBridge: DeviceBridge {
 
     // MARK: - Apps
 
+    /// The command that lists every package with its flags in one device call: the "Packages:"
+    /// section of `dumpsys package`, cut on the device to the two lines per package that say
+    /// which app it is and whether it is debuggable (`flags=[ DEBUGGABLE ... ]`) or a system app
+    /// (`SYSTEM`). `pm list packages` cannot tell debuggable apps apart, and `run-as PKG true`
+    /// per app costs one process (and, from the host, one adb round trip) per app.
+    static let appsCommand = #"dumpsys package packages | grep -E '^  Package \[|^    flags=\['"#
+
     public func apps(deviceID: String, includeSystem: Bool) async throws -> [AppInfo] {
         try Self.checkSerial(deviceID)
+        let subject = AndroidErrors.Subject(serial: deviceID)
+        let dump = try await shell(deviceID, Self.appsCommand, subject: subject, limit: Self.listingLimit)
+        if !dump.succeeded, let error = AndroidErrors.adbLevel(dump.stderrText, subject) { throw error }
+        let flagged = AndroidOutputParser.packageFlags(dump.stdoutText)
+        if !flagged.isEmpty {
+            return flagged.filter { includeSystem || !$0.system }.map { AppInfo(id: $0.name, debuggable: $0.debuggable) }
+        }
+        // A device whose dumpsys printed nothing usable: the plain list, debuggability unknown.
+        logger.info("dumpsys package gave no package flags on \(deviceID); listing packages without them")
         let command = includeSystem ? "pm list packages" : "pm list packages -3"
-        let result = try await shellChecked(deviceID, command, subject: .init(serial: deviceID), limit: Self.listingLimit)
+        let result = try await shellChecked(deviceID, command, subject: subject, limit: Self.listingLimit)
         if result.stdoutTruncated {
             logger.warning("pm list packages printed more than \(Self.listingLimit) bytes on \(deviceID); the rest was ignored")
         }

@@ -103,72 +103,94 @@ enum AndroidOutputParser {
         return names.sorted()
     }
 
-    // MARK: - find
+    // MARK: - dumpsys package
 
-    /// The extensions a database file may have.
-    static let databaseExtensions = [".db", ".sqlite", ".sqlite3", ".db3", ".sqlitedb"]
-
-    /// Whether a file name is a database's main file (never its `-wal`/`-shm`/`-journal`).
-    static func isDatabaseName(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        if lower.hasSuffix("-wal") || lower.hasSuffix("-shm") || lower.hasSuffix("-journal") { return false }
-        return databaseExtensions.contains { name.hasSuffix($0) && name.count > $0.count }
+    /// One package as `dumpsys package packages` describes it.
+    struct PackageFlags: Sendable, Equatable {
+        var name: String
+        var debuggable: Bool
+        var system: Bool
     }
 
-    /// What a `find` listing held, and what was left out of it and why.
+    /// Packages and their flags from the `Package [NAME] (HASH):` and `flags=[ ... ]` lines of
+    /// `dumpsys package packages`, sorted by name. The first description of a package wins (the
+    /// "Hidden system packages:" section repeats updated system apps); malformed names are
+    /// ignored; a package whose flags line is missing is left out.
+    static func packageFlags(_ text: String) -> [PackageFlags] {
+        var found: [String: PackageFlags] = [:]
+        var current: String?
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("Package ["), let close = line.firstIndex(of: "]") {
+                let name = String(line[line.index(line.startIndex, offsetBy: 9)..<close])
+                current = DeviceShellQuoting.isValidPackageName(name) && found[name] == nil ? name : nil
+            } else if line.hasPrefix("flags=["), let name = current {
+                let flags = line.dropFirst("flags=[".count).split(separator: " ").map(String.init)
+                found[name] = PackageFlags(name: name, debuggable: flags.contains("DEBUGGABLE"), system: flags.contains("SYSTEM"))
+                current = nil
+            }
+        }
+        return found.values.sorted { $0.name < $1.name }
+    }
+
+    // MARK: - find (the header scan)
+
+    /// The 16 bytes every SQLite 3 database file starts with.
+    static let sqliteHeader = Array("SQLite format 3\0".utf8)
+
+    /// Whether a file name may be a database's main file: never a `-wal`/`-shm`/`-journal`
+    /// companion or one of flippio's own `.x.flippio-tmp` files. The name says nothing more:
+    /// Room databases often have no extension, so the header decides (``databasesByHeader``).
+    static func isDatabaseName(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        guard !name.isEmpty, name != ".", name != ".." else { return false }
+        return !["-wal", "-shm", "-journal", ".flippio-tmp"].contains { lower.hasSuffix($0) }
+    }
+
+    /// What a listing held, and what was left out of it and why.
     struct PathListing: Sendable, Equatable {
         var paths: [String] = []
         var warnings: [String] = []
     }
 
-    /// Database paths from `find ROOT -type f ...` output, one per line.
+    /// Database paths from the header scan (`AndroidBridge.headerScan`): records of 16 header
+    /// bytes, a path and a NUL byte.
     ///
-    /// Keeps only absolute paths under `root` with no `.`/`..`/empty components, no control
-    /// characters and valid UTF-8, naming a database file; at most `limit` of them. A line that
-    /// does not start with `/` right after a path means that file's name held a newline: both
-    /// pieces are dropped, since such a name cannot be told apart from two files.
-    static func databasePaths(_ output: Data, root: String, limit: Int = 10_000, truncated: Bool = false) -> PathListing {
+    /// Keeps the paths whose header is the SQLite header, that are valid UTF-8, absolute, under
+    /// one of `roots`, with no `.`/`..`/empty components and no control characters (a name with
+    /// a line break is reported and skipped: it cannot be named safely on the device), and not a
+    /// companion file; at most `limit`, without duplicates. A record cut short (output over the
+    /// byte limit, a file shrinking between `find`'s size test and `head`) is skipped with a
+    /// warning; since no path holds a NUL byte, the next record starts cleanly after it.
+    static func databasesByHeader(_ output: Data, roots: [String], limit: Int = 10_000, truncated: Bool = false) -> PathListing {
         var listing = PathListing()
-        var lines = output.split(separator: 0x0A, omittingEmptySubsequences: false).map { Array($0) }
-        if lines.last?.isEmpty == true { lines.removeLast() }
-        if truncated, !lines.isEmpty {
-            lines.removeLast()
-            listing.warnings.append("The listing of \(root) was longer than flippio reads; the rest was ignored.")
-        }
-        // A pty (old adb without shell protocol) ends every line with CR LF: strip CR only then.
-        if !lines.isEmpty, lines.allSatisfy({ $0.last == 0x0D }) {
-            lines = lines.map { Array($0.dropLast()) }
-        }
-        let prefix = root.hasSuffix("/") ? root : root + "/"
+        let bytes = [UInt8](output)
+        let prefixes = roots.map { $0.hasSuffix("/") ? $0 : $0 + "/" }
         var seen = Set<String>()
-        var previousAccepted = false
-        var previousWasPath = false
         var garbage = 0
-        for bytes in lines {
-            if bytes.first != UInt8(ascii: "/") {
-                if previousWasPath, !bytes.isEmpty {
-                    var name = String(decoding: bytes.prefix(80), as: UTF8.self)
-                    if previousAccepted, let last = listing.paths.popLast() {
-                        seen.remove(last)
-                        name = last
-                    }
-                    listing.warnings.append("Ignored a file under \(root) whose name contains a line break (near \(AndroidErrors.excerpt(name))).")
-                } else if !bytes.isEmpty {
+        var index = 0
+        while index < bytes.count {
+            let headerEnd = index + sqliteHeader.count
+            guard headerEnd < bytes.count, let nul = bytes[headerEnd...].firstIndex(of: 0) else {
+                if truncated {
+                    listing.warnings.append("The listing of \(roots.joined(separator: " and ")) was longer than flippio reads; the rest was ignored.")
+                } else {
                     garbage += 1
                 }
-                previousAccepted = false
-                previousWasPath = false
+                break
+            }
+            let isSQLite = bytes[index..<headerEnd].elementsEqual(sqliteHeader)
+            let pathBytes = bytes[headerEnd..<nul]
+            index = nul + 1
+            guard isSQLite else { continue }
+            guard let path = String(validating: pathBytes, as: UTF8.self) else {
+                listing.warnings.append("Ignored a database whose path is not valid UTF-8.")
                 continue
             }
-            previousAccepted = false
-            previousWasPath = true
-            guard let path = String(validating: bytes, as: UTF8.self) else {
-                listing.warnings.append("Ignored a path under \(root) that is not valid UTF-8.")
-                continue
-            }
-            guard path.hasPrefix(prefix), DeviceShellQuoting.isSafeDevicePath(path) else {
-                if DeviceShellQuoting.containsControlCharacter(path) {
-                    listing.warnings.append("Ignored a path with control characters under \(root).")
+            guard prefixes.contains(where: { path.hasPrefix($0) }), DeviceShellQuoting.isSafeDevicePath(path) else {
+                if DeviceShellQuoting.containsControlCharacter(path), prefixes.contains(where: { path.hasPrefix($0) }) {
+                    let printable = String(path.unicodeScalars.map { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) ? "?" : Character($0) })
+                    listing.warnings.append("Ignored a database whose name holds a line break or control character: \(AndroidErrors.excerpt(printable)); rename it on the device to use it.")
                 } else {
                     garbage += 1
                 }
@@ -176,16 +198,13 @@ enum AndroidOutputParser {
             }
             guard isDatabaseName(String(path[path.index(after: path.lastIndex(of: "/")!)...])) else { continue }
             guard listing.paths.count < limit else {
-                listing.warnings.append("More than \(limit) databases under \(root); only the first \(limit) are listed.")
+                listing.warnings.append("More than \(limit) databases; only the first \(limit) are listed.")
                 break
             }
-            if seen.insert(path).inserted {
-                listing.paths.append(path)
-                previousAccepted = true
-            }
+            if seen.insert(path).inserted { listing.paths.append(path) }
         }
         if garbage > 0 {
-            listing.warnings.append("Ignored \(garbage) line(s) of unexpected output while listing \(root).")
+            listing.warnings.append("Ignored \(garbage) record(s) of unexpected output while listing \(roots.joined(separator: " and ")).")
         }
         return listing
     }
