@@ -96,6 +96,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         public static let conflict = Code("conflict", retryable: false)
         public static let verificationFailed = Code("verification-failed", retryable: true)
         public static let pushInProgress = Code("push-in-progress", retryable: true)
+        public static let schemaChanged = Code("schema-changed", retryable: false)
 
         // MARK: - Watching and configuration
         public static let watchLimitReached = Code("watch-limit-reached", retryable: false)
@@ -110,7 +111,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             .unexpectedOutput, .iosDeviceLocked, .iosNotPaired, .usbmuxdUnavailable, .iosContainerRefused,
             .notSQLite, .corruptDatabase, .databaseBusy, .databaseMissing, .unsafePath, .sidecarUnreadable,
             .sidecarTooNew, .notTracked, .workspaceWriteFailed, .conflict, .verificationFailed,
-            .pushInProgress, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError,
+            .pushInProgress, .schemaChanged, .watchLimitReached, .invalidArgument, .serviceManagerUnavailable, .internalError,
         ]
     }
 
