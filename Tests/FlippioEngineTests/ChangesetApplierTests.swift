@@ -1,0 +1,92 @@
+import FlippioEngine
+import Foundation
+import GRDB
+import Testing
+import TestSupport
+
+@Suite("ChangesetApplier (Merge)")
+struct ChangesetApplierTests {
+    @Test func devicesRowsArriveInTheLiveFile_andAReaderThatHeldItOpenSeesThem() async throws {
+        let dir = try TemporaryDirectory("apply")
+        let base = try MergeFixtures.room(dir.child("base.db"))
+        let live = try MergeFixtures.copy(base, "live.db")
+        let device = try MergeFixtures.copy(base, "device.db")
+        try Shell.sqlite(device, "INSERT INTO notes(title, body, folderId) VALUES ('from app', 'zebra', 2); UPDATE notes SET body = 'changed' WHERE id = 2; DELETE FROM notes WHERE id = 3;")
+        // The desktop edited another row since the base: it stays.
+        try Shell.sqlite(live, "UPDATE notes SET title = 'desk' WHERE id = 1;")
+
+        let editor = try SQLiteSession(live)
+        defer { editor.close() }
+        #expect(try await editor.execute("SELECT count(*) FROM notes;").contains("3"))
+        let inode = try FileManager.default.attributesOfItem(atPath: live.path)[.systemFileNumber] as? Int
+
+        let outcome = try ChangesetApplier().apply(base: base, device: device, toLiveDatabaseAt: live)
+        #expect(outcome == .applied(rows: 3))
+        #expect(try FileManager.default.attributesOfItem(atPath: live.path)[.systemFileNumber] as? Int == inode,
+                "the live file is written in place, never replaced")
+        let seen = try await editor.execute("SELECT id || ':' || title || ':' || body FROM notes ORDER BY id;")
+        #expect(seen.contains("1:desk:body of note 1"))
+        #expect(seen.contains("2:note 2:changed"))
+        #expect(seen.contains("4:from app:zebra"))
+        #expect(!seen.contains("3:"))
+        #expect(try await editor.execute("SELECT docid FROM notes_fts WHERE notes_fts MATCH 'zebra';").contains("4"))
+        #expect(try MergeFixtures.query(live, "PRAGMA quick_check") == "ok")
+    }
+
+    @Test func aWriterHoldingTheLock_isWaitedFor_thenReportedAsDatabaseBusy() async throws {
+        let dir = try TemporaryDirectory("apply-busy")
+        let base = try MergeFixtures.openHelper(dir.child("base.db"))
+        let live = try MergeFixtures.copy(base, "live.db")
+        let device = try MergeFixtures.copy(base, "device.db")
+        try Shell.sqlite(device, "UPDATE contacts SET phone = 'app' WHERE _id = 1;")
+
+        let writer = try SQLiteSession(live)
+        try await writer.execute("BEGIN IMMEDIATE; UPDATE settings SET value = 'x' WHERE key = 'theme';")
+        let applier = ChangesetApplier(busyTimeout: 0.2, attempts: 2)
+        let start = ContinuousClock.now
+        let error = try #require(throws: FlippioError.self) {
+            try applier.apply(base: base, device: device, toLiveDatabaseAt: live)
+        }
+        #expect(error.code == .databaseBusy)
+        #expect(error.message.contains(live.path))
+        #expect(ContinuousClock.now - start >= .milliseconds(350), "both attempts waited the busy timeout")
+
+        try await writer.execute("COMMIT;")
+        #expect(try applier.apply(base: base, device: device, toLiveDatabaseAt: live) == .applied(rows: 1))
+        writer.close()
+        #expect(try MergeFixtures.query(live, "SELECT phone FROM contacts WHERE _id = 1") == "app")
+        #expect(try MergeFixtures.query(live, "SELECT value FROM settings WHERE key = 'theme'") == "x")
+    }
+
+    @Test func theSameRowEditedLocallySinceTheBase_isAConflict_andNothingIsWritten() throws {
+        let dir = try TemporaryDirectory("apply-conflict")
+        let base = try MergeFixtures.openHelper(dir.child("base.db"))
+        let live = try MergeFixtures.copy(base, "live.db")
+        let device = try MergeFixtures.copy(base, "device.db")
+        try Shell.sqlite(device, "UPDATE contacts SET phone = 'app' WHERE _id = 1; INSERT INTO log VALUES (9, 'x');")
+        try Shell.sqlite(live, "UPDATE contacts SET phone = 'desk' WHERE _id = 1;")
+        guard case .conflict(let conflict) = try ChangesetApplier().apply(base: base, device: device, toLiveDatabaseAt: live) else {
+            Issue.record("expected a conflict"); return
+        }
+        #expect(conflict.rows.map(\.kind) == [.updatedOnBothSides])
+        #expect(conflict.rows.first?.local?.first { $0.column == "phone" }?.value == .text("desk"))
+        #expect(try MergeFixtures.query(live, "SELECT count(*) FROM log") == "2", "rolled back as a whole")
+    }
+
+    @Test func afterAMerge_theLiveFileBecomesTheMergedContent() throws {
+        let dir = try TemporaryDirectory("apply-merged")
+        let base = try MergeFixtures.room(dir.child("base.db"))
+        let live = try MergeFixtures.copy(base, "live.db")
+        let device = try MergeFixtures.copy(base, "device.db")
+        try Shell.sqlite(device, "INSERT INTO notes(title, folderId) VALUES ('app', 1);")
+        try Shell.sqlite(live, "INSERT INTO notes(title, folderId) VALUES ('desk', 1);")
+        let snapshot = try MergeFixtures.copy(live, "snapshot.db")
+        let merged = dir.child("merged.db")
+        guard case .merged = try ThreeWayMerge.merge(base: base, local: snapshot, device: device, into: merged) else {
+            Issue.record("expected a merge"); return
+        }
+        // The desktop's row moved from id 4 to 5: bring the live file from its snapshot to the merge.
+        #expect(try ChangesetApplier().apply(base: snapshot, device: merged, toLiveDatabaseAt: live) == .applied(rows: 2))
+        #expect(try ContentIdentity.sameContent(live, merged))
+    }
+}
