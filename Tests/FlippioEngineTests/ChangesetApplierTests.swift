@@ -89,4 +89,24 @@ struct ChangesetApplierTests {
         #expect(try ChangesetApplier().apply(base: snapshot, device: merged, toLiveDatabaseAt: live) == .applied(rows: 2))
         #expect(try ContentIdentity.sameContent(live, merged))
     }
+
+    @Test func throughTheCallersWriter_withForeignKeysOn_aCascadeOnTheDeviceAppliesCleanly() throws {
+        let dir = try TemporaryDirectory("apply-writer")
+        let base = try MergeFixtures.room(dir.child("base.db"))
+        try Shell.sqlite(base, "INSERT INTO notes(title, folderId) VALUES ('in archive', 2);")
+        let live = try MergeFixtures.copy(base, "live.db")
+        let device = try MergeFixtures.copy(base, "device.db")
+        // The app deletes the folder; ON DELETE CASCADE removes its note on the device.
+        try Shell.sqlite(device, "PRAGMA foreign_keys = ON; DELETE FROM folders WHERE id = 2;")
+        #expect(try MergeFixtures.query(device, "SELECT count(*) FROM notes") == "3")
+
+        // GRDB's default configuration enforces foreign keys: a cascade while applying would
+        // delete the note before the changeset does.
+        let writer = try DatabaseQueue(path: live.path)
+        #expect(try ChangesetApplier().apply(base: base, device: device, using: writer) == .applied(rows: 2))
+        #expect(try writer.read { try Bool.fetchOne($0, sql: "PRAGMA foreign_keys") } == true, "restored")
+        try writer.close()
+        #expect(try MergeFixtures.query(live, "SELECT count(*) FROM notes WHERE folderId = 2") == "0")
+        #expect(try ContentIdentity.sameContent(live, device))
+    }
 }

@@ -9,6 +9,11 @@ import GRDB
 /// ``ThreeWayMerge`` hold (key-less tables, `sqlite_sequence`, `Z_PRIMARYKEY`, app metadata,
 /// FTS rebuild, triggers off while applying). For example:
 ///
+/// After a ``ThreeWayMerge``, pass the local snapshot that was merged as `base` and the merged
+/// file as `device`: the live file then gets exactly the merged content (including desktop rows
+/// the merge moved to a new rowid), and edits the user made since the snapshot are kept, or
+/// reported as a conflict when they touch the same rows.
+///
 /// ```swift
 /// let applier = ChangesetApplier(busyTimeout: 5, attempts: 3)
 /// switch try applier.apply(base: baseCopy, device: pulled, toLiveDatabaseAt: localFile) {
@@ -58,39 +63,56 @@ public struct ChangesetApplier: Sendable {
     ///   `base` or `device`; ``FlippioError/Code/databaseMissing`` when `live` does not exist;
     ///   ``FlippioError/Code/corruptDatabase``. Conflicts are not thrown: see ``Outcome``.
     public func apply(base: URL, device: URL, toLiveDatabaseAt live: URL) throws -> Outcome {
-        try MergeConnection.requireDatabase(base)
-        try MergeConnection.requireDatabase(device)
         // Not SQLiteHeader.read(live): a FileHandle closed on the live file drops SQLite's locks.
         guard FileManager.default.fileExists(atPath: live.path) else {
             throw FlippioError(.databaseMissing, "\(live.path) does not exist.",
                                remedy: "Pull the database again, or run `flippio forget` to stop tracking it.",
                                context: ["path": live.path])
         }
-        let configuration = MergeConnection.configuration(busyTimeout: busyTimeout)
         let queue: DatabaseQueue
-        do { queue = try DatabaseQueue(path: live.path, configuration: configuration) } catch {
+        do {
+            queue = try DatabaseQueue(path: live.path, configuration: MergeConnection.configuration(busyTimeout: busyTimeout))
+        } catch {
             throw FlippioError.database(error, path: live.path, action: "open")
         }
         defer { try? queue.close() }
+        return try apply(base: base, device: device, using: queue)
+    }
 
+    /// Applies the changes base→`device` through `writer`, a writable connection the caller
+    /// owns on the live file, in one IMMEDIATE transaction.
+    ///
+    /// `writer`'s busy mode decides how long each attempt waits (``busyTimeout`` is not used);
+    /// foreign-key enforcement is switched off for the transaction and restored afterwards (a
+    /// changeset applied row by row must not fire ON DELETE CASCADE actions).
+    ///
+    /// - throws: as ``apply(base:device:toLiveDatabaseAt:)``.
+    public func apply(base: URL, device: URL, using writer: DatabaseQueue) throws -> Outcome {
+        try MergeConnection.requireDatabase(base)
+        try MergeConnection.requireDatabase(device)
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try applyOnce(queue, base: base, device: device)
+                return try applyOnce(writer, base: base, device: device)
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && attempt < attempts {
                 continue
             } catch {
-                throw FlippioError.database(error, path: live.path, action: "bring the device's rows into")
+                throw FlippioError.database(error, path: writer.path, action: "bring the device's rows into")
             }
         }
     }
 
     private func applyOnce(_ queue: DatabaseQueue, base: URL, device: URL) throws -> Outcome {
         try queue.writeWithoutTransaction { db in
+            let foreignKeys = try Bool.fetchOne(db, sql: "PRAGMA foreign_keys") ?? false
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
             try MergeConnection.attach(db, base, as: "base")
             try MergeConnection.attach(db, device, as: "source")
-            defer { try? db.execute(sql: "DETACH DATABASE base; DETACH DATABASE source") }
+            defer {
+                try? db.execute(sql: "DETACH DATABASE base; DETACH DATABASE source")
+                if foreignKeys { try? db.execute(sql: "PRAGMA foreign_keys = ON") }
+            }
             var report = DeltaApplication.Report()
             // IMMEDIATE: take the write lock first (waiting up to the busy timeout), so a
             // writer that comes in meanwhile waits for us rather than failing us half-way.

@@ -128,7 +128,9 @@ struct DeltaApplication {
                 let key = RowKey(table: tableName, key: reader.primaryKey())
                 if settled.contains(key) { return .omit }
                 // Not changed on the other side, yet in conflict: a constraint (UNIQUE, NOT
-                // NULL, CHECK) the merged row breaks.
+                // NULL, CHECK) the merged row breaks. (DATA, NOTFOUND and CONFLICT need a
+                // change on the other side, which `settled` holds; foreign keys are checked
+                // after the apply, since they are not enforced while applying.)
                 constraintKeys.append((tableName, key.key))
                 return .omit
             }

@@ -37,6 +37,7 @@ enum MergeConnection {
                     current = url.path
                     try attach(db, url, as: schema)
                 }
+                current = files.map(\.value.path).joined(separator: " and ")
                 return try body(db)
             }
         } catch {

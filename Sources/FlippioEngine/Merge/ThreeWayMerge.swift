@@ -29,7 +29,9 @@ import GRDB
 /// Rows of a table changed on both sides merge when both sides changed *different* rows; the
 /// same row changed on both sides is a conflict unless both ended with the same values (even
 /// when they changed different columns: the user decides). Key-less tables are taken whole from
-/// the side that changed them.
+/// the side that changed them. A row both sides inserted under the same `INTEGER PRIMARY KEY`
+/// (two new rows that got the same next rowid) is not a conflict when no foreign key refers to
+/// the table: the desktop's row gets the next free rowid (``Result/rekeyedRows``).
 ///
 /// ## Topics
 ///
@@ -82,11 +84,17 @@ public enum ThreeWayMerge {
     /// - returns: ``Outcome/merged(_:)`` or ``Outcome/conflict(_:)``. A conflict is not an error.
     /// - throws: ``FlippioError/Code/notSQLite``, ``FlippioError/Code/databaseMissing`` (an input),
     ///   ``FlippioError/Code/corruptDatabase`` (an input, or the merged file fails `quick_check`),
-    ///   ``FlippioError/Code/workspaceWriteFailed`` (disk full). `output` is removed on any error
-    ///   or conflict.
+    ///   ``FlippioError/Code/workspaceWriteFailed`` (disk full), ``FlippioError/Code/invalidArgument``
+    ///   (`output` is an input). `output` is removed on any error or conflict.
     public static func merge(base: URL, local: URL, device: URL, into output: URL,
                              prefer: Preference? = nil) throws -> Outcome {
-        for url in [base, local, device] { try MergeConnection.requireDatabase(url) }
+        for url in [base, local, device] {
+            try MergeConnection.requireDatabase(url)
+            guard url.standardizedFileURL.path != output.standardizedFileURL.path else {
+                throw FlippioError(.invalidArgument, "The merge output \(output.path) is one of its inputs.",
+                                   remedy: "Write the merge to a new file.", context: ["path": output.path])
+            }
+        }
         removeDatabase(at: output)
         do {
             try FileManager.default.copyItem(at: device, to: output)
