@@ -65,6 +65,22 @@ enum MergeFixtures {
         return url
     }
 
+    /// Base, local and device copies of a fixture in a fresh folder (local is the live file in
+    /// the applier's tests).
+    struct Trio {
+        let dir: TemporaryDirectory
+        let base: URL
+        let local: URL
+        let device: URL
+
+        init(_ make: (URL) throws -> URL) throws {
+            dir = try TemporaryDirectory("merge")
+            base = try make(dir.child("base.db"))
+            local = try MergeFixtures.copy(base, "local.db")
+            device = try MergeFixtures.copy(base, "device.db")
+        }
+    }
+
     /// A copy of `url` at `name` beside it (the file must not be open for writing).
     static func copy(_ url: URL, _ name: String) throws -> URL {
         let target = url.deletingLastPathComponent().appendingPathComponent(name)

@@ -5,44 +5,10 @@ import TestSupport
 
 @Suite("ThreeWayMerge")
 struct ThreeWayMergeTests {
-    /// base, local and device copies of a fixture, and the merge output path.
-    struct Trio {
-        let dir: TemporaryDirectory
-        let base: URL
-        let local: URL
-        let device: URL
-        var merged: URL { dir.child("merged.db") }
-
-        init(_ make: (URL) throws -> URL) throws {
-            dir = try TemporaryDirectory("merge")
-            base = try make(dir.child("base.db"))
-            local = try MergeFixtures.copy(base, "local.db")
-            device = try MergeFixtures.copy(base, "device.db")
-        }
-
-        func merge(prefer: ThreeWayMerge.Preference? = nil) throws -> ThreeWayMerge.Outcome {
-            try ThreeWayMerge.merge(base: base, local: local, device: device, into: merged, prefer: prefer)
-        }
-
-        func mergedResult(prefer: ThreeWayMerge.Preference? = nil) throws -> ThreeWayMerge.Result {
-            switch try merge(prefer: prefer) {
-            case .merged(let result): return result
-            case .conflict(let conflict): throw ShellError("unexpected conflict: \(conflict)")
-            }
-        }
-
-        func conflict() throws -> MergeConflict {
-            switch try merge() {
-            case .merged: throw ShellError("expected a conflict")
-            case .conflict(let conflict): return conflict
-            }
-        }
-    }
-
     // MARK: - Merging
 
     @Test func roomDisjointEdits_bothSidesRowsAreInTheMergedFile_andItPassesQuickCheck() throws {
-        let trio = try Trio { try MergeFixtures.room($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.room($0) }
         // The app inserts a row and updates another; the desktop updates a third and inserts one.
         try Shell.sqlite(trio.device, "INSERT INTO notes(title, body, folderId) VALUES ('from app', 'app body', 2); UPDATE notes SET body = 'app edit' WHERE id = 1;")
         try Shell.sqlite(trio.local, "UPDATE notes SET title = 'desk title' WHERE id = 3; INSERT INTO notes(title, body, folderId) VALUES ('from desk', 'desk body', 1);")
@@ -72,7 +38,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func identicalChangesOnBothSides_areNotAConflict() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         let same = "UPDATE contacts SET phone = '555-9999' WHERE _id = 2; DELETE FROM contacts WHERE _id = 3; INSERT INTO settings VALUES ('lang', 'fr');"
         try Shell.sqlite(trio.device, same)
         try Shell.sqlite(trio.local, same + "UPDATE settings SET value = 'light' WHERE key = 'theme';")
@@ -83,7 +49,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func sameRowUpdatedDifferently_isAConflictWithTheThreeVersions_andNothingIsWritten() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.device, "UPDATE contacts SET phone = 'device' WHERE _id = 1; INSERT INTO settings VALUES ('x', 1);")
         // A different column of the same row: still the same row changed on both sides.
         try Shell.sqlite(trio.local, "UPDATE contacts SET name = 'Ada L.' WHERE _id = 1;")
@@ -103,7 +69,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func deleteVersusUpdate_andInsertInsertOnATextKey_areConflicts() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.device, "UPDATE contacts SET phone = 'new' WHERE _id = 2; DELETE FROM contacts WHERE _id = 3; INSERT INTO settings VALUES ('lang', 'de');")
         try Shell.sqlite(trio.local, "DELETE FROM contacts WHERE _id = 2; UPDATE contacts SET phone = 'x' WHERE _id = 3; INSERT INTO settings VALUES ('lang', 'fr');")
         let kinds = Dictionary(try trio.conflict().rows.map { ("\($0.table) \($0.primaryKey.first!.value)", $0) }, uniquingKeysWith: { a, _ in a })
@@ -117,7 +83,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func preferLocal_resolvesOnlyTheConflictingRows_andKeepsBothSidesOtherRows() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.device, "UPDATE contacts SET phone = 'device' WHERE _id = 1; UPDATE contacts SET phone = 'dev2' WHERE _id = 2; DELETE FROM contacts WHERE _id = 3;")
         try Shell.sqlite(trio.local, "UPDATE contacts SET phone = 'local' WHERE _id = 1; UPDATE settings SET value = 9 WHERE key = 'volume'; UPDATE contacts SET name = 'C.' WHERE _id = 3;")
         let local = try trio.mergedResult(prefer: .local)
@@ -132,7 +98,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func schemaChangeOnTheDevice_isAnExplainedSchemaConflict() throws {
-        let trio = try Trio { try MergeFixtures.room($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.room($0) }
         try Shell.sqlite(trio.device, "ALTER TABLE notes ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0; PRAGMA user_version=4;")
         try Shell.sqlite(trio.local, "UPDATE notes SET title = 'x' WHERE id = 1;")
         let conflict = try trio.conflict()
@@ -145,7 +111,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func foreignKeyViolationInTheMergedResult_isAConflict() throws {
-        let trio = try Trio { try MergeFixtures.room($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.room($0) }
         // The app deletes folder 2 (no note in it yet); the desktop files a note into folder 2.
         try Shell.sqlite(trio.device, "DELETE FROM folders WHERE id = 2;")
         try Shell.sqlite(trio.local, "UPDATE notes SET folderId = 2 WHERE id = 2;")
@@ -157,7 +123,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func uniqueConstraintBrokenByTheMerge_isAConflict() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.device, "UPDATE contacts SET name = 'Dana' WHERE _id = 1;")
         try Shell.sqlite(trio.local, "UPDATE contacts SET name = 'Dana' WHERE _id = 2;")
         let row = try #require(try trio.conflict().rows.first)
@@ -168,7 +134,7 @@ struct ThreeWayMergeTests {
     // MARK: - Key-less tables and framework tables
 
     @Test func keylessTableChangedOnOneSide_isTakenWhole_changedOnBoth_isAConflict() throws {
-        let trio = try Trio { try MergeFixtures.openHelper($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.local, "INSERT INTO log VALUES (3, 'desk'); DELETE FROM log WHERE at = 1;")
         try Shell.sqlite(trio.device, "UPDATE contacts SET phone = NULL WHERE _id = 1;")
         _ = try trio.mergedResult()
@@ -182,7 +148,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func coreData_primaryKeyCountersTakeTheMax_andTheDevicesMetadataWins() throws {
-        let trio = try Trio { try MergeFixtures.coreData($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.coreData($0) }
         try Shell.sqlite(trio.device, """
             INSERT INTO ZITEM VALUES (4, 1, 1, 0, 700000010.0, 'app item', NULL), (5, 1, 1, 0, 700000011.0, 'app item 2', NULL);
             UPDATE Z_PRIMARYKEY SET Z_MAX = 5 WHERE Z_ENT = 1;
@@ -202,7 +168,7 @@ struct ThreeWayMergeTests {
     }
 
     @Test func roomMetadataAndSequence_deviceWinsAndMax() throws {
-        let trio = try Trio { try MergeFixtures.room($0) }
+        let trio = try MergeFixtures.Trio { try MergeFixtures.room($0) }
         try Shell.sqlite(trio.device, "UPDATE room_master_table SET identity_hash = 'device'; UPDATE android_metadata SET locale = 'fr_FR';")
         try Shell.sqlite(trio.local, "UPDATE room_master_table SET identity_hash = 'local'; UPDATE android_metadata SET locale = 'de_DE'; INSERT INTO folders(name) VALUES ('work'); DELETE FROM folders WHERE id = 3;")
         _ = try trio.mergedResult()
@@ -215,7 +181,7 @@ struct ThreeWayMergeTests {
     // MARK: - Scale
 
     @Test func aHundredThousandRowChangeSetMerges() throws {
-        let trio = try Trio { url in
+        let trio = try MergeFixtures.Trio { url in
             try Shell.sqlite(url, """
                 CREATE TABLE items(id INTEGER PRIMARY KEY, n INTEGER, label TEXT);
                 WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100000)
@@ -229,5 +195,27 @@ struct ThreeWayMergeTests {
         #expect(result.rowsFromDesktop == 100_000)
         #expect(result.rowsFromDevice == 1)
         #expect(try MergeFixtures.query(trio.merged, "SELECT sum(n) - (100000 * 100001 / 2), count(*) FROM items") == "100000|100001")
+    }
+}
+
+extension MergeFixtures.Trio {
+    var merged: URL { dir.child("merged.db") }
+
+    func merge(prefer: ThreeWayMerge.Preference? = nil) throws -> ThreeWayMerge.Outcome {
+        try ThreeWayMerge.merge(base: base, local: local, device: device, into: merged, prefer: prefer)
+    }
+
+    func mergedResult(prefer: ThreeWayMerge.Preference? = nil) throws -> ThreeWayMerge.Result {
+        switch try merge(prefer: prefer) {
+        case .merged(let result): return result
+        case .conflict(let conflict): throw ShellError("unexpected conflict: \(conflict)")
+        }
+    }
+
+    func conflict() throws -> MergeConflict {
+        switch try merge() {
+        case .merged: throw ShellError("expected a conflict")
+        case .conflict(let conflict): return conflict
+        }
     }
 }

@@ -53,10 +53,7 @@ public struct PageDelta: Sendable, Equatable, Codable {
 
     /// The patch file's size in bytes (the last page of a file may be short).
     public var patchSize: Int64 {
-        runs.reduce(0) { total, run in
-            let start = Int64(run.firstPage) * Int64(pageSize)
-            return total + min(Int64(run.count) * Int64(pageSize), targetSize - start)
-        }
+        runs.reduce(0) { $0 + byteCount($1) }
     }
 
     /// Whether the target must be truncated after the runs are written.
@@ -128,27 +125,13 @@ public struct PageDelta: Sendable, Equatable, Codable {
     public func writePatch(from snapshot: URL, to patch: URL) throws {
         let source = try ContentIdentity.open(snapshot)
         defer { try? source.close() }
-        guard FileManager.default.createFile(atPath: patch.path, contents: nil) else {
-            throw FlippioError.workspaceWriteFailed(path: patch.path, errno: errno == 0 ? EIO : errno)
-        }
-        let output = try FileHandle(forWritingTo: patch)
+        guard FileManager.default.createFile(atPath: patch.path, contents: nil),
+              let output = try? FileHandle(forWritingTo: patch)
+        else { throw FlippioError.workspaceWriteFailed(path: patch.path, errno: errno == 0 ? EIO : errno) }
         defer { try? output.close() }
-        do {
-            for run in runs {
-                try source.seek(toOffset: UInt64(run.firstPage) * UInt64(pageSize))
-                let expected = min(Int64(run.count) * Int64(pageSize), targetSize - Int64(run.firstPage) * Int64(pageSize))
-                let bytes = try source.read(upToCount: Int(expected)) ?? Data()
-                guard bytes.count == expected else {
-                    throw FlippioError(.verificationFailed, "\(snapshot.path) changed while its page delta was written.",
-                                       remedy: "Take a new snapshot; the agent retries.", context: ["path": snapshot.path])
-                }
-                try output.write(contentsOf: bytes)
-            }
-            try output.synchronize()
-        } catch let error as FlippioError {
-            throw error
-        } catch {
-            throw FlippioError.workspaceWriteFailed(path: patch.path, errno: EIO)
+        try copyRuns(from: source, page: \.firstPage, to: output, page: nil, path: patch.path) {
+            FlippioError(.verificationFailed, "\(snapshot.path) changed while its page delta was written.",
+                         remedy: "Take a new snapshot; the agent retries.", context: ["path": snapshot.path])
         }
     }
 
@@ -160,29 +143,40 @@ public struct PageDelta: Sendable, Equatable, Codable {
     public func apply(patch: URL, to file: URL) throws {
         let input = try ContentIdentity.open(patch)
         defer { try? input.close() }
-        let output: FileHandle
-        do { output = try FileHandle(forUpdating: file) } catch {
+        guard let output = try? FileHandle(forUpdating: file) else {
             throw FlippioError.workspaceWriteFailed(path: file.path, errno: ENOENT)
         }
         defer { try? output.close() }
+        try copyRuns(from: input, page: \.patchOffset, to: output, page: \.firstPage, path: file.path) {
+            FlippioError(.verificationFailed, "The patch \(patch.path) is shorter than its runs.",
+                         remedy: "Push the whole file instead.", context: ["path": patch.path])
+        }
+    }
+
+    /// Bytes in `run` (the file's last page may be short).
+    private func byteCount(_ run: Run) -> Int64 {
+        min(Int64(run.count) * Int64(pageSize), targetSize - Int64(run.firstPage) * Int64(pageSize))
+    }
+
+    /// Copies each run from `input` at page `inputPage` to `output` at page `outputPage` (appended
+    /// when nil); then sets `output`'s size to ``targetSize`` when writing in place, and syncs.
+    private func copyRuns(from input: FileHandle, page inputPage: KeyPath<Run, Int>,
+                          to output: FileHandle, page outputPage: KeyPath<Run, Int>?,
+                          path: String, short: () -> FlippioError) throws {
         do {
             for run in runs {
-                try input.seek(toOffset: UInt64(run.patchOffset) * UInt64(pageSize))
-                let expected = min(Int64(run.count) * Int64(pageSize), targetSize - Int64(run.firstPage) * Int64(pageSize))
-                let bytes = try input.read(upToCount: Int(expected)) ?? Data()
-                guard bytes.count == expected else {
-                    throw FlippioError(.verificationFailed, "The patch \(patch.path) is shorter than its runs.",
-                                       remedy: "Push the whole file instead.", context: ["path": patch.path])
-                }
-                try output.seek(toOffset: UInt64(run.firstPage) * UInt64(pageSize))
+                try input.seek(toOffset: UInt64(run[keyPath: inputPage]) * UInt64(pageSize))
+                let bytes = try input.read(upToCount: Int(byteCount(run))) ?? Data()
+                guard bytes.count == byteCount(run) else { throw short() }
+                if let outputPage { try output.seek(toOffset: UInt64(run[keyPath: outputPage]) * UInt64(pageSize)) }
                 try output.write(contentsOf: bytes)
             }
-            try output.truncate(atOffset: UInt64(targetSize))
+            if outputPage != nil { try output.truncate(atOffset: UInt64(targetSize)) }
             try output.synchronize()
         } catch let error as FlippioError {
             throw error
         } catch {
-            throw FlippioError.workspaceWriteFailed(path: file.path, errno: EIO)
+            throw FlippioError.workspaceWriteFailed(path: path, errno: EIO)
         }
     }
 }
