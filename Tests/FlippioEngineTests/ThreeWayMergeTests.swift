@@ -131,6 +131,25 @@ struct ThreeWayMergeTests {
         #expect(row.primaryKey == [ColumnValue(column: "_id", value: .integer(2))])
     }
 
+    @Test func rowsStillInTheDevicesWAL_countAsContent_andAreInTheMerge() async throws {
+        let trio = try MergeFixtures.Trio { try MergeFixtures.room($0) }
+        // The app holds its database open; its last commit is still in the -wal.
+        let app = try SQLiteSession(trio.device)
+        defer { app.close() }
+        try await app.execute("PRAGMA wal_autocheckpoint=0; INSERT INTO folders(name) VALUES ('in the wal');")
+        let device = trio.dir.child("pulled.db")
+        try FileManager.default.copyItem(at: trio.device, to: device)
+        try FileManager.default.copyItem(atPath: trio.device.path + "-wal", toPath: device.path + "-wal")
+        #expect(try !ContentIdentity.sameContent(trio.base, device))
+
+        try Shell.sqlite(trio.local, "UPDATE notes SET title = 'desk' WHERE id = 1;")
+        guard case .merged = try ThreeWayMerge.merge(base: trio.base, local: trio.local, device: device, into: trio.merged) else {
+            Issue.record("expected a merge"); return
+        }
+        #expect(try MergeFixtures.query(trio.merged, "SELECT name FROM folders WHERE id = 3") == "in the wal")
+        #expect(try MergeFixtures.query(trio.merged, "SELECT title FROM notes WHERE id = 1") == "desk")
+    }
+
     // MARK: - Key-less tables and framework tables
 
     @Test func keylessTableChangedOnOneSide_isTakenWhole_changedOnBoth_isAConflict() throws {

@@ -31,6 +31,8 @@ public enum ContentIdentity {
     /// Hex SHA-256 of the file with ``volatileHeaderRanges`` zeroed: equal for the same pages
     /// whatever journal mode, change counter or SQLite version last wrote the file.
     ///
+    /// The main file only: fold a `-wal` into it first (a snapshot or a pulled file is folded).
+    ///
     /// - throws: ``FlippioError/Code/databaseMissing``, ``FlippioError/Code/notSQLite``.
     public static func hash(ofDatabaseAt url: URL) throws -> String {
         _ = try SQLiteHeader.read(fileAt: url)
@@ -49,6 +51,8 @@ public enum ContentIdentity {
     /// ``volatileHeaderRanges`` aside (the fast path: true ⇒ same content; false ⇒ ask
     /// ``sameContent(_:_:)``).
     public static func samePages(_ a: URL, _ b: URL) throws -> Bool {
+        // Committed pages in a -wal beside a file are content the main file does not show yet.
+        guard !hasWAL(a), !hasWAL(b) else { return false }
         let sizeA = try fileSize(a), sizeB = try fileSize(b)
         guard sizeA == sizeB else { return false }
         let ha = try open(a), hb = try open(b)
@@ -83,6 +87,12 @@ public enum ContentIdentity {
     }
 
     // MARK: - Helpers
+
+    /// Whether a non-empty `-wal` file lies beside `url`.
+    static func hasWAL(_ url: URL) -> Bool {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: url.path + "-wal")
+        return ((attributes?[.size] as? NSNumber)?.int64Value ?? 0) > 0
+    }
 
     static func masked(_ chunk: Data) -> Data {
         var bytes = chunk

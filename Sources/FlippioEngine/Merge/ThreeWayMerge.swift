@@ -98,6 +98,11 @@ public enum ThreeWayMerge {
         removeDatabase(at: output)
         do {
             try FileManager.default.copyItem(at: device, to: output)
+            // A -wal not yet folded into the device file holds committed rows: it goes with
+            // the copy, and SQLite folds it in when the merge connection closes.
+            if ContentIdentity.hasWAL(device) {
+                try FileManager.default.copyItem(atPath: device.path + "-wal", toPath: output.path + "-wal")
+            }
         } catch {
             throw FlippioError.workspaceWriteFailed(path: output.path, errno: Int32(clamping: errnoOf(error)))
         }
