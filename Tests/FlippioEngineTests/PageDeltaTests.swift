@@ -82,6 +82,22 @@ struct PageDeltaTests {
         #expect(!delta.isWorthSending())
     }
 
+    @Test func aDeviceCopyReopenedInWALMode_takesThePatch_andEndsIdenticalToTheSnapshot() throws {
+        let dir = try TemporaryDirectory("delta-wal")
+        let base = try bigDatabase(dir)
+        let device = try MergeFixtures.copy(base, "device.db")
+        try Shell.sqlite(device, "PRAGMA journal_mode=WAL; SELECT count(*) FROM t;")
+        #expect(try ContentIdentity.hash(ofDatabaseAt: device) == ContentIdentity.hash(ofDatabaseAt: base))
+        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
+        try Shell.sqlite(snapshot, "PRAGMA journal_mode=WAL; UPDATE t SET payload = zeroblob(500) WHERE id = 1500;")
+        let delta = try PageDelta.between(base: base, snapshot: snapshot)
+        #expect(delta.runs.first?.firstPage == 0)
+        let patch = dir.child("patch.bin")
+        try delta.writePatch(from: snapshot, to: patch)
+        try delta.apply(patch: patch, to: device)
+        #expect(try Data(contentsOf: device) == Data(contentsOf: snapshot))
+    }
+
     @Test func identicalFiles_giveAnEmptyPatch() throws {
         let dir = try TemporaryDirectory("delta-same")
         let base = try bigDatabase(dir)

@@ -21,7 +21,10 @@ import Foundation
 /// ```
 ///
 /// A page-size change makes every page changed (a full push). Pages are numbered from 0 (page 0
-/// holds the header), as `dd seek=` counts blocks.
+/// holds the header), as `dd seek=` counts blocks. A non-empty patch always carries page 0, so
+/// the precondition on the device side is `ContentIdentity.hash(ofDatabaseAt: device) ==
+/// ContentIdentity.hash(ofDatabaseAt: base)` (equal pages, header bytes SQLite rewrites aside);
+/// the result has the snapshot's header, journal-mode bytes included.
 public struct PageDelta: Sendable, Equatable, Codable {
     /// Consecutive changed pages.
     public struct Run: Sendable, Equatable, Codable {
@@ -103,6 +106,12 @@ public struct PageDelta: Sendable, Equatable, Codable {
                 }
             }
         }
+
+        // Page 0 goes with every non-empty patch (it changes with every commit anyway: the
+        // change counter): the target's header is then the snapshot's whatever it was, so a
+        // device copy that differs from the base only in volatile header bytes (an app that
+        // reopened it in WAL mode) takes the patch safely.
+        if let first = changed.first, first != 0 { changed.insert(0, at: 0) }
 
         var runs: [Run] = []
         var patchOffset = 0
