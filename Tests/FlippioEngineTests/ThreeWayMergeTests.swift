@@ -68,6 +68,26 @@ struct ThreeWayMergeTests {
         #expect(conflict.explanation.contains("contacts"))
     }
 
+    @Test func aConflictRoundTripsThroughJSON_forSidecarsAndStatus() throws {
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
+        try Shell.sqlite(trio.device, "UPDATE contacts SET avatar = X'0102', phone = NULL WHERE _id = 1;")
+        try Shell.sqlite(trio.local, "UPDATE contacts SET avatar = X'0304' WHERE _id = 1;")
+        let conflict = try trio.conflict()
+        let json = try JSONEncoder().encode(conflict)
+        #expect(try JSONDecoder().decode(MergeConflict.self, from: json) == conflict)
+        #expect(String(decoding: json, as: UTF8.self).contains("\"updated-on-both-sides\""))
+    }
+
+    @Test func anOutputThatIsAnInput_isRefused_andTheInputIsUntouched() throws {
+        let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
+        let before = try Data(contentsOf: trio.device)
+        let error = try #require(throws: FlippioError.self) {
+            try ThreeWayMerge.merge(base: trio.base, local: trio.local, device: trio.device, into: trio.device)
+        }
+        #expect(error.code == .invalidArgument)
+        #expect(try Data(contentsOf: trio.device) == before)
+    }
+
     @Test func deleteVersusUpdate_andInsertInsertOnATextKey_areConflicts() throws {
         let trio = try MergeFixtures.Trio { try MergeFixtures.openHelper($0) }
         try Shell.sqlite(trio.device, "UPDATE contacts SET phone = 'new' WHERE _id = 2; DELETE FROM contacts WHERE _id = 3; INSERT INTO settings VALUES ('lang', 'de');")
