@@ -19,6 +19,13 @@ struct PageDeltaTests {
         return delta
     }
 
+    /// A copy of `base` named `name`, changed by `sql` through sqlite3.
+    func edited(_ base: URL, _ sql: String, name: String = "snapshot.db") throws -> URL {
+        let copy = try MergeFixtures.copy(base, name)
+        try Shell.sqlite(copy, sql)
+        return copy
+    }
+
     func bigDatabase(_ dir: TemporaryDirectory) throws -> URL {
         let url = dir.child("base.db")
         try Shell.sqlite(url, """
@@ -32,8 +39,7 @@ struct PageDeltaTests {
     @Test func aOneRowEdit_changesAFewPages_andThePatchIsSmall() throws {
         let dir = try TemporaryDirectory("delta")
         let base = try bigDatabase(dir)
-        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
-        try Shell.sqlite(snapshot, "UPDATE t SET payload = zeroblob(500) WHERE id = 1000;")
+        let snapshot = try edited(base, "UPDATE t SET payload = zeroblob(500) WHERE id = 1000;")
         let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
         #expect(delta.pageSize == 4096)
         // The header page (change counter) and the row's leaf page.
@@ -48,13 +54,11 @@ struct PageDeltaTests {
     @Test func growthAndShrink_areHandled() throws {
         let dir = try TemporaryDirectory("delta-size")
         let base = try bigDatabase(dir)
-        let grown = try MergeFixtures.copy(base, "grown.db")
-        try Shell.sqlite(grown, "INSERT INTO t SELECT id + 5000, randomblob(500) FROM t WHERE id <= 100;")
+        let grown = try edited(base, "INSERT INTO t SELECT id + 5000, randomblob(500) FROM t WHERE id <= 100;", name: "grown.db")
         let growth = try roundTrip(base: base, snapshot: grown, dir: dir)
         #expect(growth.targetSize > growth.baseSize)
 
-        let shrunk = try MergeFixtures.copy(base, "shrunk.db")
-        try Shell.sqlite(shrunk, "DELETE FROM t WHERE id > 100; VACUUM;")
+        let shrunk = try edited(base, "DELETE FROM t WHERE id > 100; VACUUM;", name: "shrunk.db")
         let shrink = try roundTrip(base: base, snapshot: shrunk, dir: dir)
         #expect(shrink.shrinks)
         #expect(shrink.targetSize < shrink.baseSize / 4)
@@ -64,8 +68,7 @@ struct PageDeltaTests {
         let dir = try TemporaryDirectory("delta-vacuum")
         let base = try bigDatabase(dir)
         try Shell.sqlite(base, "DELETE FROM t WHERE id % 2 = 0;")
-        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
-        try Shell.sqlite(snapshot, "VACUUM;")
+        let snapshot = try edited(base, "VACUUM;")
         let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
         #expect(!delta.isWorthSending())
     }
@@ -73,8 +76,7 @@ struct PageDeltaTests {
     @Test func aPageSizeChange_sendsEveryPage() throws {
         let dir = try TemporaryDirectory("delta-pagesize")
         let base = try bigDatabase(dir)
-        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
-        try Shell.sqlite(snapshot, "PRAGMA page_size = 8192; VACUUM;")
+        let snapshot = try edited(base, "PRAGMA page_size = 8192; VACUUM;")
         let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
         #expect(delta.pageSizeChanged)
         #expect(delta.pageSize == 8192)
@@ -85,11 +87,9 @@ struct PageDeltaTests {
     @Test func aDeviceCopyReopenedInWALMode_takesThePatch_andEndsIdenticalToTheSnapshot() throws {
         let dir = try TemporaryDirectory("delta-wal")
         let base = try bigDatabase(dir)
-        let device = try MergeFixtures.copy(base, "device.db")
-        try Shell.sqlite(device, "PRAGMA journal_mode=WAL; SELECT count(*) FROM t;")
+        let device = try edited(base, "PRAGMA journal_mode=WAL; SELECT count(*) FROM t;", name: "device.db")
         #expect(try ContentIdentity.hash(ofDatabaseAt: device) == ContentIdentity.hash(ofDatabaseAt: base))
-        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
-        try Shell.sqlite(snapshot, "PRAGMA journal_mode=WAL; UPDATE t SET payload = zeroblob(500) WHERE id = 1500;")
+        let snapshot = try edited(base, "PRAGMA journal_mode=WAL; UPDATE t SET payload = zeroblob(500) WHERE id = 1500;")
         let delta = try PageDelta.between(base: base, snapshot: snapshot)
         #expect(delta.runs.first?.firstPage == 0)
         let patch = dir.child("patch.bin")
@@ -110,8 +110,7 @@ struct PageDeltaTests {
     @Test func aShortPatch_isRefused() throws {
         let dir = try TemporaryDirectory("delta-short")
         let base = try bigDatabase(dir)
-        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
-        try Shell.sqlite(snapshot, "UPDATE t SET payload = zeroblob(500) WHERE id = 10;")
+        let snapshot = try edited(base, "UPDATE t SET payload = zeroblob(500) WHERE id = 10;")
         let delta = try PageDelta.between(base: base, snapshot: snapshot)
         let patch = dir.child("patch.bin")
         try Data(count: 100).write(to: patch)
