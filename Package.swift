@@ -27,8 +27,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                "CSQLiteSession",
             ]
         ),
+        // SQLite's session extension (changesets for the row-level merge), from the system libsqlite3.
+        .target(name: "CSQLiteSession", linkerSettings: [.linkedLibrary("sqlite3")]),
         // The command line: a thin layer over the engine.
         .executableTarget(
             name: "flippio",

@@ -67,6 +67,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             case workspaceWriteFailed = "workspace-write-failed"
             // Sync
             case conflict = "conflict"
+            case schemaChanged = "schema-changed"
             case verificationFailed = "verification-failed"
             case pushInProgress = "push-in-progress"
             case agentAlreadyRunning = "agent-already-running"
@@ -103,7 +104,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
                  .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .noSuchFile,
                  .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
                  .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
-                 .conflict, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
+                 .conflict, .schemaChanged, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
                 return false
             }
         }
@@ -166,6 +167,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
 
         // MARK: - Sync
         public static let conflict = Code(.conflict)
+        public static let schemaChanged = Code(.schemaChanged)
         public static let verificationFailed = Code(.verificationFailed)
         public static let pushInProgress = Code(.pushInProgress)
         public static let agentAlreadyRunning = Code(.agentAlreadyRunning)
@@ -246,6 +248,7 @@ extension FlippioError {
     public static var notTracked: Code { .notTracked }
     public static var workspaceWriteFailed: Code { .workspaceWriteFailed }
     public static var conflict: Code { .conflict }
+    public static var schemaChanged: Code { .schemaChanged }
     public static var verificationFailed: Code { .verificationFailed }
     public static var pushInProgress: Code { .pushInProgress }
     public static var agentAlreadyRunning: Code { .agentAlreadyRunning }

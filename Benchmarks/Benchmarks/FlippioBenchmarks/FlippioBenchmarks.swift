@@ -23,6 +23,7 @@ let benchmarks: @Sendable () -> Void = {
     indexBenchmarks()
     sidecarBenchmarks()
     toolDiscoveryBenchmarks()
+    mergeBenchmarks()
 }
 
 // MARK: - Connection pool

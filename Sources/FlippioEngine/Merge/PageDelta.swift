@@ -1,0 +1,191 @@
+import Foundation
+
+/// The pages of a snapshot that differ from the base: what a delta push sends.
+///
+/// Both files are page-for-page copies (the base the device holds, the snapshot to push); they
+/// are compared page by page, with the page size from the snapshot's header. The patch file is
+/// the changed pages concatenated, run after run, so the device side writes each run with one
+///
+/// ```sh
+/// dd if=PATCH of=TARGET bs=PAGESIZE skip=RUN.patchOffset seek=RUN.firstPage count=RUN.count conv=notrunc
+/// ```
+///
+/// then `truncate -s TARGETSIZE TARGET` when the file shrank. For example:
+///
+/// ```swift
+/// let delta = try PageDelta.between(base: baseCopy, snapshot: snapshot)
+/// if delta.isWorthSending() {
+///     try delta.writePatch(from: snapshot, to: patchFile)
+///     // push patchFile, run delta.runs as dd commands, check the SHA-256
+/// }
+/// ```
+///
+/// A page-size change makes every page changed (a full push). Pages are numbered from 0 (page 0
+/// holds the header), as `dd seek=` counts blocks. A non-empty patch always carries page 0, so
+/// the precondition on the device side is `ContentIdentity.hash(ofDatabaseAt: device) ==
+/// ContentIdentity.hash(ofDatabaseAt: base)` (equal pages, header bytes SQLite rewrites aside);
+/// the result has the snapshot's header, journal-mode bytes included.
+public struct PageDelta: Sendable, Equatable, Codable {
+    /// Consecutive changed pages.
+    public struct Run: Sendable, Equatable, Codable {
+        /// The first page of the run in the target file (0-based).
+        public let firstPage: Int
+        /// How many pages.
+        public let count: Int
+        /// Where the run starts in the patch file, in pages (`dd skip=`).
+        public let patchOffset: Int
+
+        public init(firstPage: Int, count: Int, patchOffset: Int) {
+            self.firstPage = firstPage
+            self.count = count
+            self.patchOffset = patchOffset
+        }
+    }
+
+    public let pageSize: Int
+    public let runs: [Run]
+    /// The snapshot's size in bytes: the size the target must have afterwards.
+    public let targetSize: Int64
+    /// The base's size in bytes.
+    public let baseSize: Int64
+    /// Whether the page size differs between base and snapshot (every page is in the patch).
+    public let pageSizeChanged: Bool
+
+    /// Pages in the patch.
+    public var changedPages: Int { runs.reduce(0) { $0 + $1.count } }
+
+    /// The patch file's size in bytes (the last page of a file may be short).
+    public var patchSize: Int64 {
+        runs.reduce(0) { $0 + byteCount($1) }
+    }
+
+    /// Whether the target must be truncated after the runs are written.
+    public var shrinks: Bool { targetSize < baseSize }
+
+    /// Whether sending the patch is worth it: smaller than `threshold` of the snapshot (the
+    /// default: half) and the page size unchanged.
+    public func isWorthSending(threshold: Double = 0.5) -> Bool {
+        !pageSizeChanged && Double(patchSize) < Double(targetSize) * threshold
+    }
+
+    /// Compares `base` and `snapshot` page by page.
+    ///
+    /// - throws: ``FlippioError/Code/notSQLite`` or ``FlippioError/Code/databaseMissing`` for
+    ///   either file.
+    /// - Important: pass the base copy and a snapshot, never the live file (see ``ContentHash``).
+    public static func between(base: URL, snapshot: URL) throws -> PageDelta {
+        let pageSize = try SQLiteHeader.read(fileAt: snapshot).pageSize
+        let basePageSize = try SQLiteHeader.read(fileAt: base).pageSize
+        let baseSize = try ContentIdentity.fileSize(base)
+        let targetSize = try ContentIdentity.fileSize(snapshot)
+        let pageCount = Int((targetSize + Int64(pageSize) - 1) / Int64(pageSize))
+        let pageSizeChanged = basePageSize != pageSize
+
+        var changed: [Int] = []
+        if pageSizeChanged {
+            changed = Array(0..<pageCount)
+        } else {
+            let hb = try ContentIdentity.open(base), hs = try ContentIdentity.open(snapshot)
+            defer { try? hb.close(); try? hs.close() }
+            // Read 256 pages at a time; compare page slices.
+            let batch = 256
+            var page = 0
+            while page < pageCount {
+                let s = try hs.read(upToCount: batch * pageSize) ?? Data()
+                let b = try hb.read(upToCount: batch * pageSize) ?? Data()
+                if s.isEmpty { break }
+                var offset = 0
+                while offset < s.count {
+                    let end = min(offset + pageSize, s.count)
+                    let bEnd = min(end, b.count)
+                    let same = bEnd - offset == end - offset && offset < b.count
+                        && s[s.startIndex + offset ..< s.startIndex + end] == b[b.startIndex + offset ..< b.startIndex + bEnd]
+                    if !same { changed.append(page) }
+                    offset = end
+                    page += 1
+                }
+            }
+        }
+
+        // Page 0 goes with every non-empty patch (it changes with every commit anyway: the
+        // change counter): the target's header is then the snapshot's whatever it was, so a
+        // device copy that differs from the base only in volatile header bytes (an app that
+        // reopened it in WAL mode) takes the patch safely.
+        if let first = changed.first, first != 0 { changed.insert(0, at: 0) }
+
+        var runs: [Run] = []
+        var patchOffset = 0
+        for page in changed {
+            if let last = runs.last, last.firstPage + last.count == page {
+                runs[runs.count - 1] = Run(firstPage: last.firstPage, count: last.count + 1, patchOffset: last.patchOffset)
+            } else {
+                runs.append(Run(firstPage: page, count: 1, patchOffset: patchOffset))
+            }
+            patchOffset += 1
+        }
+        return PageDelta(pageSize: pageSize, runs: runs, targetSize: targetSize, baseSize: baseSize,
+                         pageSizeChanged: pageSizeChanged)
+    }
+
+    /// Writes the patch: the snapshot's changed pages, run after run, to `patch` (replaced).
+    ///
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed``; ``FlippioError/Code/verificationFailed``
+    ///   when the snapshot is shorter than when the delta was computed.
+    public func writePatch(from snapshot: URL, to patch: URL) throws {
+        let source = try ContentIdentity.open(snapshot)
+        defer { try? source.close() }
+        guard FileManager.default.createFile(atPath: patch.path, contents: nil),
+              let output = try? FileHandle(forWritingTo: patch)
+        else { throw FlippioError.workspaceWriteFailed(path: patch.path, errno: errno == 0 ? EIO : errno) }
+        defer { try? output.close() }
+        try copyRuns(from: source, page: \.firstPage, to: output, page: nil, path: patch.path) {
+            FlippioError(.verificationFailed, "\(snapshot.path) changed while its page delta was written.",
+                         remedy: "Take a new snapshot; the agent retries.", context: ["path": snapshot.path])
+        }
+    }
+
+    /// Writes the patch into `file` in place, as the device side does with `dd … conv=notrunc`
+    /// and `truncate`: afterwards `file` (a copy of the base) is byte-identical to the snapshot.
+    ///
+    /// - throws: ``FlippioError/Code/verificationFailed`` when the patch is shorter than the runs
+    ///   say; ``FlippioError/Code/workspaceWriteFailed``.
+    public func apply(patch: URL, to file: URL) throws {
+        let input = try ContentIdentity.open(patch)
+        defer { try? input.close() }
+        guard let output = try? FileHandle(forUpdating: file) else {
+            throw FlippioError.workspaceWriteFailed(path: file.path, errno: ENOENT)
+        }
+        defer { try? output.close() }
+        try copyRuns(from: input, page: \.patchOffset, to: output, page: \.firstPage, path: file.path) {
+            FlippioError(.verificationFailed, "The patch \(patch.path) is shorter than its runs.",
+                         remedy: "Push the whole file instead.", context: ["path": patch.path])
+        }
+    }
+
+    /// Bytes in `run` (the file's last page may be short).
+    private func byteCount(_ run: Run) -> Int64 {
+        min(Int64(run.count) * Int64(pageSize), targetSize - Int64(run.firstPage) * Int64(pageSize))
+    }
+
+    /// Copies each run from `input` at page `inputPage` to `output` at page `outputPage` (appended
+    /// when nil); then sets `output`'s size to ``targetSize`` when writing in place, and syncs.
+    private func copyRuns(from input: FileHandle, page inputPage: KeyPath<Run, Int>,
+                          to output: FileHandle, page outputPage: KeyPath<Run, Int>?,
+                          path: String, short: () -> FlippioError) throws {
+        do {
+            for run in runs {
+                try input.seek(toOffset: UInt64(run[keyPath: inputPage]) * UInt64(pageSize))
+                let bytes = try input.read(upToCount: Int(byteCount(run))) ?? Data()
+                guard bytes.count == byteCount(run) else { throw short() }
+                if let outputPage { try output.seek(toOffset: UInt64(run[keyPath: outputPage]) * UInt64(pageSize)) }
+                try output.write(contentsOf: bytes)
+            }
+            if outputPage != nil { try output.truncate(atOffset: UInt64(targetSize)) }
+            try output.synchronize()
+        } catch let error as FlippioError {
+            throw error
+        } catch {
+            throw FlippioError.workspaceWriteFailed(path: path, errno: EIO)
+        }
+    }
+}

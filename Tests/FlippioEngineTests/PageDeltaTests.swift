@@ -1,0 +1,120 @@
+import FlippioEngine
+import Foundation
+import Testing
+import TestSupport
+
+@Suite("PageDelta")
+struct PageDeltaTests {
+    /// Builds the delta base→snapshot, writes the patch, applies it to a copy of base and checks
+    /// the copy is byte-identical to the snapshot.
+    func roundTrip(base: URL, snapshot: URL, dir: TemporaryDirectory) throws -> PageDelta {
+        let delta = try PageDelta.between(base: base, snapshot: snapshot)
+        let patch = dir.child("patch.bin")
+        try delta.writePatch(from: snapshot, to: patch)
+        #expect(try Data(contentsOf: patch).count == Int(delta.patchSize))
+        let target = dir.child("target-\(UUID().uuidString.prefix(4)).db")
+        try FileManager.default.copyItem(at: base, to: target)
+        try delta.apply(patch: patch, to: target)
+        #expect(try Data(contentsOf: target) == Data(contentsOf: snapshot), "byte-identical to the snapshot")
+        return delta
+    }
+
+    /// A copy of `base` named `name`, changed by `sql` through sqlite3.
+    func edited(_ base: URL, _ sql: String, name: String = "snapshot.db") throws -> URL {
+        let copy = try MergeFixtures.copy(base, name)
+        try Shell.sqlite(copy, sql)
+        return copy
+    }
+
+    func bigDatabase(_ dir: TemporaryDirectory) throws -> URL {
+        let url = dir.child("base.db")
+        try Shell.sqlite(url, """
+            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+            INSERT INTO t SELECT i, randomblob(500) FROM c;
+            """)
+        return url
+    }
+
+    @Test func aOneRowEdit_changesAFewPages_andThePatchIsSmall() throws {
+        let dir = try TemporaryDirectory("delta")
+        let base = try bigDatabase(dir)
+        let snapshot = try edited(base, "UPDATE t SET payload = zeroblob(500) WHERE id = 1000;")
+        let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
+        #expect(delta.pageSize == 4096)
+        // The header page (change counter) and the row's leaf page.
+        #expect(delta.changedPages == 2)
+        #expect(delta.runs.first == .init(firstPage: 0, count: 1, patchOffset: 0))
+        #expect(delta.runs.last?.patchOffset == 1)
+        #expect(delta.isWorthSending())
+        #expect(!delta.shrinks)
+        #expect(delta.patchSize * 50 < delta.targetSize)
+    }
+
+    @Test func growthAndShrink_areHandled() throws {
+        let dir = try TemporaryDirectory("delta-size")
+        let base = try bigDatabase(dir)
+        let grown = try edited(base, "INSERT INTO t SELECT id + 5000, randomblob(500) FROM t WHERE id <= 100;", name: "grown.db")
+        let growth = try roundTrip(base: base, snapshot: grown, dir: dir)
+        #expect(growth.targetSize > growth.baseSize)
+
+        let shrunk = try edited(base, "DELETE FROM t WHERE id > 100; VACUUM;", name: "shrunk.db")
+        let shrink = try roundTrip(base: base, snapshot: shrunk, dir: dir)
+        #expect(shrink.shrinks)
+        #expect(shrink.targetSize < shrink.baseSize / 4)
+    }
+
+    @Test func aVacuumedCopy_isNotWorthADelta() throws {
+        let dir = try TemporaryDirectory("delta-vacuum")
+        let base = try bigDatabase(dir)
+        try Shell.sqlite(base, "DELETE FROM t WHERE id % 2 = 0;")
+        let snapshot = try edited(base, "VACUUM;")
+        let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
+        #expect(!delta.isWorthSending())
+    }
+
+    @Test func aPageSizeChange_sendsEveryPage() throws {
+        let dir = try TemporaryDirectory("delta-pagesize")
+        let base = try bigDatabase(dir)
+        let snapshot = try edited(base, "PRAGMA page_size = 8192; VACUUM;")
+        let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
+        #expect(delta.pageSizeChanged)
+        #expect(delta.pageSize == 8192)
+        #expect(delta.runs == [.init(firstPage: 0, count: Int(delta.targetSize) / 8192, patchOffset: 0)])
+        #expect(!delta.isWorthSending())
+    }
+
+    @Test func aDeviceCopyReopenedInWALMode_takesThePatch_andEndsIdenticalToTheSnapshot() throws {
+        let dir = try TemporaryDirectory("delta-wal")
+        let base = try bigDatabase(dir)
+        let device = try edited(base, "PRAGMA journal_mode=WAL; SELECT count(*) FROM t;", name: "device.db")
+        #expect(try ContentIdentity.hash(ofDatabaseAt: device) == ContentIdentity.hash(ofDatabaseAt: base))
+        let snapshot = try edited(base, "PRAGMA journal_mode=WAL; UPDATE t SET payload = zeroblob(500) WHERE id = 1500;")
+        let delta = try PageDelta.between(base: base, snapshot: snapshot)
+        #expect(delta.runs.first?.firstPage == 0)
+        let patch = dir.child("patch.bin")
+        try delta.writePatch(from: snapshot, to: patch)
+        try delta.apply(patch: patch, to: device)
+        #expect(try Data(contentsOf: device) == Data(contentsOf: snapshot))
+    }
+
+    @Test func identicalFiles_giveAnEmptyPatch() throws {
+        let dir = try TemporaryDirectory("delta-same")
+        let base = try bigDatabase(dir)
+        let snapshot = try MergeFixtures.copy(base, "snapshot.db")
+        let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
+        #expect(delta.runs.isEmpty)
+        #expect(delta.patchSize == 0)
+    }
+
+    @Test func aShortPatch_isRefused() throws {
+        let dir = try TemporaryDirectory("delta-short")
+        let base = try bigDatabase(dir)
+        let snapshot = try edited(base, "UPDATE t SET payload = zeroblob(500) WHERE id = 10;")
+        let delta = try PageDelta.between(base: base, snapshot: snapshot)
+        let patch = dir.child("patch.bin")
+        try Data(count: 100).write(to: patch)
+        let error = try #require(throws: FlippioError.self) { try delta.apply(patch: patch, to: try MergeFixtures.copy(base, "t.db")) }
+        #expect(error.code == .verificationFailed)
+    }
+}
