@@ -25,8 +25,8 @@ import GRDB
 ///   base copies, never the live file the agent's pool holds open (closing a second descriptor
 ///   drops SQLite's POSIX locks for the whole process).
 public enum ContentIdentity {
-    /// Header byte ranges SQLite rewrites without a change of data.
-    public static let volatileHeaderRanges: [Range<Int>] = [18..<20, 24..<28, 92..<100]
+    /// Header byte ranges SQLite rewrites without a change of data (``ContentHash/volatileHeaderRanges``).
+    public static var volatileHeaderRanges: [Range<Int>] { ContentHash.volatileHeaderRanges }
 
     /// Hex SHA-256 of the file with ``volatileHeaderRanges`` zeroed: equal for the same pages
     /// whatever journal mode, change counter or SQLite version last wrote the file.
@@ -36,15 +36,7 @@ public enum ContentIdentity {
     /// - throws: ``FlippioError/Code/databaseMissing``, ``FlippioError/Code/notSQLite``.
     public static func hash(ofDatabaseAt url: URL) throws -> String {
         _ = try SQLiteHeader.read(fileAt: url)
-        let handle = try open(url)
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        var first = true
-        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-            hasher.update(data: first ? masked(chunk) : chunk)
-            first = false
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return try ContentHash.sha256(databaseAt: url)
     }
 
     /// Whether the two files have the same size and the same bytes, header fields in

@@ -47,15 +47,10 @@ public enum ContentHash {
         var content = SHA256()
         var file = SHA256()
         var first = true
-        while var chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
             file.update(data: chunk)
-            if first {
-                for range in volatileHeaderRanges where range.upperBound <= chunk.count {
-                    chunk.replaceSubrange(range, with: repeatElement(0, count: range.count))
-                }
-                first = false
-            }
-            content.update(data: chunk)
+            content.update(data: first ? ContentIdentity.masked(chunk) : chunk)
+            first = false
         }
         return (hex(content.finalize()), hex(file.finalize()))
     }
