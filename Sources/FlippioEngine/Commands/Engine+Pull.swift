@@ -99,6 +99,10 @@ extension Engine {
                           remotePath: remote.path, access: remote.access),
             pulledAt: Date(), fingerprintAtPull: pulled.fingerprint, contentHash: snapshot.contentHash)
         sidecar.lastRowCounts = snapshot.tableRowCounts
+        // The common ancestor of later merges: exactly what the device and the copy now agree on.
+        try BaseStore(workspace: workspace).save(snapshot.url, for: remote)
+        sidecar.baseHash = snapshot.contentHash
+        sidecar.deviceJournalWAL = summary.wasWAL
         try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
         logger.info("pulled \(remote.path) to \(local.path)")
         return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,

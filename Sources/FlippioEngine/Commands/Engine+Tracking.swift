@@ -91,6 +91,10 @@ extension Engine {
         case keepLocal = "keep-local"
         /// Replace the local copy with the device's current version (the local one is kept beside it).
         case keepDevice = "keep-device"
+        /// Merge row by row; for rows changed on both sides, keep the local version.
+        case mergePreferLocal = "merge-prefer-local"
+        /// Merge row by row; for rows changed on both sides, keep the device's version.
+        case mergePreferDevice = "merge-prefer-device"
     }
 
     /// Ends a conflict one way or the other. The other version stays on disk (`x.device-<time>.db`
@@ -113,8 +117,13 @@ extension Engine {
                                context: ["path": database.path, "state": sidecar.state.rawValue])
         }
         switch resolution {
-        case .keepLocal:
-            let outcome = await pipeline.push(database, mode: .keepLocal)
+        case .keepLocal, .mergePreferLocal, .mergePreferDevice:
+            let mode: PushPipeline.Mode = switch resolution {
+            case .mergePreferLocal: .mergePrefer(.local)
+            case .mergePreferDevice: .mergePrefer(.device)
+            default: .keepLocal
+            }
+            let outcome = await pipeline.push(database, mode: mode)
             switch outcome {
             case .pushed, .unchanged:
                 return outcome
@@ -136,6 +145,29 @@ extension Engine {
         }
     }
 
+    /// What `flippio conflicts` shows: the rows (or the schema change) behind a conflict.
+    public struct ConflictReport: Sendable, Codable, Equatable {
+        public var path: String
+        public var state: SyncState
+        /// The device's version, kept beside the local copy.
+        public var deviceCopy: String?
+        /// What conflicts; nil when the conflict was found without a merge (no common ancestor).
+        public var detail: MergeConflict?
+    }
+
+    /// The conflict of a tracked database, row by row.
+    ///
+    /// - throws: ``FlippioError/Code/notInConflict`` when it is not in conflict.
+    public func conflicts(_ path: String) throws -> ConflictReport {
+        let database = try trackedDatabase(path)
+        let sidecar = try SidecarStore.load(forDatabase: database)
+        guard sidecar.state == .conflict else {
+            throw FlippioError(.notInConflict, "\(database.lastPathComponent) is not in conflict (it is \(sidecar.state.rawValue)).",
+                               remedy: "`flippio status` shows the state of every tracked database.", context: ["path": database.path])
+        }
+        return ConflictReport(path: database.path, state: sidecar.state, deviceCopy: sidecar.conflictCopy, detail: sidecar.conflictDetail)
+    }
+
     /// Stops tracking a database: removes its sidecar (under its lock, so a push in flight ends
     /// first and cannot write it back), keeps the local copy.
     public func forget(_ path: String) async throws -> URL {
@@ -150,6 +182,7 @@ extension Engine {
         try await lock.acquire(timeout: .seconds(120))
         defer { lock.release() }
         try FileManager.default.removeItem(at: sidecarURL)
+        BaseStore(workspace: workspace).remove(for: origin.remoteDatabase)
         return database
     }
 }

@@ -35,6 +35,8 @@ public struct AgentMetrics: Sendable {
     let commandTimeouts: Counter
     let retries: Counter
     let conflicts: Counter
+    let merges: Counter
+    let rowConflicts: Counter
     let errors: Counter
     let tracked: Gauge
     let residentMemory: Gauge
@@ -57,6 +59,8 @@ public struct AgentMetrics: Sendable {
         commandTimeouts = registry.counter("flippio_command_timeouts_total", help: "Tool calls killed at their deadline.")
         retries = registry.counter("flippio_retries_total", help: "Transient failures retried with backoff, by error kind.")
         conflicts = registry.counter("flippio_conflicts_total", help: "Pushes stopped because the app changed its copy on the device.")
+        merges = registry.counter("flippio_merges_total", help: "Pushes that merged the app's and the desktop's changes row by row.")
+        rowConflicts = registry.counter("flippio_row_conflicts_total", help: "Rows changed on both sides that stopped a merge.")
         errors = registry.counter("flippio_errors_total", help: "Failed or refused pushes, by error kind.")
         tracked = registry.gauge("flippio_tracked_databases", help: "Databases the agent tracks.")
         residentMemory = registry.gauge("flippio_resident_memory_bytes", help: "The agent's resident memory (VmRSS), sampled when this file is written.")
@@ -85,6 +89,12 @@ public struct AgentMetrics: Sendable {
         pushes.increment(labels: ["outcome": label])
         pushDuration.observe(duration, labels: ["outcome": label])
     }
+
+    /// A push merged both sides' changes.
+    public func merged() { merges.increment() }
+
+    /// A merge stopped on `count` rows changed on both sides.
+    public func rowConflicts(_ count: Int) { rowConflicts.increment(by: Double(count)) }
 
     /// A transient failure is retried (pass as `RetryPolicy.run(onRetry:)`).
     public func retried(attempt: Int, error: FlippioError, delay: Duration) {

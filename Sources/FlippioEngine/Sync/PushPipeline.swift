@@ -45,6 +45,9 @@ public struct PushPipeline: Sendable {
         /// End a conflict: replace exactly the device version that was saved as the conflict copy
         /// (`resolve --keep-local`). A device that changed again since is a new conflict.
         case keepLocal
+        /// End a conflict by merging row by row, taking this side's version of the rows changed on
+        /// both (`resolve --merge-prefer`); the same compare-and-swap as ``keepLocal``.
+        case mergePrefer(ThreeWayMerge.Preference)
     }
 
     public let workspace: Workspace
@@ -95,7 +98,7 @@ public struct PushPipeline: Sendable {
         var sidecar = try SidecarStore.load(forDatabase: database)
         let logger = Logger.forDatabase(sidecar.origin, file: database, base: self.logger)
         let remote = sidecar.origin.remoteDatabase
-        if sidecar.state == .conflict && mode != .keepLocal {
+        if sidecar.state == .conflict && (mode == .normal || mode == .force) {
             return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
         }
 
@@ -114,7 +117,16 @@ public struct PushPipeline: Sendable {
         Self.migrateContentHashes(&sidecar, snapshot: snapshot)
         sidecar.localContentHash = snapshot.contentHash
 
-        // 4. Nothing new for the device?
+        // 4. Nothing new for the device? After a merge wrote the device's rows into the copy, its
+        // pages differ from the device's although its rows do not: compare by content once.
+        if sidecar.localWrittenByMerge == true, snapshot.contentHash != sidecar.deviceContentHash {
+            let bases = BaseStore(workspace: workspace)
+            if let base = bases.existing(for: remote, expectedHash: sidecar.baseHash),
+               (try? ContentIdentity.sameContent(snapshot.url, base)) == true {
+                sidecar.deviceContentHash = snapshot.contentHash
+            }
+        }
+        sidecar.localWrittenByMerge = nil
         if snapshot.contentHash == sidecar.deviceContentHash && mode == .normal && sidecar.pendingPushHash == nil {
             sidecar.state = .clean
             sidecar.lastError = nil
@@ -133,50 +145,73 @@ public struct PushPipeline: Sendable {
             }
         }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
-        if mode == .keepLocal {
+        var upload = Upload(snapshot)
+        var expectedAtSwap = current
+        var merge: MergedPush?
+        switch mode {
+        case .keepLocal, .mergePrefer:
             let saved = sidecar.conflictFingerprint ?? sidecar.expectedDeviceFingerprint
             if current != saved {
-                logger.notice("the app changed its copy again since the conflict; that is a new conflict")
-                return try await recordConflict(&sidecar, database: database, remote: remote, current: current, bridge: bridge)
+                logger.notice("the app changed its copy again since the conflict; that is a new conflict",
+                              metadata: ["saved": "\(saved)", "now": "\(current)"])
+                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
             }
-        } else if current != sidecar.expectedDeviceFingerprint {
-            if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
-                // An earlier push reached the device but its result was never recorded (the agent
-                // was killed after the `mv`): adopt it rather than calling it a conflict.
-                // Its upload may still lie in the device's temp folder (the push was cut before its
-                // clean-up), so the push below runs even when the content is the same: the bridge
-                // overwrites and then removes its temp files, and the result is verified again.
-                logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up")
-                sidecar.fingerprintAtLastPush = current
-                sidecar.pendingPushHash = nil
-            } else {
-                return try await recordConflict(&sidecar, database: database, remote: remote, current: current, bridge: bridge)
+            if case .mergePrefer(let side) = mode {
+                merge = try mergeForResolution(sidecar, remote: remote, snapshot: snapshot, preferring: side)
+                upload = try Upload(merge!.file, rowCounts: snapshot.tableRowCounts)
+            }
+        case .normal, .force:
+            if current != sidecar.expectedDeviceFingerprint {
+                if let pending = sidecar.pendingPushHash, current == DeviceFingerprint(mainHash: pending) {
+                    // An earlier push reached the device but its result was never recorded (the agent
+                    // was killed after the `mv`): adopt it rather than calling it a conflict.
+                    // Its upload may still lie in the device's temp folder (the push was cut before its
+                    // clean-up), so the push below runs even when the content is the same: the bridge
+                    // overwrites and then removes its temp files, and the result is verified again.
+                    logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up")
+                    sidecar.fingerprintAtLastPush = current
+                    sidecar.pendingPushHash = nil
+                } else {
+                    switch try await reconcile(&sidecar, database: database, remote: remote, snapshot: snapshot, bridge: bridge) {
+                    case .sameContent(let fingerprint):
+                        expectedAtSwap = fingerprint
+                    case .merged(let merged, let fingerprint):
+                        merge = merged
+                        upload = try Upload(merged.file, rowCounts: snapshot.tableRowCounts)
+                        expectedAtSwap = fingerprint
+                    case .conflict(let outcome):
+                        return outcome
+                    }
+                }
             }
         }
+        defer { if let merge { try? FileManager.default.removeItem(at: merge.file.deletingLastPathComponent()) } }
+        // The app's journal mode stays as it was: a WAL database is pushed in WAL mode (with no
+        // -wal), so the app's next open rewrites nothing.
+        if sidecar.deviceJournalWAL == true { upload = try upload.inWALMode() }
 
         // 6. Push, recorded as pending first.
         sidecar.state = .pushing
-        sidecar.pendingPushHash = snapshot.fileHash
+        sidecar.pendingPushHash = upload.fileHash
         try await save(sidecar, database)
 
-        // The bridge replaces nothing if the device no longer holds `current` at the rename (an
-        // app that was not stopped wrote meanwhile): that is a conflict like the one above.
+        // The bridge replaces nothing if the device no longer holds `expectedAtSwap` at the rename
+        // (an app that was not stopped wrote meanwhile): that is a conflict like the one above.
         let fingerprint: DeviceFingerprint
         do {
             fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
-                try await bridge.push(snapshot: snapshot.url, snapshotHash: snapshot.fileHash, to: remote,
-                                      expecting: current, progress: nil)
+                try await bridge.push(snapshot: upload.file, snapshotHash: upload.fileHash, to: remote,
+                                      expecting: expectedAtSwap, progress: nil)
             }
         } catch let error as FlippioError where error.code == .conflict {
             // A retry after an attempt whose rename landed (its verification was cut off) finds
             // our own file: that is the push done, not a conflict.
-            if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: snapshot.fileHash) {
+            if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: upload.fileHash) {
                 fingerprint = now
             } else {
                 logger.notice("the app wrote its copy during the push; nothing was replaced", metadata: ["error": "\(error.message)"])
                 sidecar.pendingPushHash = nil
-                let now = (try? await bridge.fingerprint(remote)) ?? current
-                return try await recordConflict(&sidecar, database: database, remote: remote, current: now, bridge: bridge)
+                return try await recordConflict(&sidecar, database: database, remote: remote, bridge: bridge)
             }
         } catch {
             // Nothing replaced, or the verification failed: the pending record stays, so a later
@@ -186,21 +221,31 @@ public struct PushPipeline: Sendable {
             throw error
         }
 
-        // 7. Record it.
+        // 7. Record it: the pushed content is the new common ancestor.
         let elapsed = ContinuousClock.now - started
-        let record = Sidecar.PushRecord(
-            at: Date(), contentHash: snapshot.contentHash, bytes: snapshot.size,
+        var record = Sidecar.PushRecord(
+            at: Date(), contentHash: upload.contentHash, bytes: upload.size,
             durationMilliseconds: Int(elapsed.milliseconds),
-            changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: snapshot.tableRowCounts))
+            changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: upload.rowCounts))
+        let bases = BaseStore(workspace: workspace)
+        try bases.save(upload.file, for: remote)
+        sidecar.baseHash = upload.contentHash
         sidecar.fingerprintAtLastPush = fingerprint
-        sidecar.deviceContentHash = snapshot.contentHash
-        sidecar.lastRowCounts = snapshot.tableRowCounts
+        sidecar.deviceContentHash = upload.contentHash
+        if let merge {
+            record.merged = .init(rowsFromDevice: merge.result.rowsFromDevice, rowsFromDesktop: merge.result.rowsFromDesktop)
+            AgentMetrics.shared.merged()
+            bringMergedRowsIn(merge, to: database, expectedAtSwap: expectedAtSwap, snapshot: snapshot,
+                              remote: remote, sidecar: &sidecar, logger: logger)
+        }
+        sidecar.lastRowCounts = upload.rowCounts
         sidecar.pendingPushHash = nil
         sidecar.state = .clean
         sidecar.lastError = nil
         sidecar.nextRetryAt = nil
         sidecar.conflictCopy = nil
         sidecar.conflictFingerprint = nil
+        sidecar.conflictDetail = nil
         sidecar.recordPush(record)
         try await save(sidecar, database)
         return .pushed(record)
@@ -222,16 +267,27 @@ public struct PushPipeline: Sendable {
         sidecar.contentHashScheme = Sidecar.currentContentHashScheme
     }
 
-    /// The device changed its copy: keeps the device's version beside `database`, records the
-    /// conflict (and the fingerprint of the version kept) in the sidecar, no push pending.
-    private func recordConflict(_ sidecar: inout Sidecar, database: URL, remote: RemoteDatabase, current: DeviceFingerprint,
-                                bridge: any DeviceBridge) async throws -> Outcome {
-        let (copy, fingerprint) = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
+    /// The device changed its copy in a way no merge can settle: keeps the device's version beside
+    /// `database` (the one pulled for the merge, or a fresh pull), records the conflict, the
+    /// fingerprint of the version kept and what conflicts, no push pending.
+    func recordConflict(_ sidecar: inout Sidecar, database: URL, remote: RemoteDatabase, bridge: any DeviceBridge,
+                        pulled: (file: URL, fingerprint: DeviceFingerprint)? = nil, detail: MergeConflict? = nil) async throws -> Outcome {
+        let copy: URL
+        let fingerprint: DeviceFingerprint
+        if let pulled {
+            copy = Self.conflictCopyURL(for: database, at: Date())
+            try FileManager.default.copyItem(at: pulled.file, to: copy)
+            fingerprint = pulled.fingerprint
+        } else {
+            (copy, fingerprint) = try await keepDeviceVersion(of: remote, beside: database, bridge: bridge)
+        }
         sidecar.state = .conflict
         sidecar.conflictCopy = copy.path
         sidecar.conflictFingerprint = fingerprint
+        sidecar.conflictDetail = detail
         sidecar.pendingPushHash = nil
-        sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy), at: Date())
+        sidecar.lastError = .init(FlippioError.conflict(database: database, deviceCopy: copy, detail: detail), at: Date())
+        if let detail { AgentMetrics.shared.rowConflicts(detail.rows.count) }
         try await save(sidecar, database)
         return .conflict(copy: copy)
     }
@@ -289,11 +345,12 @@ public struct PushPipeline: Sendable {
 }
 
 extension FlippioError {
-    static func conflict(database: URL, deviceCopy: URL) -> FlippioError {
-        FlippioError(.conflict,
-                     "The app changed \(database.lastPathComponent) on the device since it was pulled; nothing was overwritten. The device's version is at \(deviceCopy.path).",
-                     remedy: "Run `flippio resolve \(database.path) --keep-local` to push your copy, or `--keep-device` to take the device's.",
-                     context: ["database": database.path, "deviceCopy": deviceCopy.path])
+    static func conflict(database: URL, deviceCopy: URL, detail: MergeConflict? = nil) -> FlippioError {
+        let what = detail.map { " \($0.explanation)" } ?? ""
+        return FlippioError(.conflict,
+                            "The app changed \(database.lastPathComponent) on the device in a way that cannot be merged with your edit; nothing was overwritten. The device's version is at \(deviceCopy.path).\(what)",
+                            remedy: "See the rows with `flippio conflicts \(database.path)`, then `flippio resolve \(database.path)` with --keep-local (push yours), --keep-device (take the device's) or --merge-prefer local|device.",
+                            context: ["database": database.path, "deviceCopy": deviceCopy.path])
     }
 }
 

@@ -71,6 +71,16 @@ public struct Sidecar: Sendable, Codable, Equatable {
         public var durationMilliseconds: Int
         /// Tables whose row counts changed, with before → after, e.g. `["notes": "3 → 4"]`.
         public var changedTables: [String: String]
+        /// Set when the push was a row-level merge of both sides' changes.
+        public var merged: MergeCounts?
+
+        /// What a merged push brought together.
+        public struct MergeCounts: Sendable, Codable, Equatable {
+            /// Rows the app changed that were kept.
+            public var rowsFromDevice: Int
+            /// Rows the desktop changed that were pushed.
+            public var rowsFromDesktop: Int
+        }
 
         public init(at: Date, contentHash: String, bytes: Int64, durationMilliseconds: Int, changedTables: [String: String] = [:]) {
             self.at = at
@@ -101,6 +111,18 @@ public struct Sidecar: Sendable, Codable, Equatable {
     /// The device's fingerprint when the current conflict was found: the version saved at
     /// ``conflictCopy``. `resolve --keep-local` replaces exactly this version, nothing newer.
     public var conflictFingerprint: DeviceFingerprint?
+    /// The content identity of the base (``BaseStore``): the exact content last agreed with the
+    /// device, the common ancestor of a three-way merge. Nil for sidecars of earlier versions.
+    public var baseHash: String?
+    /// Whether the app keeps its database in WAL mode (header bytes 18–19 of its file, as last
+    /// seen): pushes keep that mode, so the app's next open changes nothing.
+    public var deviceJournalWAL: Bool?
+    /// The rows (or the schema change) behind the current conflict, when a merge found it.
+    public var conflictDetail: MergeConflict?
+    /// Set when the agent wrote the device's rows into the local copy after a merge: the next
+    /// check compares the copy with the base by content (a page-level hash would see the rows
+    /// it just wrote as an edit).
+    public var localWrittenByMerge: Bool?
     /// How ``deviceContentHash`` and ``localContentHash`` were computed: nil for a plain SHA-256
     /// of the snapshot file (earlier versions, which included SQLite's version number), 2 for
     /// ``ContentHash/sha256(databaseAt:)``. The first push check migrates the old form.

@@ -192,10 +192,22 @@ public struct Workspace: Sendable {
         try createRoot()
         let locks = stateDirectory.appendingPathComponent("locks", isDirectory: true)
         try Self.createDirectories([Self.stateDirectoryName, "locks"], under: root)
-        let identity = [database.platform.rawValue, database.deviceID, database.appID, database.path].joined(separator: "\u{0}")
-        let key = ContentHash.sha256(Data(identity.utf8)).prefix(32)
-        let url = locks.appendingPathComponent("\(key).lock")
+        let url = locks.appendingPathComponent("\(Self.identityKey(for: database)).lock")
         return try DatabaseLock(lockFile: url, name: "\(database.deviceID):\(database.path)")
+    }
+
+    /// A file-name-safe key for a database's identity (platform, device, app, device path): the
+    /// name of its lock and of its base copy.
+    static func identityKey(for database: RemoteDatabase) -> String {
+        let identity = [database.platform.rawValue, database.deviceID, database.appID, database.path].joined(separator: "\u{0}")
+        return String(ContentHash.sha256(Data(identity.utf8)).prefix(32))
+    }
+
+    /// Creates `<stateDirectory>/<name>` (mode 0700, no symlinks) and returns it.
+    func stateSubdirectory(_ name: String) throws -> URL {
+        try createRoot()
+        try Self.createDirectories([Self.stateDirectoryName, name], under: root)
+        return stateDirectory.appendingPathComponent(name, isDirectory: true)
     }
 
     // MARK: - Scratch space

@@ -1,0 +1,67 @@
+import Foundation
+
+/// The common ancestor of each tracked database: the exact content last agreed with the device
+/// (the pulled copy with its WAL folded in, then each verified push), kept in
+/// `<workspace>/.flippio/base/<identity>.db`.
+///
+/// A three-way merge needs it: "changed" is judged against it on both sides, and the changesets
+/// base→local and base→device are what get merged. Copies are written atomically (a temp file in
+/// the same folder, fsync, rename), so a crash leaves the old base or the new one. The sidecar
+/// records the base's content hash (``Sidecar/baseHash``); ``url(for:)`` is only to be trusted
+/// when that hash matches.
+///
+/// For example:
+///
+/// ```swift
+/// let bases = BaseStore(workspace: workspace)
+/// try bases.save(snapshot.url, for: remote)       // after a verified push
+/// if let base = bases.existing(for: remote) { ... }
+/// ```
+public struct BaseStore: Sendable {
+    public let workspace: Workspace
+
+    public init(workspace: Workspace) {
+        self.workspace = workspace
+    }
+
+    /// Where the base of `database` lives (whether or not it exists yet).
+    public func url(for database: RemoteDatabase) -> URL {
+        workspace.stateDirectory.appendingPathComponent("base/\(Workspace.identityKey(for: database)).db")
+    }
+
+    /// The base of `database`, when one was kept and its content is `expectedHash` (a base that
+    /// does not match its sidecar is not a common ancestor of anything).
+    public func existing(for database: RemoteDatabase, expectedHash: String?) -> URL? {
+        let url = url(for: database)
+        guard let expectedHash, FileManager.default.fileExists(atPath: url.path),
+              (try? ContentHash.sha256(databaseAt: url)) == expectedHash else { return nil }
+        return url
+    }
+
+    /// Makes a copy of `file` (a snapshot, pulled or merged file: never the live local copy) the
+    /// base of `database`, atomically.
+    ///
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed``.
+    public func save(_ file: URL, for database: RemoteDatabase) throws {
+        let folder = try workspace.stateSubdirectory("base")
+        let target = url(for: database)
+        let temp = folder.appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString.prefix(8)).tmp")
+        do {
+            try FileManager.default.copyItem(at: file, to: temp)
+            try DatabaseInspector.syncToDisk(fileAt: temp)
+        } catch {
+            unlink(temp.path)
+            throw FlippioError.workspaceWriteFailed(path: target.path, errno: errno == 0 ? EIO : errno)
+        }
+        guard rename(temp.path, target.path) == 0 else {
+            let code = errno
+            unlink(temp.path)
+            throw FlippioError.workspaceWriteFailed(path: target.path, errno: code)
+        }
+    }
+
+    /// Removes the base of `database` (`flippio forget`).
+    public func remove(for database: RemoteDatabase) {
+        unlink(url(for: database).path)
+    }
+}
