@@ -9,13 +9,13 @@ import TestSupport
 struct AgentSafetyTests {
     @Test func theAppWritingItsCopyAfterThePullIsAConflictAndResolveEndsIt() async throws {
         let scenario = try Scenario.make()
-        // The app writes its own copy after the pull.
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
+        // The app writes its own copy after the pull: the same row the desktop then changes.
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
         let deviceBytes = try Data(contentsOf: scenario.deviceDatabase)
 
         let agent = try scenario.harness.startAgent()
         try await agent.waitForLog("ready")
-        try Shell.sqlite(scenario.localCopy, "INSERT INTO notes(title) VALUES ('written locally')")
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'written locally' WHERE id = 2")
         try await waitUntil("conflict\n\(agent.log)", timeout: .seconds(45)) { (try? scenario.sidecar().state) == .conflict }
 
         #expect(try Data(contentsOf: scenario.deviceDatabase) == deviceBytes, "the device file is byte-identical to before")
@@ -31,15 +31,15 @@ struct AgentSafetyTests {
         // --keep-local pushes the local version over the device's.
         let resolved = try scenario.harness.flippio(["resolve", scenario.localCopy.path, "--keep-local"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        #expect(try scenario.deviceTitles() == ["one", "two", "three", "written locally"])
+        #expect(try scenario.deviceTitles() == ["one", "written locally", "three"])
         #expect(try scenario.sidecar().state == .clean)
         #expect(scenario.deviceSideFiles().isEmpty)
     }
 
     @Test func resolveKeepDeviceTakesTheDevicesVersion() async throws {
         let scenario = try Scenario.make()
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
-        try Shell.sqlite(scenario.localCopy, "INSERT INTO notes(title) VALUES ('written locally')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'written locally' WHERE id = 2")
         let push = try scenario.harness.flippio(["push", scenario.localCopy.path])
         #expect(push.status == 1, "a conflict is a failure of `push`")
         #expect(push.err.contains("resolve"))
@@ -47,7 +47,7 @@ struct AgentSafetyTests {
 
         let resolved = try scenario.harness.flippio(["resolve", scenario.localCopy.path, "--keep-device"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        #expect(try scenario.localTitles() == ["one", "two", "three", "written by the app"])
+        #expect(try scenario.localTitles() == ["one", "written by the app", "three"])
         #expect(try scenario.sidecar().state == .clean)
         let kept = try FileManager.default.contentsOfDirectory(atPath: scenario.localCopy.deletingLastPathComponent().path)
         #expect(kept.contains { $0.hasPrefix("notes.local-") }, "the replaced local version is kept")

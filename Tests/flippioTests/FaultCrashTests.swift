@@ -100,11 +100,11 @@ struct FaultCrashTests {
         let agent = try await scenario.startAgent([])
         try scenario.device.setFaults(["latencyMs": 600])
         try scenario.harness.sim.clearRequests()
-        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; INSERT INTO notes(title) VALUES ('written locally')")
+        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; UPDATE notes SET title = 'written locally' WHERE id = 2")
         try await waitUntil("the push stops the app\n\(agent.log)", timeout: .seconds(30), poll: .milliseconds(5)) {
             (try? scenario.deviceRequests())?.contains { ($0.command ?? "").contains("am force-stop") } == true
         }
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
         let deviceBytes = try Data(contentsOf: scenario.deviceDatabase)
 
         try await waitUntil("conflict\n\(agent.log)", timeout: .seconds(45)) { (try? scenario.sidecar().state) == .conflict }
@@ -125,11 +125,11 @@ struct FaultCrashTests {
         let agent = try await scenario.startAgent()
         try scenario.device.setFaults(["latencyMs": 600])
         try scenario.harness.sim.clearRequests()
-        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; INSERT INTO notes(title) VALUES ('written locally')")
+        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; UPDATE notes SET title = 'written locally' WHERE id = 2")
         try await waitUntil("the upload starts\n\(agent.log)", timeout: .seconds(30), poll: .milliseconds(5)) {
             (try? scenario.deviceRequests())?.contains { $0.service == "sync" && $0.op == "SEND" } == true
         }
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
 
         try await waitUntil("the push ended\n\(agent.log)", timeout: .seconds(45)) {
             guard let state = try? scenario.sidecar().state else { return false }
