@@ -6,7 +6,7 @@ extension Flippio {
         static let configuration = CommandConfiguration(abstract: "End a conflict by keeping the local copy or the device's.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy in conflict.") var file: String
+        @Argument(help: "The local copy in conflict.", completion: Completions.trackedFiles) var file: String
         @Flag(help: "Push the local copy over the device's version.") var keepLocal = false
         @Flag(help: "Replace the local copy with the device's version.") var keepDevice = false
 
