@@ -34,6 +34,12 @@ public struct FlippioConfiguration: Sendable {
     public var commandTimeout: Duration
     /// Backoff for transient failures.
     public var retry: RetryPolicy
+    /// Whether the agent shows a desktop notification when a database enters `conflict` or fails for
+    /// good (``DesktopNotifier``). The default is true (config `notifications`, env `FLIPPIO_NOTIFICATIONS`).
+    public var desktopNotifications: Bool
+    /// Whether the app is started again (its launcher activity) after a verified push, so the edit
+    /// shows at once. The default is false (config `restartApp`, env `FLIPPIO_RESTART_APP`, `--restart-app`).
+    public var restartApp: Bool
     /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
     /// for one-shot commands, whose output is their result).
     public var logLevel: String?
@@ -49,6 +55,8 @@ public struct FlippioConfiguration: Sendable {
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
         self.logLevel = nil
+        self.desktopNotifications = true
+        self.restartApp = false
     }
 
     /// The environment variables for explicit tool paths.
@@ -90,6 +98,12 @@ public struct FlippioConfiguration: Sendable {
             default: throw FlippioError(.invalidArgument, "FLIPPIO_STOP_APP=\(value) is not a boolean.", remedy: "Use 1 or 0.")
             }
         }
+        if let value = env["FLIPPIO_NOTIFICATIONS"] {
+            desktopNotifications = try Self.parseBoolean(value, name: "FLIPPIO_NOTIFICATIONS")
+        }
+        if let value = env["FLIPPIO_RESTART_APP"] {
+            restartApp = try Self.parseBoolean(value, name: "FLIPPIO_RESTART_APP")
+        }
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
                 throw FlippioError(.invalidArgument, "FLIPPIO_POOL_SIZE=\(value) is not a positive number.", remedy: "Use e.g. 256.")
@@ -119,6 +133,15 @@ public struct FlippioConfiguration: Sendable {
         }
     }
 
+    /// Parses `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case).
+    static func parseBoolean(_ text: String, name: String) throws -> Bool {
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw FlippioError(.invalidArgument, "\(name)=\(text) is not a boolean.", remedy: "Use 1 or 0.")
+        }
+    }
+
     /// Parses a whole number of milliseconds, 0...3_600_000.
     public static func parseMilliseconds(_ text: String, name: String) throws -> Int {
         guard let n = Int(text.trimmingCharacters(in: .whitespaces)), (0...3_600_000).contains(n) else {
@@ -145,6 +168,8 @@ struct ConfigFile: Decodable {
     var poolSize: Int?
     var logLevel: String?
     var tools: [String: String]?
+    var notifications: Bool?
+    var restartApp: Bool?
 
     static func load(environment: [String: String]) throws -> ConfigFile? {
         let url = FlippioConfiguration.configFileURL(environment: environment)
@@ -164,6 +189,8 @@ struct ConfigFile: Decodable {
         if let stopApp { config.stopAppBeforePush = stopApp }
         if let poolSize, poolSize > 0 { config.poolCapacity = poolSize }
         if let logLevel { config.logLevel = logLevel }
+        if let notifications { config.desktopNotifications = notifications }
+        if let restartApp { config.restartApp = restartApp }
         for (tool, path) in tools ?? [:] { config.toolPaths[tool] = path }
     }
 }
