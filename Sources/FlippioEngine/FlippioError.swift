@@ -69,6 +69,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         // MARK: - Apps and files on the device
         public static let appNotDebuggable = Code("app-not-debuggable", retryable: false)
         public static let unknownPackage = Code("unknown-package", retryable: false)
+        public static let appNotLaunchable = Code("app-not-launchable", retryable: false)
         public static let noSuchFile = Code("no-such-file", retryable: false)
         public static let permissionDenied = Code("permission-denied", retryable: false)
         public static let unexpectedOutput = Code("unexpected-output", retryable: false)
@@ -106,7 +107,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         static let all: [Code] = [
             .toolNotFound, .toolFailed, .timedOut, .outputTooLarge, .deviceNotFound, .deviceAmbiguous,
             .deviceOffline, .deviceConnecting, .deviceUnauthorized, .connectionReset, .protocolFault,
-            .adbServerUnavailable, .appNotDebuggable, .unknownPackage, .noSuchFile, .permissionDenied,
+            .adbServerUnavailable, .appNotDebuggable, .unknownPackage, .appNotLaunchable, .noSuchFile, .permissionDenied,
             .unexpectedOutput, .iosDeviceLocked, .iosNotPaired, .usbmuxdUnavailable, .iosContainerRefused,
             .notSQLite, .corruptDatabase, .databaseBusy, .databaseMissing, .unsafePath, .sidecarUnreadable,
             .sidecarTooNew, .notTracked, .workspaceWriteFailed, .conflict, .verificationFailed,
