@@ -3,29 +3,11 @@ import Testing
 import TestSupport
 @testable import FlippioEngine
 
+// MARK: - Starting an app
+
 /// ``AndroidBridge/startApp(deviceID:appID:)`` through the real `adb` against flippio-devsim, whose
 /// shell answers `cmd package resolve-activity` and `am start` as Android 7+ does.
-@Suite("Android bridge: starting an app", .serialized)
-struct AndroidBridgeLaunchTests {
-    static let pkg = "com.example.notes"
-    static let serial = "emulator-5554"
-
-    let sim: Devsim
-    let device: DevsimDevice
-
-    init() throws {
-        sim = try Devsim()
-        device = try sim.addDevice(Self.serial, packages: [Self.pkg: true, "com.example.service": true])
-        // A service-only app: nothing for the home screen to start.
-        var config = try device.config()
-        config.packages["com.example.service"]?.launcher = ""
-        try device.writeConfig(config)
-    }
-
-    func bridge() -> AndroidBridge {
-        AndroidBridge(adbPath: Devsim.adbPath.path, runner: ProcessRunner(), environment: sim.environment)
-    }
-
+extension AndroidBridgeDevsimTests {
     func shellCommands() throws -> [String] {
         try sim.requests().filter { $0.serial == Self.serial && $0.service == "shell" }.compactMap(\.command)
     }
@@ -43,9 +25,13 @@ struct AndroidBridgeLaunchTests {
 
     @Test("an app without a launcher activity is app-not-launchable, and am start never runs")
     func noLauncher() async throws {
+        // A service-only app: nothing for the home screen to start.
+        var config = try device.config()
+        config.packages["com.example.locked"]?.launcher = ""
+        try device.writeConfig(config)
         try sim.clearRequests()
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge().startApp(deviceID: Self.serial, appID: "com.example.service")
+            try await bridge().startApp(deviceID: Self.serial, appID: "com.example.locked")
         }
         #expect(error?.code == .appNotLaunchable)
         #expect(error?.isRetryable == false)
