@@ -82,10 +82,17 @@ struct DesktopNotifierTests {
         #expect(sent[0].body.contains("com.example.notes on emulator-5554"))
         #expect(sent[0].body.contains("Fix: Install a debuggable build of com.example.notes."))
 
+        // Retries used up: a retryable error that no retry follows is permanent too.
+        await notifier.stateChanged(database: Self.other, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline, willRetry: true)
+        #expect(try bus.notifications().count == 1)
+        await notifier.stateChanged(database: Self.other, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline, willRetry: false)
+        #expect(try bus.notifications().count == 2)
+        #expect(try bus.notifications().last?.body.contains("is offline") == true)
+
         // A different permanent failure is a state change of its own.
         let denied = FlippioError(.permissionDenied, "Permission denied", remedy: "Check the folder's permissions.")
         await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: denied)
-        #expect(try bus.notifications().count == 2)
+        #expect(try bus.notifications().count == 3)
     }
 
     @Test("opted out, nothing is sent and no process is started")

@@ -13,8 +13,8 @@ import Logging
 ///
 /// - **Only `conflict` and permanent `failed`.** A transient failure (device offline, timeout) is
 ///   retried with backoff and usually heals by itself; a notification for each retry would teach the
-///   user to ignore them. `failed` counts only when its error is not retryable
-///   (``FlippioError/isRetryable``).
+///   user to ignore them. `failed` counts only when no retry follows: the error is not retryable
+///   (``FlippioError/isRetryable``), or the caller says the retries are used up (`willRetry: false`).
 /// - **At most one per database per state change.** The notifier remembers what it last said about
 ///   each database; the same state again (a second failing push with the same error) says nothing.
 ///   Any other state (`clean`, `dirty`, `pushing`, …) forgets it, so the next conflict is news again.
@@ -97,17 +97,20 @@ public actor DesktopNotifier {
     ///   - device: the device's serial or UDID.
     ///   - app: the package name or bundle id.
     ///   - state: the state the database entered.
-    ///   - error: for `failed`, what failed (nil counts as transient: nothing is sent).
+    ///   - error: for `failed`, what failed.
+    ///   - willRetry: for `failed`, whether a retry is scheduled. Nil means "as the error says"
+    ///     (``FlippioError/isRetryable``; no error counts as transient). Pass false when the retries
+    ///     of a retryable error are used up: that failure is permanent too.
     public func stateChanged(database: URL, device: String, app: String, to state: Sidecar.SyncState,
-                             error: FlippioError?) async {
+                             error: FlippioError?, willRetry: Bool? = nil) async {
         let code: FlippioError.Code?
         switch state {
         case .conflict:
             code = nil
         case .failed:
             // A retry is scheduled: not the user's problem (yet). Keep what was said before.
-            guard let error, !error.isRetryable else { return }
-            code = error.code
+            guard !(willRetry ?? error?.isRetryable ?? true) else { return }
+            code = error?.code ?? .internalError
         default:
             sent[database]?.state = nil
             sent[database]?.code = nil
