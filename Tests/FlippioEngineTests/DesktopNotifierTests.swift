@@ -25,6 +25,13 @@ struct DesktopNotifierTests {
         }
     }
 
+    /// One transition of a database of com.example.notes on emulator-5554.
+    func report(_ notifier: DesktopNotifier, _ state: Sidecar.SyncState, error: FlippioError? = nil, willRetry: Bool? = nil,
+                database: URL = Self.database) async {
+        await notifier.stateChanged(database: database, device: "emulator-5554", app: "com.example.notes", to: state,
+                                    error: error, willRetry: willRetry)
+    }
+
     func notifier(_ environment: [String: String], enabled: Bool = true, runner: any ProcessRunning = ProcessRunner()) -> DesktopNotifier {
         DesktopNotifier(environment: environment, enabled: enabled, runner: runner)
     }
@@ -37,8 +44,8 @@ struct DesktopNotifierTests {
         let notifier = notifier(["XDG_RUNTIME_DIR": bus.runtime.path])
         #expect(notifier.busAddress == bus.address)
 
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
+        await report(notifier, .conflict)
+        await report(notifier, .conflict)
         let sent = try bus.notifications()
         try #require(sent.count == 1, "\(sent)")
         #expect(sent[0].appName == "flippio")
@@ -49,13 +56,13 @@ struct DesktopNotifierTests {
         #expect(sent[0].replacesID == 0)
 
         // Resolved, then a new conflict: news again, and it replaces the old one on screen.
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .clean, error: nil)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
+        await report(notifier, .clean)
+        await report(notifier, .conflict)
         let after = try bus.notifications()
         #expect(after.count == 2)
         #expect(after.last?.replacesID == sent[0].id)
         // Another database has its own record.
-        await notifier.stateChanged(database: Self.other, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
+        await report(notifier, .conflict, database: Self.other)
         #expect(try bus.notifications().count == 3)
     }
 
@@ -66,15 +73,15 @@ struct DesktopNotifierTests {
         let notifier = notifier(["DBUS_SESSION_BUS_ADDRESS": bus.address])
 
         // Retries with backoff: nothing to tell the user.
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: nil)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .waitingForDevice, error: nil)
+        await report(notifier, .failed, error: Self.offline)
+        await report(notifier, .failed)
+        await report(notifier, .waitingForDevice)
         #expect(try bus.notifications().isEmpty)
 
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.notDebuggable)
+        await report(notifier, .failed, error: Self.notDebuggable)
         // The same failure again, with a transient one in between: still the same news.
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.notDebuggable)
+        await report(notifier, .failed, error: Self.offline)
+        await report(notifier, .failed, error: Self.notDebuggable)
         let sent = try bus.notifications()
         try #require(sent.count == 1, "\(sent)")
         #expect(sent[0].summary == "flippio: cannot push notes.db")
@@ -83,15 +90,15 @@ struct DesktopNotifierTests {
         #expect(sent[0].body.contains("Fix: Install a debuggable build of com.example.notes."))
 
         // Retries used up: a retryable error that no retry follows is permanent too.
-        await notifier.stateChanged(database: Self.other, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline, willRetry: true)
+        await report(notifier, .failed, error: Self.offline, willRetry: true, database: Self.other)
         #expect(try bus.notifications().count == 1)
-        await notifier.stateChanged(database: Self.other, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.offline, willRetry: false)
+        await report(notifier, .failed, error: Self.offline, willRetry: false, database: Self.other)
         #expect(try bus.notifications().count == 2)
         #expect(try bus.notifications().last?.body.contains("is offline") == true)
 
         // A different permanent failure is a state change of its own.
         let denied = FlippioError(.permissionDenied, "Permission denied", remedy: "Check the folder's permissions.")
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: denied)
+        await report(notifier, .failed, error: denied)
         #expect(try bus.notifications().count == 3)
     }
 
@@ -102,8 +109,8 @@ struct DesktopNotifierTests {
         let runner = CountingRunner()
         let notifier = notifier(["DBUS_SESSION_BUS_ADDRESS": bus.address], enabled: false, runner: runner)
         #expect(!notifier.isEnabled)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .failed, error: Self.notDebuggable)
+        await report(notifier, .conflict)
+        await report(notifier, .failed, error: Self.notDebuggable)
         #expect(runner.started == 0)
         #expect(try bus.notifications().isEmpty)
     }
@@ -118,7 +125,7 @@ struct DesktopNotifierTests {
         for environment in [[:], ["XDG_RUNTIME_DIR": empty.path], ["DBUS_SESSION_BUS_ADDRESS": ""]] {
             let notifier = notifier(environment, runner: runner)
             #expect(notifier.busAddress == nil)
-            await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
+            await report(notifier, .conflict)
         }
         #expect(runner.started == 0)
         #expect(try bus.notifications().isEmpty)
@@ -130,8 +137,8 @@ struct DesktopNotifierTests {
         defer { bus.terminate() }
         let runner = CountingRunner()
         let notifier = notifier(["DBUS_SESSION_BUS_ADDRESS": bus.address], runner: runner)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
-        await notifier.stateChanged(database: Self.database, device: "emulator-5554", app: "com.example.notes", to: .conflict, error: nil)
+        await report(notifier, .conflict)
+        await report(notifier, .conflict)
         #expect(runner.started == 1)
     }
 
