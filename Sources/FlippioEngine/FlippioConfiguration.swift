@@ -37,6 +37,12 @@ public struct FlippioConfiguration: Sendable {
     /// How often the agent looks at folders it could not watch (inotify limits). The default is
     /// 10 s (env `FLIPPIO_UNWATCHED_RESCAN_MS`).
     public var unwatchedRescanInterval: Duration
+    /// Whether the agent shows a desktop notification when a database enters `conflict` or fails for
+    /// good (``DesktopNotifier``). The default is true (config `notifications`, env `FLIPPIO_NOTIFICATIONS`).
+    public var desktopNotifications: Bool
+    /// Whether the app is started again (its launcher activity) after a verified push, so the edit
+    /// shows at once. The default is false (config `restartApp`, env `FLIPPIO_RESTART_APP`, `--restart-app`).
+    public var restartApp: Bool
     /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
     /// for one-shot commands, whose output is their result).
     public var logLevel: String?
@@ -52,6 +58,8 @@ public struct FlippioConfiguration: Sendable {
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
         self.unwatchedRescanInterval = .seconds(10)
+        self.desktopNotifications = true
+        self.restartApp = false
         self.logLevel = nil
     }
 
@@ -88,14 +96,9 @@ public struct FlippioConfiguration: Sendable {
         if let value = env["FLIPPIO_SETTLE_MAX_MS"] {
             settleMaxWait = .milliseconds(try Self.parseMilliseconds(value, name: "FLIPPIO_SETTLE_MAX_MS"))
         }
-        if let value = env["FLIPPIO_STOP_APP"] {
-            switch value.lowercased() {
-            case "1", "true", "yes", "on": stopAppBeforePush = true
-            case "0", "false", "no", "off": stopAppBeforePush = false
-            default: throw FlippioError(.invalidConfiguration, "FLIPPIO_STOP_APP=\(value) is not a boolean.",
-                                        remedy: "FLIPPIO_STOP_APP accepts 1, true, yes, on or 0, false, no, off.")
-            }
-        }
+        if let value = env["FLIPPIO_STOP_APP"] { stopAppBeforePush = try Self.parseBoolean(value, name: "FLIPPIO_STOP_APP") }
+        if let value = env["FLIPPIO_NOTIFICATIONS"] { desktopNotifications = try Self.parseBoolean(value, name: "FLIPPIO_NOTIFICATIONS") }
+        if let value = env["FLIPPIO_RESTART_APP"] { restartApp = try Self.parseBoolean(value, name: "FLIPPIO_RESTART_APP") }
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
                 throw FlippioError(.invalidConfiguration, "FLIPPIO_POOL_SIZE=\(value) is not a positive number.",
@@ -115,9 +118,6 @@ public struct FlippioConfiguration: Sendable {
         if let value = env["FLIPPIO_UNWATCHED_RESCAN_MS"] {
             unwatchedRescanInterval = .milliseconds(max(100, try Self.parseMilliseconds(value, name: "FLIPPIO_UNWATCHED_RESCAN_MS")))
         }
-        if let value = env["FLIPPIO_COMMAND_TIMEOUT_MS"] {
-            commandTimeout = .milliseconds(max(1, try Self.parseMilliseconds(value, name: "FLIPPIO_COMMAND_TIMEOUT_MS")))
-        }
         if let value = env["FLIPPIO_RETRY_ATTEMPTS"] {
             guard let n = Int(value), (1...100).contains(n) else {
                 throw FlippioError(.invalidConfiguration, "FLIPPIO_RETRY_ATTEMPTS=\(value) is not a number of tries.",
@@ -133,6 +133,16 @@ public struct FlippioConfiguration: Sendable {
     /// Parses a whole number of milliseconds, 0...3_600_000.
     ///
     /// - throws: ``FlippioError/Code/invalidConfiguration`` naming `name` and the accepted range.
+    /// Parses a yes/no value: 1, true, yes, on or 0, false, no, off.
+    static func parseBoolean(_ text: String, name: String) throws -> Bool {
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw FlippioError(.invalidConfiguration, "\(name)=\(text) is not a boolean.",
+                                    remedy: "\(name) accepts 1, true, yes, on or 0, false, no, off.")
+        }
+    }
+
     public static func parseMilliseconds(_ text: String, name: String) throws -> Int {
         guard let n = Int(text.trimmingCharacters(in: .whitespaces)), (0...3_600_000).contains(n) else {
             throw FlippioError(.invalidConfiguration, "\(name)=\(text) is not a number of milliseconds.",
@@ -182,7 +192,7 @@ public struct FlippioConfiguration: Sendable {
 /// Adding a setting is one line in ``keys``, for example:
 ///
 /// ```swift
-/// .bool("restartApp") { $0.restartAppAfterPush = $1 },
+/// .bool("stopApp") { $0.stopAppBeforePush = $1 },
 /// ```
 struct ConfigFile {
     /// Every key the file accepts, in the order the README documents them.
@@ -191,6 +201,8 @@ struct ConfigFile {
         .milliseconds("settleMs") { $0.settleWindow = .milliseconds($1) },
         .milliseconds("settleMaxMs") { $0.settleMaxWait = .milliseconds($1) },
         .bool("stopApp") { $0.stopAppBeforePush = $1 },
+        .bool("notifications") { $0.desktopNotifications = $1 },
+        .bool("restartApp") { $0.restartApp = $1 },
         .positiveInt("poolSize") { $0.poolCapacity = $1 },
         .logLevel("logLevel") { $0.logLevel = $1 },
         .toolPaths("tools"),

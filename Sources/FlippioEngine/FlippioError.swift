@@ -46,6 +46,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             // Apps and files on the device
             case appNotDebuggable = "app-not-debuggable"
             case unknownPackage = "unknown-package"
+            case appNotLaunchable = "app-not-launchable"
             case noSuchFile = "no-such-file"
             case permissionDenied = "permission-denied"
             case unexpectedOutput = "unexpected-output"
@@ -101,7 +102,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
                  .verificationFailed, .pushInProgress:
                 return true
             case .agentAlreadyRunning, .notInConflict, .unpushedChanges, .toolNotFound, .toolFailed, .outputTooLarge,
-                 .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .noSuchFile,
+                 .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .appNotLaunchable, .noSuchFile,
                  .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
                  .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
                  .conflict, .schemaChanged, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
@@ -142,6 +143,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         // MARK: - Apps and files on the device
         public static let appNotDebuggable = Code(.appNotDebuggable)
         public static let unknownPackage = Code(.unknownPackage)
+        public static let appNotLaunchable = Code(.appNotLaunchable)
         public static let noSuchFile = Code(.noSuchFile)
         public static let permissionDenied = Code(.permissionDenied)
         public static let unexpectedOutput = Code(.unexpectedOutput)
@@ -231,6 +233,7 @@ extension FlippioError {
     public static var adbServerUnavailable: Code { .adbServerUnavailable }
     public static var appNotDebuggable: Code { .appNotDebuggable }
     public static var unknownPackage: Code { .unknownPackage }
+    public static var appNotLaunchable: Code { .appNotLaunchable }
     public static var noSuchFile: Code { .noSuchFile }
     public static var permissionDenied: Code { .permissionDenied }
     public static var unexpectedOutput: Code { .unexpectedOutput }

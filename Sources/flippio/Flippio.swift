@@ -11,6 +11,7 @@ struct Flippio: AsyncParsableCommand {
             Pull a database into the workspace, edit it with any SQLite tool, and the agent pushes \
             each save back to the device: safely, atomically, never over the app's own changes.
             """,
+        version: FlippioVersion.current,
         subcommands: [Devices.self, Apps.self, Dbs.self, Pull.self, Status.self, Push.self, Resolve.self, Conflicts.self,
                       Forget.self, AgentCommand.self, ServiceCommand.self, Doctor.self]
     )

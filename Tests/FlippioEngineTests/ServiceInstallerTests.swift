@@ -253,6 +253,39 @@ struct ServiceInstallerTests {
         #expect(s.fake.calls().isEmpty)
     }
 
+    // MARK: - Build folders
+
+    @Test("buildFolder finds .build, .build-release and .build_x components, and nothing elsewhere")
+    func buildFolders() {
+        #expect(ServiceInstaller.buildFolder(of: "/src/flippio/.build/debug/flippio") == "/src/flippio/.build")
+        #expect(ServiceInstaller.buildFolder(of: "/src/flippio/.build-release/release/flippio") == "/src/flippio/.build-release")
+        #expect(ServiceInstaller.buildFolder(of: "/w/.build_ci/x86_64-unknown-linux-gnu/debug/flippio") == "/w/.build_ci")
+        #expect(ServiceInstaller.buildFolder(of: "/home/u/.local/bin/flippio") == nil)
+        #expect(ServiceInstaller.buildFolder(of: "/usr/local/bin/flippio") == nil)
+        #expect(ServiceInstaller.buildFolder(of: "/src/build/flippio") == nil)
+        #expect(ServiceInstaller.buildFolder(of: "/src/my.build/flippio") == nil)
+    }
+
+    @Test("install refuses a binary inside a build folder, names the fix and touches nothing; allowBuildBinary installs it")
+    func refusesBuildBinary() async throws {
+        let s = try setup()
+        let executable = s.fake.dir.child("src/.build/debug/flippio").path
+        var installer = ServiceInstaller(environment: s.installer.environment, runner: ProcessRunner(),
+                                         executablePath: executable, workspace: s.workspace)
+        let error = await #expect(throws: FlippioError.self) { try await installer.install() }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains(s.fake.dir.child("src/.build").path) == true, "\(String(describing: error))")
+        #expect(error?.remedy?.contains("make install") == true)
+        #expect(error?.remedy?.contains("--allow-build-binary") == true)
+        #expect(!FileManager.default.fileExists(atPath: installer.unitURL.path))
+        #expect(s.fake.calls().isEmpty, "systemctl must not run")
+
+        installer.allowBuildBinary = true
+        let report = try await installer.install()
+        #expect(report.execStart.hasPrefix(executable + " agent"))
+        #expect(FileManager.default.fileExists(atPath: installer.unitURL.path))
+    }
+
     // MARK: - uninstall and status
 
     @Test("uninstall disables and stops, removes the unit and reloads; a second uninstall does nothing")

@@ -37,15 +37,17 @@ struct UnitFileTests {
         #expect(text.contains("ExecStart=@FLIPPIO@ agent --workspace @WORKSPACE@"))
     }
 
-    @Test("the unit has the keys issue #5 asks for, and none that need user namespaces")
+    @Test("the unit has the keys issues #5 and #15 ask for, and none that need user namespaces")
     func keys() throws {
         let unit = parse(installer().unitFileContents())
         let expected: [String: [String: String]] = [
-            "Unit": ["StartLimitIntervalSec": "60", "StartLimitBurst": "5"],
+            "Unit": ["StartLimitIntervalSec": "60", "StartLimitBurst": "5", "Documentation": "man:flippio(1)"],
             "Service": [
                 "Type": "notify", "NotifyAccess": "main", "ExecStart": "/bin/true agent --workspace /home/u/flippio",
                 "Restart": "on-failure", "RestartSec": "2", "WatchdogSec": "30", "TimeoutStopSec": "20",
-                "KillMode": "control-group", "NoNewPrivileges": "yes", "SystemCallArchitectures": "native",
+                "KillMode": "process", "NoNewPrivileges": "yes", "SystemCallArchitectures": "native",
+                "SystemCallFilter": "@system-service", "SystemCallErrorNumber": "EPERM",
+                "RestrictNamespaces": "yes", "MemoryDenyWriteExecute": "yes", "RestrictSUIDSGID": "yes",
                 "LockPersonality": "yes", "RestrictRealtime": "yes",
                 "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK", "UMask": "0077",
             ],
@@ -57,8 +59,6 @@ struct UnitFileTests {
             }
         }
         #expect(unit["Unit"]?["Description"]?.first?.isEmpty == false)
-        // No placeholder URL: systemd wants a real http/https/file/info/man URI, and flippio installs no docs.
-        #expect(unit["Unit"]?["Documentation"] == nil)
         let forbidden = ["ProtectHome", "PrivateTmp", "ProtectSystem", "PrivateUsers", "PrivateDevices",
                          "ProtectKernelTunables", "ProtectControlGroups", "Environment", "EnvironmentFile"]
         for key in forbidden {

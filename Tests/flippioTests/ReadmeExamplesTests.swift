@@ -22,6 +22,10 @@ import TestSupport
          "blocks until stopped; the test already runs the built flippio-devsim on a free port, serving this same devices/ folder"),
         ("export ADB_SERVER_SOCKET=tcp:127.0.0.1:5137",
          "port 5137 is README's; the test's simulator listens on a free port already set in ADB_SERVER_SOCKET"),
+        ("make install", "a release build (minutes); scripts/test-install, run by `make test`, installs into a temporary PREFIX and runs the result"),
+        ("sudo make install PREFIX=/usr/local", "installs for every user; scripts/test-install covers make install"),
+        ("flippio service install", "needs a systemd user manager; ServiceEndToEndTests installs the unit under a real one"),
+        ("~/.local/bin/flippio service install", "needs `make install` first and a systemd user manager; see ServiceEndToEndTests"),
     ]
 
     /// Blocks whose first line is one of these run before the others: they make the emulated

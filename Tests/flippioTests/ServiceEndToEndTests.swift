@@ -52,8 +52,15 @@ struct ServiceEndToEndTests {
         // harness), and the manager's runtime and config folders.
         let shell = ["XDG_RUNTIME_DIR": manager.runtime.path, "XDG_CONFIG_HOME": manager.config.path,
                      "FLIPPIO_NOTE": Self.trickyNote]
+        // The built binary lies in .build/: install refuses it, says how to fix that, and writes nothing.
+        let refused = try harness.flippio(["service", "install"], environment: shell, timeout: 60)
+        #expect(refused.status == 1, "\(refused.out)\(refused.err)")
+        #expect(refused.err.contains("make install") && refused.err.contains("--allow-build-binary"), "\(refused.err)")
+        #expect(!FileManager.default.fileExists(atPath: manager.config.appendingPathComponent("systemd/user/\(Self.unit)").path))
+
         // --adb names the adb the agent uses (it reaches the unit as FLIPPIO_ADB).
-        let install = try harness.flippio(["service", "install", "--adb", Devsim.adbPath.path], environment: shell, timeout: 60)
+        let install = try harness.flippio(["service", "install", "--adb", Devsim.adbPath.path, "--allow-build-binary"],
+                                          environment: shell, timeout: 60)
         #expect(install.status == 0, "\(install.out)\(install.err)\n\(diagnostics())")
         let unitFile = manager.config.appendingPathComponent("systemd/user/\(Self.unit)")
         #expect(install.out.contains("installed \(unitFile.path)"))
@@ -75,8 +82,8 @@ struct ServiceEndToEndTests {
         let mainPID = try #require(state["MainPID"].flatMap(Int32.init))
         let invocation = try #require(state["InvocationID"].flatMap { $0.isEmpty ? nil : $0 })
 
-        // The main process is the built flippio binary, in the unit's own cgroup (what KillMode=control-group
-        // stops), with the installing shell's variables.
+        // The main process is the built flippio binary, in the unit's own cgroup, with the installing
+        // shell's variables.
         #expect(URL(fileURLWithPath: "/proc/\(mainPID)/exe").resolvingSymlinksInPath().path == executable)
         let cgroup = (try? String(contentsOfFile: "/proc/\(mainPID)/cgroup", encoding: .utf8)) ?? ""
         #expect(cgroup.split(separator: "\n").contains { $0.hasPrefix("0::") && $0.hasSuffix("/app.slice/\(Self.unit)") }, "\(cgroup)")
@@ -130,6 +137,10 @@ struct ServiceEndToEndTests {
         try FileManager.default.removeItem(at: dropIn)
         _ = try manager.systemctl(["daemon-reload"])
         #expect(try manager.show(Self.unit, ["LoadState"])["LoadState"] == "not-found")
+        // A second uninstall finds nothing: it says so and succeeds.
+        let again = try harness.flippio(["service", "uninstall"], environment: shell, timeout: 60)
+        #expect(again.status == 0, "\(again.err)")
+        #expect(again.out.contains("flippio-agent.service is not installed"), "\(again.out)")
 
         try await manager.stop()
     }

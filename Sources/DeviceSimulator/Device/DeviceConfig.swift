@@ -85,19 +85,31 @@ public struct PackageConfig: Codable, Sendable, Equatable {
     public var system: Bool
     /// The app's Linux uid; derived from the package name when absent (10000 + a stable hash).
     public var uid: Int?
+    /// The activity the home screen starts (`MAIN`/`LAUNCHER`): a class name, `.Name` for one in the
+    /// package. The default is `.MainActivity`; an empty string means none (a service-only app).
+    public var launcher: String?
 
-    public init(debuggable: Bool = false, system: Bool = false, uid: Int? = nil) {
+    public init(debuggable: Bool = false, system: Bool = false, uid: Int? = nil, launcher: String? = nil) {
         self.debuggable = debuggable
         self.system = system
         self.uid = uid
+        self.launcher = launcher
     }
 
-    enum CodingKeys: String, CodingKey { case debuggable, system, uid }
+    /// The launcher activity's full class name, or nil when the app has none.
+    public func launcherClass(package: String) -> String? {
+        let name = launcher ?? ".MainActivity"
+        if name.isEmpty { return nil }
+        return name.hasPrefix(".") ? package + name : name
+    }
+
+    enum CodingKeys: String, CodingKey { case debuggable, system, uid, launcher }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         debuggable = try c.decodeIfPresent(Bool.self, forKey: .debuggable) ?? false
         system = try c.decodeIfPresent(Bool.self, forKey: .system) ?? false
         uid = try c.decodeIfPresent(Int.self, forKey: .uid)
+        launcher = try c.decodeIfPresent(String.self, forKey: .launcher)
     }
 }

@@ -137,6 +137,8 @@ extension DeviceShell {
             guard device.config.packages[package] != nil else { return 1 }
             try io.out("package:\(apkPath(package))\n")
             return 0
+        case "resolve-activity":
+            return try resolveActivity(rest, io)
         case "clear":
             guard let package = rest.last, device.config.packages[package] != nil else {
                 try io.out("Failed\n")
@@ -197,7 +199,76 @@ extension DeviceShell {
         return 0
     }
 
+    /// `pm resolve-activity [--brief] [-a ACTION] [-c CATEGORY] [--user N] PACKAGE` (Android 7+, also as
+    /// `cmd package resolve-activity`): what an intent for the package resolves to. Only the launcher
+    /// intent (`-c android.intent.category.LAUNCHER`) resolves here. Real output, from
+    /// PackageManagerShellCommand: a `priority=…` line and the component in short form
+    /// (`com.example.notes/.MainActivity`), or `No activity found` (still status 0).
+    func resolveActivity(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        var categories: [String] = []
+        var brief = false
+        var target: String?
+        var i = 0
+        while i < args.count {
+            switch args[i] {
+            case "--brief": brief = true
+            case "--components": brief = true
+            case "-c": if i + 1 < args.count { categories.append(args[i + 1]) }; i += 1
+            case "-a", "--user", "-d", "-t", "--query-flags": i += 1
+            default: if !args[i].hasPrefix("-") { target = args[i] }
+            }
+            i += 1
+        }
+        guard let package = target, categories.contains("android.intent.category.LAUNCHER"),
+              let activity = device.config.packages[package]?.launcherClass(package: package) else {
+            try io.out("No activity found\n")
+            return 0
+        }
+        let short = activity.hasPrefix(package + ".") ? String(activity.dropFirst(package.count)) : activity
+        if brief {
+            try io.out("priority=0 preferredOrder=0 match=0x108000 specificIndex=-1 isDefault=false\n\(package)/\(short)\n")
+        } else {
+            try io.out("  ActivityInfo:\n    name=\(activity)\n    packageName=\(package)\n    enabled=true exported=true directBootAware=false\n")
+        }
+        return 0
+    }
+
     // MARK: - am, cmd
+
+    /// `am start -n PKG/CLASS [-a ACTION] [-c CATEGORY]`: as ActivityManagerShellCommand prints it, the
+    /// intent on stdout, then (for a class the package does not have) `Error type 3` and the error on
+    /// stderr with status 255.
+    func amStart(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        var action: String?
+        var categories: [String] = []
+        var component: String?
+        var i = 0
+        while i < args.count {
+            let value = i + 1 < args.count ? args[i + 1] : nil
+            switch args[i] {
+            case "-n": component = value; i += 1
+            case "-a": action = value; i += 1
+            case "-c": if let value { categories.append(value) }; i += 1
+            case "-W", "-S", "-R", "--activity-clear-top": break
+            default: if args[i].hasPrefix("-") { i += 1 }
+            }
+            i += 1
+        }
+        var intent: [String] = []
+        if let action { intent.append("act=\(action)") }
+        if !categories.isEmpty { intent.append("cat=[\(categories.joined(separator: ","))]") }
+        if let component { intent.append("cmp=\(component)") }
+        try io.out("Starting: Intent { \(intent.joined(separator: " ")) }\n")
+        guard let component else { return 0 }
+        let parts = component.split(separator: "/", maxSplits: 1).map(String.init)
+        let package = parts.first ?? ""
+        let requested = parts.count > 1 ? (parts[1].hasPrefix(".") ? package + parts[1] : parts[1]) : ""
+        guard let launcher = device.config.packages[package]?.launcherClass(package: package), launcher == requested else {
+            try io.err("Error type 3\nError: Activity class {\(package)/\(requested)} does not exist.\n")
+            return 255
+        }
+        return 0
+    }
 
     /// `am force-stop PKG` and `am kill PKG` print nothing and succeed, even for unknown packages.
     func am(_ args: [String], _ io: ShellIO) throws -> Int32 {
@@ -205,8 +276,7 @@ extension DeviceShell {
         case "force-stop", "kill", "kill-all", "stop-app":
             return 0
         case "start", "start-activity":
-            try io.out("Starting: Intent { \(args.dropFirst().joined(separator: " ")) }\n")
-            return 0
+            return try amStart(Array(args.dropFirst()), io)
         case "broadcast":
             try io.out("Broadcasting: Intent { \(args.dropFirst().joined(separator: " ")) }\nBroadcast completed: result=0\n")
             return 0

@@ -30,6 +30,17 @@ public protocol DeviceBridge: Sendable {
     /// Stops the app so no open connection writes to the old file during a push.
     func stopApp(deviceID: String, appID: String) async throws
 
+    /// Starts the app again (its launcher activity, as the home screen would), so the user sees a
+    /// pushed edit at once (`--restart-app`).
+    ///
+    /// Returns false, doing nothing, where the platform's tools cannot start an app: the
+    /// libimobiledevice tools need developer services (a mounted developer disk image) for that,
+    /// which the default implementation does not assume.
+    ///
+    /// - throws: ``FlippioError`` with code `app-not-launchable` when the app has no launcher
+    ///   activity, or the bridge's usual device and tool errors.
+    func startApp(deviceID: String, appID: String) async throws -> Bool
+
     /// Replaces the device's database with `snapshot`, atomically: uploads to a temp name, renames
     /// it over the target, removes stale `-wal`/`-shm`/`-journal`, verifies that the device file's
     /// SHA-256 equals `snapshotHash`, removes temp files. Returns the new fingerprint.
@@ -41,4 +52,10 @@ public protocol DeviceBridge: Sendable {
     /// nothing is replaced or removed and it throws `FlippioError(.conflict, …)`.
     func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
               progress: TransferProgress?) async throws -> DeviceFingerprint
+}
+
+extension DeviceBridge {
+    /// Starting apps is not available: returns false. (iOS: `idevicedebug run BUNDLE` can, but only
+    /// with a developer disk image mounted; a bridge that checks for it may override this.)
+    public func startApp(deviceID: String, appID: String) async throws -> Bool { false }
 }

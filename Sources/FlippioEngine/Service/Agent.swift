@@ -50,7 +50,9 @@ public struct Agent: Service {
             pusher: parts.pipeline, clock: ContinuousClock(), settleWindow: configuration.settleWindow,
             settleMaxWait: configuration.settleMaxWait, retry: configuration.retry,
             unwatchedRescanInterval: configuration.unwatchedRescanInterval, logger: logger,
-            onStatusChange: { line in try? notifier.status(line) }))
+            onStatusChange: { line in try? notifier.status(line) },
+            notifier: DesktopNotifier(environment: configuration.environment, enabled: configuration.desktopNotifications,
+                                      runner: ProcessRunner(), logger: logger)))
         try await engine.start()
         try? notifier.ready(status: await engine.statusLine())
         logger.info("ready")

@@ -14,6 +14,8 @@ extension ServiceInstaller {
 
 [Unit]
 Description=flippio agent: keeps app SQLite databases on devices in sync with a local workspace
+# `make install` puts the man page under $PREFIX/share/man; `systemctl --user help flippio-agent` opens it.
+Documentation=man:flippio(1)
 # Give up after 5 failed starts within a minute instead of restarting forever.
 StartLimitIntervalSec=60
 StartLimitBurst=5
@@ -29,17 +31,40 @@ RestartSec=2
 WatchdogSec=30
 # SIGTERM lets in-flight pushes finish; after 20 s systemd sends SIGKILL.
 TimeoutStopSec=20
-# Stop every process of the unit, so no adb child outlives the agent.
-KillMode=control-group
+# Signal only the agent itself, never the rest of its cgroup. If no adb server is running, the
+# agent's first `adb` call starts one (`adb fork-server server`, in its own session but in this unit's
+# cgroup), and that server is the user's: Android Studio and every terminal share it. With
+# KillMode=control-group (and with mixed, whose final SIGKILL goes to every process left in the cgroup)
+# each stop or restart of the agent would kill it and drop every adb connection. The agent's own adb
+# children need no help from systemd: each runs in its own process group, which the agent kills when a
+# call times out or is cancelled, and a graceful stop cancels them all before the agent exits.
+KillMode=process
 
-# Hardening that works in user units (no user namespaces needed). Not ProtectHome=: adb keeps its
-# key in ~/.android and the workspace is usually under ~. Not PrivateTmp=, ProtectSystem=,
-# PrivateUsers=: a user manager can only apply them with user namespaces.
+# Hardening that works in user units: each of these is applied with seccomp or prctl, which need no
+# user namespaces. Not ProtectHome=: adb keeps its key in ~/.android and the workspace is usually
+# under ~. Not PrivateTmp=, ProtectSystem=, PrivateUsers=, ProtectKernel*=, ProtectHostname=: a user
+# manager can only apply them with user namespaces.
+#
+# NoNewPrivileges= is implied by every seccomp setting below when the manager has no CAP_SYS_ADMIN
+# (every user manager but root's): a setuid program started by the agent runs without its privileges.
+# That includes fusermount (the iOS ifuse path); mount it from outside the unit (e.g. through
+# `systemd-run --user`) or use afcclient, which needs no mount. RestrictSUIDSGID= only forbids creating
+# setuid/setgid files; it does not stop running them.
 NoNewPrivileges=yes
 SystemCallArchitectures=native
+# The system calls a service normally needs (systemd.exec(5)); anything else fails with EPERM instead of
+# killing the agent with SIGSYS, so a missing call shows up as an error message, not a crash.
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+# Neither the agent nor adb, sqlite, the libimobiledevice tools or fusermount create namespaces, map
+# memory writable and executable at once (no JIT), change the execution domain or need realtime scheduling.
+RestrictNamespaces=yes
+MemoryDenyWriteExecute=yes
 LockPersonality=yes
 RestrictRealtime=yes
-# Local sockets (adb server, usbmuxd, sd_notify), loopback TCP to the adb server, netlink for USB events.
+RestrictSUIDSGID=yes
+# Local sockets (adb server, usbmuxd, sd_notify, the session bus for notifications), loopback TCP to
+# the adb server, netlink for USB events.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 UMask=0077
 

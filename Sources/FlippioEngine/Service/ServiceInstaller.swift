@@ -44,6 +44,10 @@ public struct ServiceInstaller: Sendable {
     /// Deadline for `enable --now` and `disable --now`, which wait for the agent to start or stop.
     /// The default is 120 s (systemd's own start timeout is 90 s).
     public var startStopTimeout: Duration = .seconds(120)
+    /// Whether ``install()`` may write a unit whose executable lies inside a build folder
+    /// (``buildFolder(of:)``). The default is false: such a binary disappears or changes under the
+    /// service with the next `make clean` or build, and it needs the toolchain's Swift runtime.
+    public var allowBuildBinary = false
 
     /// Creates an installer.
     ///
@@ -182,7 +186,9 @@ public struct ServiceInstaller: Sendable {
     /// - throws: ``FlippioError`` with code `invalid-argument` when the executable or workspace path
     ///   is not absolute; `workspace-write-failed` when the unit cannot be written;
     ///   `service-manager-unavailable` when there is no user service manager; `tool-failed` when
-    ///   `systemctl` fails (for example the agent did not start); `timed-out`.
+    ///   `systemctl` fails (for example the agent did not start); `timed-out`. `invalid-argument` also
+    ///   when the executable lies in a build folder and ``allowBuildBinary`` is false; nothing is
+    ///   written then.
     public func install() async throws -> InstallReport {
         guard executablePath.hasPrefix("/") else {
             throw FlippioError(.invalidArgument, "The flippio executable path '\(executablePath)' is not absolute.",
@@ -191,6 +197,14 @@ public struct ServiceInstaller: Sendable {
         guard workspace.isFileURL, workspace.path.hasPrefix("/") else {
             throw FlippioError(.invalidArgument, "The workspace '\(workspace)' is not an absolute local path.",
                                remedy: "Pass an absolute folder with --workspace.")
+        }
+        if !allowBuildBinary, let folder = Self.buildFolder(of: executablePath) {
+            throw FlippioError(.invalidArgument,
+                               "\(executablePath) is inside the build folder \(folder): the next `make clean` or build removes or "
+                                   + "replaces it under the running service, and it loads the Swift runtime from the toolchain.",
+                               remedy: "Run `make install` and then `~/.local/bin/flippio service install` (the installed binary), "
+                                   + "or pass --allow-build-binary to install this one anyway.",
+                               context: ["executable": executablePath, "buildFolder": folder])
         }
         let contents = unitFileContents()
         let previous = try? String(contentsOf: unitURL, encoding: .utf8)
@@ -273,6 +287,17 @@ public struct ServiceInstaller: Sendable {
                                context: ["command": command.commandLine, "status": String(result.status), "stderr": stderr])
         }
         return result
+    }
+
+    /// The build folder `path` lies in, or nil: the part of `path` up to and including its first
+    /// component named `.build` or starting with `.build` (`.build-release`, `.build_x`), which is where
+    /// SwiftPM puts what it builds (and what `make clean` removes).
+    ///
+    /// For example, `/src/flippio/.build/debug/flippio` gives `/src/flippio/.build`.
+    public static func buildFolder(of path: String) -> String? {
+        let components = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard let index = components.firstIndex(where: { $0.hasPrefix(".build") }) else { return nil }
+        return components[...index].joined(separator: "/")
     }
 
     /// `systemctlPath` as an absolute path: itself when it contains a slash, else looked up on `PATH`.

@@ -47,6 +47,8 @@ actor DatabaseSync {
         var onOutcome: @Sendable (_ database: URL, _ outcome: PushPipeline.Outcome) async -> Void = { _, _ in }
         /// Called once when the database stops being tracked from the inside (its sidecar is gone).
         var onForgotten: @Sendable (_ database: URL) async -> Void = { _ in }
+        /// Tells the desktop about conflicts and permanent failures (nil: no notifications).
+        var notifier: DesktopNotifier?
     }
 
     /// What reaches the loop.
@@ -194,7 +196,10 @@ actor DatabaseSync {
         if machine.state == .dirty && timers[.overdue] == nil && !overdue && !stopped {
             arm(.overdue, after: dependencies.settleMaxWait)
         }
-        if machine.state != before { await dependencies.onStateChange(database, before, machine.state) }
+        if machine.state != before {
+            await dependencies.onStateChange(database, before, machine.state)
+            await notify(machine.state, error: nil, willRetry: nil)
+        }
     }
 
     // MARK: - Actions
@@ -227,6 +232,7 @@ actor DatabaseSync {
                 arm(.retry, after: delay)
             }
             persist((error, retryAt))
+            await notify(machine.state, error: error, willRetry: attempt != nil)
             if machine.state == .waitingForDevice {
                 logger.warning("waiting for the device: \(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
             } else if let retryAt {
@@ -241,6 +247,11 @@ actor DatabaseSync {
         case .stop:
             await forget()
         }
+    }
+
+    private func notify(_ state: SyncState, error: FlippioError?, willRetry: Bool?) async {
+        await dependencies.notifier?.stateChanged(database: database, device: origin.deviceID, app: origin.appID,
+                                                  to: state, error: error, willRetry: willRetry)
     }
 
     /// The sidecar is gone: stop, and let the engine drop this database.

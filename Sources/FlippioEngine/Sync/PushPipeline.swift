@@ -57,6 +57,8 @@ public struct PushPipeline: Sendable {
     public let stopAppBeforePush: Bool
     public let retry: RetryPolicy
     public let logger: Logger
+    /// Start the app again after a verified push (`--restart-app`). The default is false.
+    public var restartAppAfterPush = false
 
     public init(workspace: Workspace, sidecars: SidecarStore, pool: ConnectionPool, bridges: BridgeProvider,
                 stopAppBeforePush: Bool, retry: RetryPolicy, logger: Logger) {
@@ -246,6 +248,11 @@ public struct PushPipeline: Sendable {
         sidecar.conflictCopy = nil
         sidecar.conflictFingerprint = nil
         sidecar.conflictDetail = nil
+        if restartAppAfterPush {
+            let started = await AppLauncher(bridges: bridges, logger: logger)
+                .start(platform: remote.platform, deviceID: remote.deviceID, appID: remote.appID)
+            record.appRestarted = started == .started
+        }
         sidecar.recordPush(record)
         try await save(sidecar, database)
         return .pushed(record)

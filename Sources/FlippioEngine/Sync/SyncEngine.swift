@@ -28,6 +28,8 @@ actor SyncEngine {
         var logger: Logger
         /// Called whenever the `STATUS=` line changes.
         var onStatusChange: @Sendable (String) -> Void = { _ in }
+        /// Desktop notifications of conflicts and permanent failures (nil: none).
+        var notifier: DesktopNotifier?
     }
 
     /// A device, by platform and id.
@@ -146,7 +148,8 @@ actor SyncEngine {
             retry: dependencies.retry, logger: logger,
             onStateChange: { [weak self] database, from, to in await self?.stateChanged(database, from: from, to: to) },
             onOutcome: { [weak self] _, outcome in await self?.pushEnded(outcome) },
-            onForgotten: { [weak self] database in await self?.forgotten(database) })
+            onForgotten: { [weak self] database in await self?.forgotten(database) },
+            notifier: dependencies.notifier)
     }
 
     // MARK: - Watches

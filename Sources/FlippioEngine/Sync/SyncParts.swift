@@ -20,7 +20,9 @@ public struct SyncParts: Sendable {
         sidecars = SidecarStore()
         pool = ConnectionPool(capacity: poolCapacity ?? configuration.poolCapacity)
         self.bridges = bridges
-        pipeline = PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
-                                stopAppBeforePush: configuration.stopAppBeforePush, retry: configuration.retry, logger: logger)
+        var pipeline = PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
+                                    stopAppBeforePush: configuration.stopAppBeforePush, retry: configuration.retry, logger: logger)
+        pipeline.restartAppAfterPush = configuration.restartApp
+        self.pipeline = pipeline
     }
 }

@@ -73,6 +73,8 @@ public struct Sidecar: Sendable, Codable, Equatable {
         public var changedTables: [String: String]
         /// Set when the push was a row-level merge of both sides' changes.
         public var merged: MergeCounts?
+        /// Whether the app was started again after the push (`--restart-app`); nil when not asked.
+        public var appRestarted: Bool?
 
         /// What a merged push brought together.
         public struct MergeCounts: Sendable, Codable, Equatable {

@@ -17,6 +17,8 @@ extension Flippio {
         @Option(help: ArgumentHelp("Longest wait for a file that never goes quiet, in ms (default 10000).", valueName: "ms"))
         var settleMaxMs: Int?
         @Flag(help: "Do not stop the app (am force-stop) before a push.") var noStopApp = false
+        @Flag(help: "After a verified push, start the app again (its launcher activity; config restartApp).")
+        var restartApp = false
         @Option(help: ArgumentHelp("Most warm SQLite connections kept open (default 256).", valueName: "n"))
         var poolSize: Int?
 
@@ -31,6 +33,7 @@ extension Flippio {
             if let settleMs { config.settleWindow = .milliseconds(settleMs) }
             if let settleMaxMs { config.settleMaxWait = .milliseconds(settleMaxMs) }
             if noStopApp { config.stopAppBeforePush = false }
+            if restartApp { config.restartApp = true }
             if let poolSize { config.poolCapacity = poolSize }
             FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "info"), environment: config.environment)
             let logger = Logger(label: "flippio.agent")

@@ -7,7 +7,7 @@ extension Flippio {
             abstract: "Show the rows a conflict is about: table, key, and the base, local and device values.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy in conflict.") var file: String
+        @Argument(help: "The local copy in conflict.", completion: Completions.trackedFiles) var file: String
 
         func run() async throws {
             let report = try global.engine().conflicts(file)

@@ -6,7 +6,7 @@ extension Flippio {
         static let configuration = CommandConfiguration(abstract: "Stop tracking a database (the local copy stays).")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy.") var file: String
+        @Argument(help: "The local copy.", completion: Completions.trackedFiles) var file: String
 
         func run() async throws {
             let database = try await global.engine().forget(file)

@@ -8,8 +8,8 @@ extension Flippio {
             discussion: "The database's -wal and -journal are pulled too and folded into one file, so the copy holds every committed row.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "A device serial/UDID, or a unique prefix of one.") var device: String
-        @Argument(help: "The app's package name (Android) or bundle identifier (iOS).") var app: String
+        @Argument(help: "A device serial/UDID, or a unique prefix of one.", completion: Completions.deviceSerials) var device: String
+        @Argument(help: "The app's package name (Android) or bundle identifier (iOS).", completion: Completions.appIDs) var app: String
         @Argument(help: "Databases to pull: device paths, paths relative to the app folder, or file names (default: all).")
         var paths: [String] = []
         @Flag(help: "Replace a local copy even if it has changes not pushed yet.") var overwrite = false

@@ -12,6 +12,8 @@ extension Flippio {
         @Argument(help: "Local copies to push (default: every tracked database).") var files: [String] = []
         @Flag(help: "Push even if the content equals what the device has.") var force = false
         @Flag(help: "Do not stop the app (am force-stop) before the push (env FLIPPIO_STOP_APP=0).") var noStopApp = false
+        @Flag(help: "After a verified push, start the app again (its launcher activity; config restartApp).")
+        var restartApp = false
 
         struct Result: Encodable {
             var path: String
@@ -20,10 +22,14 @@ extension Flippio {
             var durationMs: Int?
             var error: Output.ErrorJSON?
             var deviceCopy: String?
+            var restarted: Bool?
         }
 
         func run() async throws {
-            let results = try await global.engine { if noStopApp { $0.stopAppBeforePush = false } }.push(files, force: force)
+            let results = try await global.engine {
+                if noStopApp { $0.stopAppBeforePush = false }
+                if restartApp { $0.restartApp = true }
+            }.push(files, force: force)
             var failed = false
             var json: [Result] = []
             for (database, outcome) in results {
@@ -31,7 +37,8 @@ extension Flippio {
                 switch outcome {
                 case .pushed(let record):
                     result.outcome = "pushed"; result.bytes = record.bytes; result.durationMs = record.durationMilliseconds
-                    if !global.json { Output.line("pushed \(database.path) (\(Output.formatBytes(record.bytes)) in \(record.durationMilliseconds) ms)") }
+                    result.restarted = record.appRestarted
+                    if !global.json { Output.line("pushed \(database.path) (\(Output.formatBytes(record.bytes)) in \(record.durationMilliseconds) ms)\(record.appRestarted == true ? "; app restarted" : "")") }
                 case .unchanged:
                     result.outcome = "unchanged"
                     if !global.json { Output.line("unchanged \(database.path): the device already has this content") }

@@ -10,7 +10,7 @@ extension Flippio {
         enum Side: String, ExpressibleByArgument, CaseIterable { case local, device }
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy in conflict.") var file: String
+        @Argument(help: "The local copy in conflict.", completion: Completions.trackedFiles) var file: String
         @Flag(help: "Push the local copy over the device version saved with the conflict.") var keepLocal = false
         @Flag(help: "Replace the local copy with the device's version (yours is kept beside it).") var keepDevice = false
         @Option(help: "Merge both sides; for rows changed on both, keep this side's version.") var mergePrefer: Side?

@@ -12,9 +12,13 @@ extension Flippio {
         struct Install: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Install and start flippio-agent.service for this user.")
             @OptionGroup var global: GlobalOptions
+            @Flag(help: "Install even if this flippio binary lies in a build folder (.build*/), which the next build or `make clean` replaces.")
+            var allowBuildBinary = false
 
             func run() async throws {
-                let report = try await installer(global).install()
+                var installer = try installer(global)
+                installer.allowBuildBinary = allowBuildBinary
+                let report = try await installer.install()
                 if global.json {
                     return try Output.json(["unit": report.unitURL.path, "execStart": report.execStart, "hints": report.hints.joined(separator: "\n")])
                 }
@@ -27,8 +31,12 @@ extension Flippio {
             @OptionGroup var global: GlobalOptions
 
             func run() async throws {
-                try await installer(global).uninstall()
-                if global.json { return try Output.json(["uninstalled": true]) }
+                let installer = try installer(global)
+                let removed = try await installer.uninstall()
+                if global.json { return try Output.json(["uninstalled": removed]) }
+                guard removed else {
+                    return Output.line("flippio-agent.service is not installed (no unit at \(installer.unitURL.path)); nothing to do")
+                }
                 Output.line("stopped and removed flippio-agent.service; tracked databases and their sidecars stay")
             }
         }
