@@ -30,6 +30,8 @@ struct GlobalOptions: ParsableArguments {
     func engine() throws -> Engine {
         let config = try configuration()
         FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "warning"), environment: config.environment)
-        return Engine(configuration: config)
+        let engine = Engine(configuration: config)
+        oneShotBridges.withLock { $0.append(engine.bridges) }
+        return engine
     }
 }

@@ -41,6 +41,8 @@ public struct Agent: Service {
 
     public func run() async throws {
         let notifier = self.notifier
+        // ifuse mounts a killed agent left: dead (their daemon died with the session) or not ours to keep.
+        for point in await bridges.removeStaleMounts() { logger.notice("removed a stale iOS mount: \(point.path)") }
         let engine = try SyncEngine(configuration: configuration, bridges: bridges, logger: logger,
                                     onStatusChange: { line in try? notifier.status(line) })
         try await engine.start()
@@ -70,6 +72,7 @@ public struct Agent: Service {
             logger.info("stopping")
             try? notifier.stopping()
             await engine.shutdown(grace: options.shutdownGrace)
+            await bridges.releaseDeviceFiles()  // unmount the apps' ifuse mounts
             group.cancelAll()
         }
         logger.info("stopped")
