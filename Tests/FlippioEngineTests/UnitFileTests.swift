@@ -45,7 +45,7 @@ struct UnitFileTests {
             "Service": [
                 "Type": "notify", "NotifyAccess": "main", "ExecStart": "/bin/true agent --workspace /home/u/flippio",
                 "Restart": "on-failure", "RestartSec": "2", "WatchdogSec": "30", "TimeoutStopSec": "20",
-                "KillMode": "control-group", "NoNewPrivileges": "yes", "SystemCallArchitectures": "native",
+                "KillMode": "control-group", "NoNewPrivileges": "no", "SystemCallArchitectures": "native",
                 "LockPersonality": "yes", "RestrictRealtime": "yes",
                 "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK", "UMask": "0077",
             ],

@@ -35,7 +35,9 @@ KillMode=control-group
 # Hardening that works in user units (no user namespaces needed). Not ProtectHome=: adb keeps its
 # key in ~/.android and the workspace is usually under ~. Not PrivateTmp=, ProtectSystem=,
 # PrivateUsers=: a user manager can only apply them with user namespaces.
-NoNewPrivileges=yes
+# NoNewPrivileges= stays off: ifuse (the iOS file backend where afcclient is missing) mounts and
+# unmounts through the setuid fusermount, whose setuid bit no_new_privs makes the kernel ignore.
+NoNewPrivileges=no
 SystemCallArchitectures=native
 LockPersonality=yes
 RestrictRealtime=yes
