@@ -110,7 +110,7 @@ struct IFuseBackend: IOSFileBackend {
                                       _ body: @escaping @Sendable (String) throws -> T) async throws -> T {
         let point = mounts.mountPoint(for: files)
         do {
-            _ = try await mounts.ensureMounted(files) { point in try await mount(files, at: point) }
+            _ = try await mounts.ensureMounted(files, timeout: timeouts.control) { point in try await mount(files, at: point) }
             return try await DeadlineFileCall.run(what, timeout: timeout) { try body(point.path) }
         } catch let failure as MountedFiles.Failure {
             switch failure.code {

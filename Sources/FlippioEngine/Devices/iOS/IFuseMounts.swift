@@ -42,13 +42,19 @@ actor IFuseMounts {
 
     /// The mount point of `files`, mounted by `mount` (called with the empty folder) unless the
     /// kernel already has a mount there. Concurrent callers for the same app share one `mount`.
-    func ensureMounted(_ files: IOSAppFiles, mount: @escaping @Sendable (URL) async throws -> Void) async throws -> URL {
+    ///
+    /// The folders are checked under `timeout` on a thread of their own: a mount the table does
+    /// not show (made by another process a moment ago) may be hung, and `lstat` on it would block.
+    func ensureMounted(_ files: IOSAppFiles, timeout: Duration,
+                       mount: @escaping @Sendable (URL) async throws -> Void) async throws -> URL {
         let point = mountPoint(for: files)
         if MountTable.isMountPoint(point.path) { return point }
         if let task = making[point.path] { return try await task.value }
         let root = root
         let task = Task<URL, any Error> {
-            try Self.prepare(root, below: point)
+            try await DeadlineFileCall.run("make the mount folder \(point.path)", timeout: timeout) {
+                try Self.prepare(root, below: point)
+            }
             try await mount(point)
             return point
         }
