@@ -70,6 +70,8 @@ public struct FlippioConfiguration: Sendable {
         "ideviceinfo": "FLIPPIO_IDEVICEINFO",
         "ideviceinstaller": "FLIPPIO_IDEVICEINSTALLER",
         "afcclient": "FLIPPIO_AFCCLIENT",
+        "ifuse": "FLIPPIO_IFUSE",
+        "fusermount": "FLIPPIO_FUSERMOUNT",
     ]
 
     /// The configuration from the config file and the environment (flags are applied by the caller).

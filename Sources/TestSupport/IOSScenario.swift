@@ -39,10 +39,12 @@ public struct IOSScenario: Sendable {
     ///   - app: how house_arrest treats the app (container, documents).
     ///   - journalMode: the device database's journal mode (`delete` or `wal`).
     ///   - pull: whether to run `flippio pull` at once.
+    ///   - backend: the file backend flippio finds (`.ifuse`: no afcclient, as on Debian 12).
     public static func make(udid: String = IOSScenario.udid, app: IOSStandInApp = IOSStandInApp(name: "Notes"),
-                            journalMode: String = "delete", pull: Bool = true) throws -> IOSScenario {
+                            journalMode: String = "delete", pull: Bool = true,
+                            backend: IOSStandInBackend = .afcclient) throws -> IOSScenario {
         let harness = try FlippioHarness()
-        let ios = try IOSStandIns()
+        let ios = try IOSStandIns(backend: backend)
         let device = try ios.addDevice(udid: udid, apps: [bundle: app])
         let scenario = IOSScenario(harness: harness, ios: ios, device: device, udid: udid)
         try NotesDatabase.create(at: scenario.deviceDatabase, journalMode: journalMode)
@@ -86,7 +88,8 @@ public struct IOSScenario: Sendable {
             .filter { $0 != "notes.db" }
     }
 
-    /// `afcclient ... put` calls the stand-ins received (uploads to the device).
+    /// `afcclient ... put` calls the stand-ins received (uploads to the device; with ifuse, uploads
+    /// are file writes through the mount, which the stand-ins do not see).
     public func uploadCount() throws -> Int {
         try ios.requests().filter { $0.tool == "afcclient" && $0.args.contains("put") }.count
     }

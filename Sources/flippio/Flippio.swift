@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlippioEngine
 import Foundation
+import Synchronization
 
 @main
 struct Flippio: AsyncParsableCommand {
@@ -28,14 +29,17 @@ struct Flippio: AsyncParsableCommand {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
+                await releaseDeviceFiles()
             } else {
                 try command.run()
             }
         } catch let error as FlippioError {
+            await releaseDeviceFiles()
             Output.printError(error)
             if wantsJSON { Output.jsonError(.init(error)) }
             Foundation.exit(error.code == .invalidConfiguration ? 2 : 1)
         } catch let error as CommandFailed {
+            await releaseDeviceFiles()
             Foundation.exit(error.status)
         } catch {
             let code = exitCode(for: error)
@@ -50,6 +54,16 @@ struct Flippio: AsyncParsableCommand {
             }
             exit(withError: error)
         }
+    }
+}
+
+/// The bridge providers of the engines this run made: their ifuse mounts are let go of when the
+/// command ends (a one-shot command leaves no mount behind; the agent releases its own on stop).
+let oneShotBridges = Mutex<[BridgeProvider]>([])
+
+extension Flippio {
+    static func releaseDeviceFiles() async {
+        for bridges in oneShotBridges.withLock({ $0 }) { await bridges.releaseDeviceFiles() }
     }
 }
 

@@ -42,6 +42,8 @@ struct GlobalOptions: ParsableArguments {
         var config = try configuration()
         adjust(&config)
         FlippioLogging.bootstrap(level: try .parse(config.logLevel ?? "warning"), environment: config.environment)
-        return Engine(configuration: config)
+        let engine = Engine(configuration: config)
+        oneShotBridges.withLock { $0.append(engine.bridges) }
+        return engine
     }
 }

@@ -4,7 +4,13 @@ import TestSupport
 @testable import FlippioEngine
 
 /// IOSBridge against the stand-in tools, run as real processes through the real ProcessRunner.
-@Suite struct IOSBridgeTests {
+///
+/// The tests of files (databases, pull, fingerprint, push) run through both file backends:
+/// `afcclient`, and `ifuse` (a real mount, made by the stand-in; cancelled with the reason where
+/// mounting is not permitted).
+// Serialized: run in parallel, the ifuse cases saw mounts a sibling had just made go missing from
+// /proc/self/mountinfo (not understood yet; see the report of issue 17). One at a time they pass.
+@Suite(.serialized) struct IOSBridgeTests {
     static let notes = "com.example.Notes"
     static let udid = "00008030-001A35E22E10802E"
 
@@ -15,14 +21,17 @@ import TestSupport
         let temp: TemporaryDirectory
         var bridge: IOSBridge
 
-        init(apps: [String: IOSStandInApp] = [IOSBridgeTests.notes: IOSStandInApp(name: "Notes", version: "1.2")],
+        init(_ backend: IOSStandInBackend = .afcclient,
+             apps: [String: IOSStandInApp] = [IOSBridgeTests.notes: IOSStandInApp(name: "Notes", version: "1.2")],
              state: IOSStandInDevice.State = .ready, timeouts: IOSBridge.Timeouts = .init(),
              limits: IOSBridge.Limits = .init()) throws {
-            ios = try IOSStandIns()
+            if let reason = backend.unavailableReason { try Test.cancel(Comment(rawValue: reason)) }
+            ios = try IOSStandIns(backend: backend)
             device = try ios.addDevice(udid: IOSBridgeTests.udid, apps: apps, state: state)
             temp = try TemporaryDirectory("flippio-ios-test")
             bridge = IOSBridge(tools: .inDirectory(ios.binDirectory), runner: ProcessRunner(), timeouts: timeouts,
-                               limits: limits, environment: ios.environment, temporaryDirectory: temp.url)
+                               limits: limits, environment: ios.environment, temporaryDirectory: temp.url,
+                               fileBackend: backend == .ifuse ? .ifuse : .afcclient, mountRoot: ios.mountRoot)
         }
 
         func container(_ relative: String, app: String = IOSBridgeTests.notes) -> URL {
@@ -145,18 +154,24 @@ import TestSupport
 
     // MARK: - Databases
 
-    @Test func databasesInDocumentsAndLibraryAreFoundNeverSideFiles() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func databasesAreFoundByTheirHeaderNeverSideOrTempFiles(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         try Self.makeNotesDatabase(h.container("Documents/notes.db"))
         try Data("wal".utf8).write(to: h.container("Documents/notes.db-wal"))
         try Data("shm".utf8).write(to: h.container("Documents/notes.db-shm"))
         try Self.makeNotesDatabase(h.container("Library/Application Support/Model/store.sqlite"))
+        try Self.makeNotesDatabase(h.container("Library/Application Support/Model/store.sqlite-journal"))
+        try Self.makeNotesDatabase(h.container("Library/Application Support/Cache4"))  // no extension: still SQLite
+        try Self.makeNotesDatabase(h.container("Documents/notes.db.flippio-tmp"))     // a push's temp file
         try Self.makeNotesDatabase(h.container("Library/Caches/cache.db"))
         try Self.makeNotesDatabase(h.container("Documents/a/b/c/d/e/f/g/too-deep.db"))
+        try Data(repeating: 0x41, count: 4096).write(to: h.container("Documents/encrypted.db"))  // named .db, not SQLite
         try Data("text".utf8).write(to: h.container("Documents/readme.txt"))
 
         let found = try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes)
-        #expect(found.map(\.path) == ["/Documents/notes.db", "/Library/Application Support/Model/store.sqlite"])
+        #expect(found.map(\.path) == ["/Documents/notes.db", "/Library/Application Support/Cache4",
+                                      "/Library/Application Support/Model/store.sqlite"])
         #expect(found.allSatisfy { $0.access == .container && $0.platform == .ios && $0.appID == Self.notes })
         #expect(found.first?.size == Int64(try FileManager.default.attributesOfItem(atPath: h.container("Documents/notes.db").path)[.size] as! Int))
     }
@@ -171,8 +186,9 @@ import TestSupport
         #expect(listings.count <= 4)
     }
 
-    @Test func refusedContainerFallsBackToDocuments() async throws {
-        let h = try Harness(apps: [Self.notes: IOSStandInApp(name: "Notes", container: false, documents: true)])
+    @Test(arguments: IOSStandInBackend.allCases)
+    func refusedContainerFallsBackToDocuments(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend, apps: [Self.notes: IOSStandInApp(name: "Notes", container: false, documents: true)])
         try Self.makeNotesDatabase(h.container("Documents/shared.sqlite"))
         try Self.makeNotesDatabase(h.container("Library/private.db"))
         let found = try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes)
@@ -183,8 +199,9 @@ import TestSupport
         #expect(try Data(contentsOf: pulled.mainFile) == Data(contentsOf: h.container("Documents/shared.sqlite")))
     }
 
-    @Test func refusedContainerAndDocumentsNameTheFix() async throws {
-        let h = try Harness(apps: [Self.notes: IOSStandInApp(name: "Notes", container: false, documents: false)])
+    @Test(arguments: IOSStandInBackend.allCases)
+    func refusedContainerAndDocumentsNameTheFix(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend, apps: [Self.notes: IOSStandInApp(name: "Notes", container: false, documents: false)])
         let error = await #expect(throws: FlippioError.self) { try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes) }
         #expect(error?.code == .iosContainerRefused)
         #expect(error?.remedy?.contains("development-signed") == true)
@@ -193,8 +210,9 @@ import TestSupport
 
     // MARK: - Pull and fingerprint
 
-    @Test func pullCopiesDatabaseAndWalAndFingerprintsThem() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func pullCopiesDatabaseAndWalAndFingerprintsThem(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         try Self.makeNotesDatabase(h.container("Documents/notes.db"))
         let wal = Data("pretend wal frames".utf8)
         try wal.write(to: h.container("Documents/notes.db-wal"))
@@ -218,8 +236,9 @@ import TestSupport
         #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).sorted() == ["notes.db", "notes.db-wal"])
     }
 
-    @Test func pullRefusesAFileThatIsNotSQLite() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func pullRefusesAFileThatIsNotSQLite(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         try Data("definitely not a database, just text".utf8).write(to: h.container("Documents/notes.db"))
         let error = await #expect(throws: FlippioError.self) { try await h.bridge.pull(h.database(), into: h.temp.url, progress: nil) }
         #expect(error?.code == .notSQLite)
@@ -229,8 +248,9 @@ import TestSupport
         #expect(missing?.code == .databaseMissing)
     }
 
-    @Test func fingerprintChangesWhenTheAppWrites() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func fingerprintChangesWhenTheAppWrites(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         let file = h.container("Documents/notes.db")
         try Self.makeNotesDatabase(file)
         let before = try await h.bridge.fingerprint(h.database())
@@ -252,8 +272,9 @@ import TestSupport
 
     // MARK: - Push
 
-    @Test func pushUploadsToATempNameRenamesItAndRemovesStaleSideFiles() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func pushUploadsToATempNameRenamesItAndRemovesStaleSideFiles(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         try Self.makeNotesDatabase(h.container("Documents/notes.db"), rows: 1)
         try Data("old wal".utf8).write(to: h.container("Documents/notes.db-wal"))
         try Data("old shm".utf8).write(to: h.container("Documents/notes.db-shm"))
@@ -267,6 +288,7 @@ import TestSupport
         #expect(try Data(contentsOf: h.container("Documents/notes.db")) == Data(contentsOf: snapshot))
         let left = try FileManager.default.contentsOfDirectory(atPath: h.container("Documents").path)
         #expect(left == ["notes.db"])
+        guard backend == .afcclient else { return }  // through a mount the steps are plain file calls
 
         let commands = try h.afcCommands()
         let put = try #require(commands.firstIndex { $0.first == "put" })
@@ -297,8 +319,9 @@ import TestSupport
         #expect(try h.afcCommands().contains { $0.first == "mv" } == false)
     }
 
-    @Test func aDeviceCopyThatChangedSinceTheCheckIsAConflictAndNothingIsReplaced() async throws {
-        let h = try Harness()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func aDeviceCopyThatChangedSinceTheCheckIsAConflictAndNothingIsReplaced(_ backend: IOSStandInBackend) async throws {
+        let h = try Harness(backend)
         let device = h.container("Documents/notes.db")
         try Self.makeNotesDatabase(device, rows: 1)
         let expecting = try await h.bridge.fingerprint(h.database())
@@ -369,4 +392,134 @@ final class Mutex2<Value>: @unchecked Sendable {
     init(_ value: Value) { stored = value }
     var value: Value { lock.withLock { stored } }
     func append<Element>(_ element: Element) where Value == [Element] { lock.withLock { stored.append(element) } }
+}
+
+// MARK: - ifuse mounts
+
+extension IOSBridgeTests {
+    @Test func theIfuseMountIsMadeOnceUnderTheRuntimeFolderPrivateAndKeptBetweenCalls() async throws {
+        let h = try Harness(.ifuse)
+        try Self.makeNotesDatabase(h.container("Documents/notes.db"))
+        _ = try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes)
+        _ = try await h.bridge.fingerprint(h.database())
+        let point = h.ios.mountRoot.appendingPathComponent("\(Self.udid)/\(Self.notes)").path
+        #expect(h.ios.activeMounts() == [point])
+        let ifuseCalls = try h.ios.requests().filter { $0.tool == "ifuse" }
+        #expect(ifuseCalls.map(\.args) == [[point, "-u", Self.udid, "--container", Self.notes]])
+        for folder in [h.ios.mountRoot.path, h.ios.mountRoot.appendingPathComponent(Self.udid).path] {
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: folder)[.posixPermissions] as? Int)
+            #expect(mode == 0o700, "\(folder)")
+        }
+
+        await h.bridge.releaseFiles(deviceID: nil)
+        #expect(h.ios.activeMounts().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: point))
+    }
+
+    @Test func unpluggingTheDeviceWhileMountedReportsItGoneAndUnmountsWithoutHanging() async throws {
+        let h = try Harness(.ifuse, timeouts: .init(control: .seconds(5)))
+        try Self.makeNotesDatabase(h.container("Documents/notes.db"))
+        _ = try await h.bridge.fingerprint(h.database())
+        #expect(h.ios.activeMounts().count == 1)
+
+        try h.device.unplug()  // the mount now answers ENOTCONN, as a dead ifuse mount does
+        let start = ContinuousClock.now
+        let error = await #expect(throws: FlippioError.self) { try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes) }
+        #expect(error?.code == .deviceNotFound)
+        #expect(error?.remedy?.contains("Connect it") == true)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(h.ios.activeMounts().isEmpty)
+
+        // Back again: a fresh mount, the same database.
+        h.device.plug()
+        #expect(try await h.bridge.fingerprint(h.database()).mainHash == ContentHash.sha256(try Data(contentsOf: h.container("Documents/notes.db"))))
+    }
+
+    @Test func aDeviceThatIsGoneWhenAskedForItsFingerprintTakesItsMountsWithIt() async throws {
+        let h = try Harness(.ifuse)
+        try Self.makeNotesDatabase(h.container("Documents/notes.db"))
+        _ = try await h.bridge.fingerprint(h.database())
+        try h.device.unplug()
+        let error = await #expect(throws: FlippioError.self) { try await h.bridge.fingerprint(h.database()) }
+        #expect(error?.code == .deviceNotFound)
+        #expect(h.ios.activeMounts().isEmpty)
+    }
+
+    @Test func aHungMountTimesOutAndIsDetachedWithoutBlockingOtherWork() async throws {
+        let h = try Harness(.ifuse, timeouts: .init(control: .seconds(1)))
+        try Self.makeNotesDatabase(h.container("Documents/notes.db"))
+        _ = try await h.bridge.fingerprint(h.database())
+        let point = try #require(h.ios.activeMounts().first)
+        umount2(point, Int32(MNT_DETACH))
+        let hung = try DeadFuseMount.hang(at: point)  // a daemon that never answers
+        defer { hung.release() }
+
+        let start = ContinuousClock.now
+        let bridge = h.bridge
+        let stuck = Task { try await bridge.databases(deviceID: Self.udid, appID: Self.notes) }
+        // While the call is stuck in the kernel, the cooperative pool still runs other work.
+        let apps = try await h.bridge.apps(deviceID: Self.udid, includeSystem: false)
+        #expect(apps.map(\.id) == [Self.notes])
+        let error = await #expect(throws: FlippioError.self) { _ = try await stuck.value }
+        #expect(error?.code == .timedOut)
+        #expect(ContinuousClock.now - start < .seconds(10))
+        try await waitUntil("the hung mount is detached") { h.ios.activeMounts().isEmpty }
+    }
+
+    @Test func mountsAKilledAgentLeftAreRemovedAtStart() async throws {
+        let h = try Harness(.ifuse)
+        try Self.makeNotesDatabase(h.container("Documents/notes.db"))
+        _ = try await h.bridge.fingerprint(h.database())
+        try h.device.unplug()  // and dead, as after a crash with the phone gone
+        h.device.plug()
+        // A new process: a bridge that did not make the mount.
+        let fresh = IOSBridge(tools: .inDirectory(h.ios.binDirectory), runner: ProcessRunner(), environment: h.ios.environment,
+                              fileBackend: .ifuse, mountRoot: h.ios.mountRoot)
+        let removed = await fresh.removeStaleMounts()
+        #expect(removed.map(\.path) == [h.ios.mountRoot.appendingPathComponent("\(Self.udid)/\(Self.notes)").path])
+        #expect(h.ios.activeMounts().isEmpty)
+    }
+
+    @Test func aSymlinkInTheContainerIsNeverFollowedToALocalFile() async throws {
+        let h = try Harness(.ifuse)
+        try Self.makeNotesDatabase(h.temp.child("local-secret.db"))
+        try FileManager.default.createSymbolicLink(atPath: h.container("Documents/notes.db").path,
+                                                   withDestinationPath: h.temp.child("local-secret.db").path)
+        #expect(try await h.bridge.databases(deviceID: Self.udid, appID: Self.notes).isEmpty)
+        let error = await #expect(throws: FlippioError.self) { try await h.bridge.pull(h.database(), into: h.temp.url, progress: nil) }
+        #expect(error?.code == .databaseMissing)
+    }
+
+    @Test(arguments: [
+        (IOSStandInDevice.State.locked, FlippioError.Code.iosDeviceLocked),
+        (.unpaired, .iosNotPaired),
+    ])
+    func ifuseRefusalsNameTheFix(_ state: IOSStandInDevice.State, _ code: FlippioError.Code) async throws {
+        let h = try Harness(.ifuse, state: state)
+        let error = await #expect(throws: FlippioError.self) { try await h.bridge.fingerprint(h.database()) }
+        #expect(error?.code == code)
+        #expect(h.ios.activeMounts().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.ios.mountRoot.appendingPathComponent(Self.udid).path).isEmpty)
+    }
+
+    @Test func theBackendIsAfcclientWhenPresentElseIfuseUnlessConfigured() throws {
+        #expect(IOSFileBackendKind.choose(requested: nil, afcclientUsable: true, ifuseUsable: true) == .afcclient)
+        #expect(IOSFileBackendKind.choose(requested: nil, afcclientUsable: false, ifuseUsable: true) == .ifuse)
+        #expect(IOSFileBackendKind.choose(requested: .ifuse, afcclientUsable: true, ifuseUsable: true) == .ifuse)
+        #expect(IOSFileBackendKind.choose(requested: nil, afcclientUsable: false, ifuseUsable: false) == nil)
+        #expect(try IOSFileBackendKind.requested(in: ["FLIPPIO_IOS_BACKEND": "IFUSE"]) == .ifuse)
+        #expect(try IOSFileBackendKind.requested(in: ["FLIPPIO_IOS_BACKEND": "auto"]) == nil)
+        let error = #expect(throws: FlippioError.self) { try IOSFileBackendKind.requested(in: ["FLIPPIO_IOS_BACKEND": "usbfs"]) }
+        #expect(error?.code == .invalidArgument)
+    }
+
+    @Test func mountinfoEscapesAreDecoded() {
+        let text = """
+            36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+            45 27 0:40 / /run/user/0/flippio/mnt/UDID/com.example.Notes rw,nosuid,nodev - fuse.ifuse ifuse rw,user_id=0
+            46 27 0:41 / /run/user/0/flippio/mnt/UDID/My\\040App rw - fuse.ifuse ifuse rw
+            """
+        #expect(MountTable.mountPoints(under: "/run/user/0/flippio/mnt/", mountinfo: text)
+            == ["/run/user/0/flippio/mnt/UDID/com.example.Notes", "/run/user/0/flippio/mnt/UDID/My App"])
+    }
 }

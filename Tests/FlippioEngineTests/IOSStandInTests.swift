@@ -85,3 +85,83 @@ import TestSupport
         #expect(requests.count == 5 && requests.allSatisfy { $0.tool == "afcclient" })
     }
 }
+
+// MARK: - ifuse and fusermount
+
+/// The ifuse stand-in answers as Debian 12's ifuse (1.1.4~git20181007, `src/ifuse.c` of that
+/// snapshot; its configure still says 1.1.3) and the fusermount one as fuse 2.9.9's run by root.
+@Suite(.serialized) struct IFuseStandInTests {
+    static let udid = IOSStandInTests.udid
+    static let bundle = "com.example.Notes"
+
+    func standIns() throws -> IOSStandIns {
+        if let reason = IOSStandInBackend.ifuse.unavailableReason { try Test.cancel(Comment(rawValue: reason)) }
+        return try IOSStandIns(backend: .ifuse)
+    }
+
+    @Test func helpAndVersionGoToStderrWithStatusZero() throws {
+        let ios = try standIns()
+        let version = try IOSStandInTests.run(ios, "ifuse", ["--version"])
+        #expect(version.status == 0 && version.out.isEmpty && version.err == "ifuse 1.1.3\n")
+        let help = try IOSStandInTests.run(ios, "ifuse", ["--help"])
+        #expect(help.status == 0 && help.out.isEmpty)
+        #expect(help.err.hasPrefix("Usage: ifuse MOUNTPOINT [OPTIONS]\nMount directories of an iOS device locally using fuse.\n"))
+        #expect(help.err.contains("  --container APPID\tmount sandbox root of an app identified by APPID\n"))
+        let fusermount = try IOSStandInTests.run(ios, "fusermount", ["-V"])
+        #expect(fusermount.status == 0 && fusermount.out == "fusermount version: 2.9.9\n")
+    }
+
+    @Test func failuresPrintIfusesTextsAndExitWithStatusOne() throws {
+        let ios = try standIns()
+        let point = ios.runtimeDirectory.appendingPathComponent("m")
+        let noPoint = try IOSStandInTests.run(ios, "ifuse", ["-u", Self.udid, "--container", Self.bundle])
+        #expect(noPoint.status == 1 && noPoint.err == "ERROR: No mount point specified\n")
+        let missing = try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--container", Self.bundle])
+        #expect(missing.status == 1 && missing.err == "ERROR: the mount point specified does not exist\n")
+
+        try FileManager.default.createDirectory(at: point, withIntermediateDirectories: true)
+        let noDevice = try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--container", Self.bundle])
+        #expect(noDevice.status == 1 && noDevice.err.hasPrefix("No device found, is it connected?\n"))
+
+        try ios.addDevice(udid: Self.udid, apps: [Self.bundle: IOSStandInApp(name: "Notes", container: false)])
+        let refused = try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--container", Self.bundle])
+        #expect(refused.status == 1 && refused.err.hasPrefix("ERROR: InstallationLookupFailed\nThe App 'com.example.Notes' is either not present"))
+        #expect(ios.activeMounts().isEmpty && MountPoints.under(point.path).isEmpty)
+    }
+
+    @Test func mountShowsTheContainerAndFusermountUnmountsIt() throws {
+        let ios = try standIns()
+        let device = try ios.addDevice(udid: Self.udid, apps: [Self.bundle: IOSStandInApp(name: "Notes", documents: true)])
+        try Data("x".utf8).write(to: device.container(Self.bundle).appendingPathComponent("Documents/a.txt"))
+        let point = ios.runtimeDirectory.appendingPathComponent("m")
+        try FileManager.default.createDirectory(at: point, withIntermediateDirectories: true)
+
+        let mounted = try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--container", Self.bundle])
+        #expect(mounted.status == 0 && mounted.out.isEmpty && mounted.err.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: point.appendingPathComponent("Documents/a.txt").path))
+        #expect(try IOSStandInTests.run(ios, "fusermount", ["-u", point.path]).status == 0)
+        #expect(MountPoints.under(point.path).isEmpty)
+
+        // --documents shows Documents itself as the mount's root (fuse's subdir module).
+        #expect(try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--documents", Self.bundle]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: point.appendingPathComponent("a.txt").path))
+        #expect(try IOSStandInTests.run(ios, "fusermount", ["-uz", point.path]).status == 0)
+
+        let again = try IOSStandInTests.run(ios, "fusermount", ["-u", point.path])
+        #expect(again.status == 1 && again.err == "fusermount: failed to unmount \(point.path): Invalid argument\n")
+    }
+
+    @Test func anUnpluggedDevicesMountAnswersTransportEndpointIsNotConnected() throws {
+        let ios = try standIns()
+        let device = try ios.addDevice(udid: Self.udid, apps: [Self.bundle: IOSStandInApp(name: "Notes")])
+        let point = ios.runtimeDirectory.appendingPathComponent("m")
+        try FileManager.default.createDirectory(at: point, withIntermediateDirectories: true)
+        #expect(try IOSStandInTests.run(ios, "ifuse", [point.path, "-u", Self.udid, "--container", Self.bundle]).status == 0)
+
+        try device.unplug()
+        var info = stat()
+        #expect(lstat(point.path + "/Documents", &info) == -1 && errno == ENOTCONN)
+        #expect(try IOSStandInTests.run(ios, "fusermount", ["-u", point.path]).status == 0)
+        #expect(MountPoints.under(point.path).isEmpty)
+    }
+}

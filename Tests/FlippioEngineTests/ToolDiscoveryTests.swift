@@ -11,6 +11,8 @@ struct ToolDiscoveryTests {
         .ideviceinfo: "ideviceinfo 1.3.0\n",
         .ideviceinstaller: "ideviceinstaller 1.1.1\n",
         .afcclient: "afcclient 1.3.1 (readline)\n",
+        .ifuse: "ifuse 1.1.3\n",
+        .fusermount: "fusermount version: 2.9.9\n",
     ]
 
     /// Writes an executable shell script named after `tool` into `directory`.
@@ -43,8 +45,18 @@ struct ToolDiscoveryTests {
         #expect(all.map(\.tool) == Tool.allCases)
         #expect(all.allSatisfy { $0.isUsable })
         #expect(all.map(\.path) == Tool.allCases.map { dir.url.appendingPathComponent($0.executableName).path })
-        #expect(all.map(\.version) == ["29.0.6-debian", "1.3.0", "1.3.0", "1.1.1", "1.3.1"])
+        #expect(all.map(\.version) == ["29.0.6-debian", "1.3.0", "1.3.0", "1.1.1", "1.3.1", "1.1.3", "2.9.9"])
         #expect(try await discovery.require(.afcclient) == dir.url.appendingPathComponent("afcclient").path)
+    }
+
+    /// fuse3 alone (Debian 12's default) installs `fusermount3`, with no `fusermount`.
+    @Test func fusermount3StandsInForFusermount() async throws {
+        let dir = try TemporaryDirectory("tools")
+        let script = dir.url.appendingPathComponent("fusermount3")
+        try Data("#!/bin/sh\nprintf 'fusermount3 version: 3.14.0\\n'\n".utf8).write(to: script)
+        #expect(chmod(script.path, 0o755) == 0)
+        let info = await ToolDiscovery(environment: ["PATH": dir.path], runner: ProcessRunner()).locate(.fusermount)
+        #expect(info.path == script.path && info.version == "3.14.0")
     }
 
     @Test func missingToolNamesItsDebianPackage() async throws {
@@ -223,9 +235,16 @@ struct ToolDiscoveryTests {
 
     @Test func environmentVariablesAndPackages() {
         #expect(Tool.allCases.map(\.environmentVariable) ==
-            ["FLIPPIO_ADB", "FLIPPIO_IDEVICE_ID", "FLIPPIO_IDEVICEINFO", "FLIPPIO_IDEVICEINSTALLER", "FLIPPIO_AFCCLIENT"])
+            ["FLIPPIO_ADB", "FLIPPIO_IDEVICE_ID", "FLIPPIO_IDEVICEINFO", "FLIPPIO_IDEVICEINSTALLER", "FLIPPIO_AFCCLIENT",
+             "FLIPPIO_IFUSE", "FLIPPIO_FUSERMOUNT"])
         #expect(Tool.allCases.map(\.debianPackage) ==
-            ["adb", "libimobiledevice-utils", "libimobiledevice-utils", "ideviceinstaller", "libimobiledevice-utils"])
+            ["adb", "libimobiledevice-utils", "libimobiledevice-utils", "ideviceinstaller", "libimobiledevice-utils",
+             "ifuse", "fuse3"])
+        // ifuse prints `ifuse 1.1.3` (Debian 12's snapshot); fusermount answers -V.
+        #expect(Tool.ifuse.parseVersion("ifuse 1.1.3\n") == "1.1.3")
+        #expect(Tool.fusermount.versionArguments == ["-V"])
+        #expect(Tool.fusermount.parseVersion("fusermount version: 2.9.9\n") == "2.9.9")
+        #expect(Tool.fusermount.parseVersion("fusermount3 version: 3.14.0\n") == "3.14.0")
         #expect(ToolDiscovery.format(.seconds(3)) == "3s")
         #expect(ToolDiscovery.format(.milliseconds(250)) == "250ms")
         #expect(ToolDiscovery.format(.milliseconds(1500)) == "1.5s")

@@ -30,6 +30,23 @@ struct UnitFileTests {
         return sections
     }
 
+    @Test("for the iOS ifuse backend, the unit leaves out no_new_privs and every setting that implies it")
+    func ifuseUnitAllowsSetuidFusermount() {
+        var installer = installer()
+        let hardened = parse(installer.unitFileContents())["Service"] ?? [:]
+        #expect(hardened["NoNewPrivileges"] == ["yes"])
+        #expect(hardened["SystemCallFilter"] == ["@system-service"])
+        installer.allowsSetuidHelpers = true
+        let service = parse(installer.unitFileContents())["Service"] ?? [:]
+        #expect(service["NoNewPrivileges"] == ["no"])
+        for key in ["SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "RestrictNamespaces",
+                    "MemoryDenyWriteExecute", "LockPersonality", "RestrictRealtime", "RestrictSUIDSGID"] {
+            #expect(service[key] == nil, "\(key) implies NoNewPrivileges= in a user unit")
+        }
+        #expect(service["KillMode"] == ["process"] && service["Type"] == ["notify"] && service["UMask"] == ["0077"],
+                "everything else stays")
+    }
+
     @Test("systemd/flippio-agent.service is the installer's template, byte for byte")
     func templateMatchesRepository() throws {
         let text = try String(contentsOf: Self.repoUnit, encoding: .utf8)

@@ -38,15 +38,35 @@ struct IOSAgentTests {
         try SidecarStore.load(forDatabase: scenario.localCopy)
     }
 
-    @Test func anEditIsPushedThroughAfcclientReplacingTheDatabaseAndItsStaleSideFiles() async throws {
-        let scenario = try IOSScenario.make()
+    /// A pulled scenario whose flippio finds `backend`; the ifuse case is cancelled (skipped) with
+    /// the reason where the stand-in cannot mount.
+    func make(_ backend: IOSStandInBackend) throws -> IOSScenario {
+        if let reason = backend.unavailableReason { try Test.cancel(Comment(rawValue: reason)) }
+        return try IOSScenario.make(backend: backend)
+    }
+
+    @Test(arguments: IOSStandInBackend.allCases)
+    func anEditIsPushedReplacingTheDatabaseAndItsStaleSideFiles(_ backend: IOSStandInBackend) async throws {
+        let scenario = try make(backend)
         // A -shm the app left beside its database: stale once the file is replaced.
         try Data(count: 32768).write(to: URL(fileURLWithPath: scenario.deviceDatabase.path + "-shm"))
+        #expect(scenario.ios.activeMounts().isEmpty, "the pull let go of its mount")
+        let mountsBefore = try scenario.ios.requests().filter { $0.tool == "ifuse" }.count
         let agent = try scenario.startAgent()
         try await agent.waitForLog("ready")
         try edit(scenario, "INSERT INTO notes(title) VALUES ('four')")
         try await expectPushed(scenario, titles: ["one", "two", "three", "four"], agent: agent)
         #expect(try sidecar(scenario).pushHistory.count == 1)
+        if backend == .ifuse {
+            // One mount for the fingerprint, upload, rename and check: kept while the agent runs,
+            // gone when it stops.
+            #expect(scenario.ios.activeMounts().count == 1)
+            #expect(try scenario.ios.requests().filter { $0.tool == "ifuse" }.count == mountsBefore + 1)
+            agent.signal(SIGTERM)
+            #expect(try await agent.waitForExit() == 0)
+            #expect(scenario.ios.activeMounts().isEmpty, "the agent unmounts on stop\n\(agent.log)")
+            return
+        }
         #expect(try scenario.uploadCount() == 1)
         // Uploaded to a temp name, then renamed over the database.
         let afc = try scenario.ios.requests().filter { $0.tool == "afcclient" }.map(\.args)
@@ -54,8 +74,9 @@ struct IOSAgentTests {
         #expect(afc.contains { $0.contains("mv") && $0.suffix(2) == ["/Documents/notes.db.flippio-tmp", "/Documents/notes.db"] })
     }
 
-    @Test func flippioPushWithoutTheAgentPushesAndVerifies() throws {
-        let scenario = try IOSScenario.make()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func flippioPushWithoutTheAgentPushesAndVerifies(_ backend: IOSStandInBackend) throws {
+        let scenario = try make(backend)
         try edit(scenario, "UPDATE notes SET title = 'TWO' WHERE id = 2")
         let push = try scenario.flippio(["push", scenario.localCopy.path])
         #expect(push.status == 0, "\(push.err)")
@@ -64,8 +85,9 @@ struct IOSAgentTests {
         #expect(try sidecar(scenario).state == .clean)
     }
 
-    @Test func theAppWritingItsCopyAfterThePullIsAConflictAndResolveKeepLocalEndsIt() async throws {
-        let scenario = try IOSScenario.make()
+    @Test(arguments: IOSStandInBackend.allCases)
+    func theAppWritingItsCopyAfterThePullIsAConflictAndResolveKeepLocalEndsIt(_ backend: IOSStandInBackend) async throws {
+        let scenario = try make(backend)
         try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
         let deviceBytes = try Data(contentsOf: scenario.deviceDatabase)
 
@@ -143,6 +165,30 @@ struct IOSAgentTests {
         scenario.device.plug()
         try await expectPushed(scenario, titles: ["one", "two", "three", "saved while unplugged"], agent: agent)
         #expect(try scenario.uploadCount() == 1)
+    }
+
+    /// The phone goes while the agent holds its ifuse mount: the mount dies (ENOTCONN). The agent
+    /// does not hang on it, unmounts it, reports the device gone, and pushes once it is back.
+    @Test func unpluggingWhileTheAgentHoldsTheIfuseMountDoesNotHangAndCleansUp() async throws {
+        let scenario = try make(.ifuse)
+        let agent = try scenario.startAgent(environment: ["FLIPPIO_COMMAND_TIMEOUT_MS": "60000"])
+        try await agent.waitForLog("ready")
+        try edit(scenario, "INSERT INTO notes(title) VALUES ('four')")
+        try await expectPushed(scenario, titles: ["one", "two", "three", "four"], agent: agent)
+        #expect(scenario.ios.activeMounts().count == 1)
+
+        try scenario.device.unplug()
+        try edit(scenario, "INSERT INTO notes(title) VALUES ('saved while unplugged')")
+        try await waitUntil("waiting for the device\n\(agent.log)", timeout: .seconds(50)) {
+            (try? sidecar(scenario).state) == .waitingForDevice
+        }
+        #expect(try sidecar(scenario).lastError?.code == .deviceNotFound)
+        try await waitUntil("the dead mount is gone\n\(agent.log)") { scenario.ios.activeMounts().isEmpty }
+        #expect(!agent.log.contains("did not finish in time"), "\(agent.log)")
+
+        scenario.device.plug()
+        try await expectPushed(scenario, titles: ["one", "two", "three", "four", "saved while unplugged"], agent: agent)
+        #expect(scenario.ios.activeMounts().count == 1, "mounted afresh")
     }
 
     @Test func aPushWaitingForALockedIPhoneResumesWhenItIsUnlocked() async throws {

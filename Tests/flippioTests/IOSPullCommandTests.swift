@@ -38,8 +38,9 @@ struct IOSPullCommandTests {
         #expect(byID[Self.untrusted]?.remedy?.contains("idevicepair pair") == true)
     }
 
-    @Test func appsAndDbsOfADevelopmentSignedApp() throws {
-        let scenario = try IOSScenario.make(pull: false)
+    @Test(arguments: IOSStandInBackend.allCases)
+    func appsAndDbsOfADevelopmentSignedApp(_ backend: IOSStandInBackend) throws {
+        let scenario = try make(backend, pull: false)
         let library = scenario.device.container(IOSScenario.bundle).appendingPathComponent("Library/Application Support/cache.sqlite")
         try Shell.sqlite(library, "CREATE TABLE cache(k TEXT)")
         try scenario.ios.addDevice(udid: Self.locked, state: .locked)  // another device, not in the way
@@ -55,6 +56,7 @@ struct IOSPullCommandTests {
         let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: dbs.stdout)
         #expect(databases.map(\.path) == ["/Documents/notes.db", "/Library/Application Support/cache.sqlite"])
         #expect(databases.allSatisfy { $0.platform == .ios && $0.access == .container && $0.deviceID == IOSScenario.udid })
+        #expect(scenario.ios.activeMounts().isEmpty, "a one-shot command leaves no mount behind")
     }
 
     /// Tool discovery finds the stand-ins first on PATH and checks each with `--version`, as it
@@ -75,15 +77,41 @@ struct IOSPullCommandTests {
         #expect(report.devices.contains { $0.id == IOSScenario.udid && $0.platform == .ios && $0.state == .ready })
 
         for name in IOSStandIns.toolNames {
-            let bare = try Shell.run(scenario.ios.tool(name), ["--version"], environment: ["FLIPPIO_IOS_SIM_DIR": ""])
-            #expect(bare.status == 0 && bare.out.hasPrefix(name + " "), "\(name): \(bare.out)\(bare.err)")
+            // ifuse prints its version on stderr, fusermount answers -V.
+            let bare = try Shell.run(scenario.ios.tool(name), [name == "fusermount" ? "-V" : "--version"],
+                                     environment: ["FLIPPIO_IOS_SIM_DIR": ""])
+            #expect(bare.status == 0 && (bare.out + bare.err).hasPrefix(name + " "), "\(name): \(bare.out)\(bare.err)")
         }
+    }
+
+    /// A scenario whose flippio finds `backend`; the ifuse case is cancelled (skipped) with the
+    /// reason where the stand-in cannot mount.
+    func make(_ backend: IOSStandInBackend, app: IOSStandInApp = IOSStandInApp(name: "Notes"), journalMode: String = "delete",
+              pull: Bool = true) throws -> IOSScenario {
+        if let reason = backend.unavailableReason { try Test.cancel(Comment(rawValue: reason)) }
+        return try IOSScenario.make(app: app, journalMode: journalMode, pull: pull, backend: backend)
+    }
+
+    @Test func doctorSaysWhichFileBackendIsInUseAndWhatToInstallWithout() throws {
+        let scenario = try IOSScenario.make(pull: false, backend: .ifuse)
+        let doctor = try scenario.flippio(["doctor", "--json"])
+        let report = try JSONDecoder().decode(Engine.DoctorReport.self, from: doctor.stdout)
+        let files = try #require(report.checks.first { $0.name == "iOS files" })
+        #expect(files.ok && files.detail.hasPrefix("ifuse (") && files.detail.contains("1.1.3"), "\(files)")
+
+        try scenario.ios.removeTool("ifuse")
+        let without = try scenario.flippio(["doctor", "--json"])
+        let none = try #require(try JSONDecoder().decode(Engine.DoctorReport.self, from: without.stdout).checks.first { $0.name == "iOS files" })
+        #expect(!none.ok)
+        #expect(none.fix?.contains("sudo apt install ifuse") == true, "\(none)")
+        #expect(none.fix?.contains("1.3.0 does not contain it") == true, "names why libimobiledevice-utils is not the answer")
     }
 
     // MARK: - Pulling
 
-    @Test func pullingAWALDatabaseWhoseNewestRowsAreOnlyInTheWALKeepsThem() async throws {
-        let scenario = try IOSScenario.make(journalMode: "wal", pull: false)
+    @Test(arguments: IOSStandInBackend.allCases)
+    func pullingAWALDatabaseWhoseNewestRowsAreOnlyInTheWALKeepsThem(_ backend: IOSStandInBackend) async throws {
+        let scenario = try make(backend, journalMode: "wal", pull: false)
         let app = try SQLiteSession(scenario.deviceDatabase)
         defer { app.kill() }
         try await app.execute("PRAGMA wal_autocheckpoint=0; INSERT INTO notes(title) VALUES ('only in the wal');")
@@ -122,9 +150,10 @@ struct IOSPullCommandTests {
         #expect(status.out.contains(udid) || status.out.contains("notes.db"), "\(status.out)")
     }
 
-    @Test func anAppWhoseContainerIsRefusedIsReachedThroughItsDocuments() throws {
+    @Test(arguments: IOSStandInBackend.allCases)
+    func anAppWhoseContainerIsRefusedIsReachedThroughItsDocuments(_ backend: IOSStandInBackend) throws {
         // An App Store build with UIFileSharingEnabled: house_arrest vends only Documents.
-        let scenario = try IOSScenario.make(app: IOSStandInApp(name: "Notes", container: false, documents: true), pull: false)
+        let scenario = try make(backend, app: IOSStandInApp(name: "Notes", container: false, documents: true), pull: false)
         let dbs = try scenario.flippio(["dbs", IOSScenario.udid, IOSScenario.bundle, "--json"])
         #expect(dbs.status == 0, "\(dbs.err)")
         let databases = try JSONDocument.decode([RemoteDatabase].self, "databases", from: dbs.stdout)
@@ -199,11 +228,14 @@ struct IOSPullCommandTests {
         #expect(apps.err.contains("`ideviceinstaller` was not found"), "\(apps.err)")
         #expect(apps.err.contains("fix: Install it: `sudo apt install ideviceinstaller`"), "\(apps.err)")
 
-        try scenario.ios.removeTool("afcclient")
+        // Neither file backend: the fix names the package that really has one on Debian 12 (ifuse),
+        // and says why libimobiledevice-utils is not it there.
+        for tool in ["afcclient", "ifuse", "fusermount"] { try scenario.ios.removeTool(tool) }
         let dbs = try scenario.flippio(["dbs", IOSScenario.udid, IOSScenario.bundle])
         #expect(dbs.status == 1)
         #expect(dbs.err.contains("`afcclient` was not found"), "\(dbs.err)")
-        #expect(dbs.err.contains("fix:") && dbs.err.contains("libimobiledevice-utils"), "\(dbs.err)")
+        #expect(dbs.err.contains("fix:") && dbs.err.contains("sudo apt install ifuse"), "\(dbs.err)")
+        #expect(dbs.err.contains("libimobiledevice-utils 1.3.0 does not contain it"), "\(dbs.err)")
 
         // Without idevice_id no iOS device can be listed: `doctor` names the package.
         try scenario.ios.removeTool("idevice_id")

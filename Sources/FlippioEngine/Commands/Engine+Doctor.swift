@@ -34,10 +34,7 @@ extension Engine {
         checks.append(.init(name: "adb", ok: adb?.path != nil,
                             detail: adb?.path.map { "\($0) (\(adb?.version ?? "unknown version"))" } ?? (adb?.problem ?? "not found"),
                             fix: adb?.path == nil ? "sudo apt-get install adb, or set FLIPPIO_ADB" : nil))
-        let missingIOS = iosTools.filter { $0.path == nil }
-        checks.append(.init(name: "libimobiledevice", ok: missingIOS.isEmpty,
-                            detail: missingIOS.isEmpty ? "all tools found" : "missing: \(missingIOS.map(\.tool.rawValue).joined(separator: ", "))",
-                            fix: missingIOS.isEmpty ? nil : "sudo apt-get install libimobiledevice-utils ideviceinstaller usbmuxd (only needed for iOS devices)"))
+        checks += IOSFileBackendKind.doctorChecks(iosTools, environment: configuration.environment)
 
         let limits = InotifyLimits.current()
         if let watches = limits.maxUserWatches {

@@ -44,7 +44,10 @@ public actor BridgeProvider {
             async let info = discovery.locate(.ideviceinfo)
             async let installer = discovery.locate(.ideviceinstaller)
             async let afc = discovery.locate(.afcclient)
+            async let ifuse = discovery.locate(.ifuse)
+            async let fusermount = discovery.locate(.fusermount)
             let (i, n, s, a) = await (idevice, info, installer, afc)
+            let (f, u) = await (ifuse, fusermount)
             guard let ideviceID = Self.usablePath(i) else {
                 throw FlippioError(.toolNotFound, "idevice_id \(i.path == nil ? "was not found" : "does not work: \(i.problem ?? "")"), so iOS devices cannot be listed.",
                                    remedy: "Install the Debian package libimobiledevice-utils (and usbmuxd): `sudo apt install libimobiledevice-utils usbmuxd`, or set FLIPPIO_IDEVICE_ID.",
@@ -53,13 +56,38 @@ public actor BridgeProvider {
             // A tool that is missing (or does not answer `--version`) is left out: the calls that
             // need it say which Debian package to install.
             let control = configuration.commandTimeout
-            bridge = IOSBridge(tools: .init(ideviceID: ideviceID, ideviceInfo: Self.usablePath(n),
-                                            ideviceInstaller: Self.usablePath(s), afcClient: Self.usablePath(a)),
-                               runner: runner,
-                               timeouts: .init(control: control, listApps: control + control / 2, transferBase: control + control / 2))
+            let tools = IOSBridge.ToolPaths(ideviceID: ideviceID, ideviceInfo: Self.usablePath(n), ideviceInstaller: Self.usablePath(s),
+                                            afcClient: Self.usablePath(a), ifuse: Self.usablePath(f), fusermount: Self.usablePath(u))
+            // ifuse counts only with fusermount beside it: a mount flippio cannot undo is worse than none.
+            let backend = IOSFileBackendKind.choose(requested: try IOSFileBackendKind.requested(in: configuration.environment),
+                                                    afcclientUsable: tools.afcClient != nil,
+                                                    ifuseUsable: tools.ifuse != nil && tools.fusermount != nil)
+            bridge = IOSBridge(tools: tools, runner: runner,
+                               timeouts: .init(control: control, listApps: control + control / 2, transferBase: control + control / 2),
+                               fileBackend: backend, mountRoot: IFuseMounts.defaultRoot(environment: configuration.environment))
         }
         built[platform] = bridge
         return bridge
+    }
+
+    /// The iOS file backend in use (nil when the iOS tools are missing altogether).
+    public func iosFileBackend() async -> IOSFileBackendKind? {
+        (try? await bridge(for: .ios) as? IOSBridge)?.fileBackendKind
+    }
+
+    /// Unmounts what a killed agent left behind (ifuse mounts under the mount root). The agent
+    /// runs it at start; returns the mount points it removed.
+    public func removeStaleMounts() async -> [URL] {
+        // Read the mount table first: with nothing left behind, no tool discovery runs.
+        let root = IFuseMounts.defaultRoot(environment: configuration.environment)
+        guard !MountTable.mountPoints(under: root.path + "/").isEmpty, let ios = try? await bridge(for: .ios) as? IOSBridge else { return [] }
+        return await ios.removeStaleMounts()
+    }
+
+    /// Lets go of the mounts this process made (the agent stopping, a one-shot command ending).
+    /// Only bridges already built are asked: it never starts tool discovery.
+    public func releaseDeviceFiles() async {
+        if let ios = built[.ios] as? IOSBridge { await ios.releaseFiles(deviceID: nil) }
     }
 
     /// The tool's path when it was found and answered its version call.

@@ -10,6 +10,10 @@ public enum Tool: String, Sendable, Codable, CaseIterable, Hashable, CustomStrin
     case ideviceinfo
     case ideviceinstaller
     case afcclient
+    /// The iOS file backend where afcclient is missing: a FUSE mount of an app's sandbox.
+    case ifuse
+    /// Unmounts ifuse mounts (setuid; `fusermount3` from fuse3 is taken when there is no `fusermount`).
+    case fusermount
 
     /// The executable's file name, e.g. `idevice_id`.
     public var executableName: String { rawValue }
@@ -21,12 +25,15 @@ public enum Tool: String, Sendable, Codable, CaseIterable, Hashable, CustomStrin
 
     /// The Debian package that installs the tool.
     ///
-    /// `afcclient` ships in `libimobiledevice-utils` from 1.3.1 on; older releases lack it.
+    /// `afcclient` ships in `libimobiledevice-utils` from 1.3.1 on; older releases (Debian 12's
+    /// 1.3.0) lack it, and `ifuse` is the way to an app's files there.
     public var debianPackage: String {
         switch self {
         case .adb: "adb"
         case .ideviceID, .ideviceinfo, .afcclient: "libimobiledevice-utils"
         case .ideviceinstaller: "ideviceinstaller"
+        case .ifuse: "ifuse"
+        case .fusermount: "fuse3"
         }
     }
 
@@ -34,7 +41,8 @@ public enum Tool: String, Sendable, Codable, CaseIterable, Hashable, CustomStrin
     public var versionArguments: [String] {
         switch self {
         case .adb: ["version"]
-        case .ideviceID, .ideviceinfo, .ideviceinstaller, .afcclient: ["--version"]
+        case .ideviceID, .ideviceinfo, .ideviceinstaller, .afcclient, .ifuse: ["--version"]
+        case .fusermount: ["-V"]
         }
     }
 
@@ -50,7 +58,8 @@ public enum Tool: String, Sendable, Codable, CaseIterable, Hashable, CustomStrin
     ///
     /// gives `29.0.6-debian` (and `1.0.41` when there is no `Version` line). The
     /// libimobiledevice tools print `idevice_id 1.3.0` or `afcclient 1.3.1 (readline)`: the
-    /// first token that starts with a digit, else the last token.
+    /// first token that starts with a digit, else the last token. `ifuse --version` prints
+    /// `ifuse 1.1.4` (on stderr) and `fusermount -V` prints `fusermount version: 2.9.9`.
     public func parseVersion(_ output: String) -> String? {
         let lines = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
         switch self {
@@ -64,7 +73,7 @@ public enum Tool: String, Sendable, Codable, CaseIterable, Hashable, CustomStrin
                 return String(version)
             }
             return nil
-        case .ideviceID, .ideviceinfo, .ideviceinstaller, .afcclient:
+        case .ideviceID, .ideviceinfo, .ideviceinstaller, .afcclient, .ifuse, .fusermount:
             guard let line = lines.first(where: { !$0.isEmpty }) else { return nil }
             let tokens = line.split(whereSeparator: \.isWhitespace)
             if let numeric = tokens.dropFirst().first(where: { $0.first?.isNumber == true }) {

@@ -159,6 +159,7 @@ public actor ToolDiscovery {
             return .notFound("\(explicit.source) is \(explicit.value), which is not on PATH")
         }
         if let found = searchPath(tool.executableName, environment: environment) { return .found(found) }
+        if tool == .fusermount, let found = searchPath("fusermount3", environment: environment) { return .found(found) }
         if tool == .adb {
             for variable in ["ANDROID_HOME", "ANDROID_SDK_ROOT"] {
                 guard let root = environment[variable], !root.isEmpty else { continue }

@@ -45,6 +45,9 @@ public struct Agent: Service {
         // One agent per workspace: a second one exits here, naming the first one's PID.
         let instance = try AgentInstanceLock.acquire(in: parts.workspace)
         defer { withExtendedLifetime(instance) {} }
+        // ifuse mounts a killed agent left (only once this is the workspace's one agent): dead (their
+        // daemon died with the session) or not ours to keep.
+        for point in await bridges.removeStaleMounts() { logger.notice("removed a stale iOS mount: \(point.path)") }
         let engine = SyncEngine(.init(
             workspace: parts.workspace, sidecars: parts.sidecars, pool: parts.pool, watcher: try InotifyWatcher(),
             pusher: parts.pipeline, clock: ContinuousClock(), settleWindow: configuration.settleWindow,
@@ -82,6 +85,7 @@ public struct Agent: Service {
             logger.info("stopping")
             try? notifier.stopping()
             await engine.shutdown(grace: options.shutdownGrace)
+            await bridges.releaseDeviceFiles()  // unmount the apps' ifuse mounts
             group.cancelAll()
         }
         logger.info("stopped")

@@ -95,10 +95,32 @@ public struct ServiceInstaller: Sendable {
         Self.commandLine([executablePath, "agent", "--workspace", workspace.path])
     }
 
+    /// Whether the agent must be able to run setuid helpers: `fusermount`, through which the iOS
+    /// ifuse backend mounts and unmounts (the backend in use when afcclient is missing). The default
+    /// is false. When true, the installed unit leaves out `NoNewPrivileges=` and the settings that
+    /// imply it in a user unit (every seccomp and prctl line), since with no_new_privs the kernel
+    /// ignores fusermount's setuid bit and every mount fails.
+    public var allowsSetuidHelpers = false
+
+    /// The lines of ``unitTemplate`` that imply no_new_privs in a user unit, from the first to the last.
+    static let noNewPrivilegesBlock = (first: "NoNewPrivileges=yes\n", last: "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n")
+
     /// The unit file as it is installed: ``unitTemplate`` with the executable and workspace filled in,
     /// and one `Environment=` line per variable of ``passedEnvironment`` just before `ExecStart=`.
     public func unitFileContents() -> String {
         var text = Self.unitTemplate
+        if allowsSetuidHelpers, let first = text.range(of: Self.noNewPrivilegesBlock.first),
+           let last = text.range(of: Self.noNewPrivilegesBlock.last, range: first.upperBound..<text.endIndex) {
+            text.replaceSubrange(first.lowerBound..<last.upperBound, with: """
+                # Installed for the iOS ifuse backend (afcclient is missing): ifuse mounts through the setuid
+                # fusermount, whose setuid bit the kernel ignores under no_new_privs, which every seccomp and
+                # prctl setting implies in a user unit. So none of them here; install afcclient (libimobiledevice
+                # 1.3.1 or later) and run `flippio service install` again to get them back.
+                NoNewPrivileges=no
+
+                """)
+        }
+        text = text
             .replacingOccurrences(of: "@FLIPPIO@", with: Self.quote(executablePath))
             .replacingOccurrences(of: "@WORKSPACE@", with: Self.quote(workspace.path))
         let passed = passedEnvironment

@@ -18,6 +18,8 @@ extension Flippio {
             func run() async throws {
                 var installer = try installer(global)
                 installer.allowBuildBinary = allowBuildBinary
+                // The iOS ifuse backend needs the setuid fusermount, which the unit's hardening forbids.
+                installer.allowsSetuidHelpers = await (try global.engine()).bridges.iosFileBackend() == .ifuse
                 let report = try await installer.install()
                 if global.json {
                     return try Output.json(["unit": report.unitURL.path, "execStart": report.execStart, "hints": report.hints.joined(separator: "\n")])

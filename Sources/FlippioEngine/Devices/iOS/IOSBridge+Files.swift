@@ -12,18 +12,26 @@ extension IOSBridge {
     /// SQLite databases in the app's container (`/Documents`, `/Library` and below, including
     /// `/Library/Application Support`), or in its shared Documents when the container is refused.
     ///
+    /// A file is a database when its first 16 bytes are SQLite's header (`SQLite format 3\0`),
+    /// whatever its name: Core Data's `*.sqlite`, `*.db`, files without an extension. Journals
+    /// (`-wal`, `-shm`, `-journal`), flippio's own temp files, empty files and files that are
+    /// plainly something else (images, plists...) are not opened at all. The ifuse backend reads
+    /// only the 16 bytes; afcclient has no ranged read, so it copies a candidate whole and skips
+    /// candidates above ``Limits/maxCopiedProbeBytes`` that do not have a database's extension.
+    ///
     /// - throws: `iosContainerRefused` naming the fix when house_arrest vends neither.
     public func databases(deviceID: String, appID: String) async throws -> [RemoteDatabase] {
         try Self.validate(deviceID: deviceID)
         try Self.validate(appID: appID)
+        let backend = files
         var access = RemoteDatabase.Access.container
         var roots = Self.searchRoots
         var first: [IOSOutputParser.AFCEntry]?
         do {
-            first = try await listDirectory(deviceID: deviceID, appID: appID, access: .container, path: "/Documents")
+            first = try await backend.list(IOSAppFiles(deviceID: deviceID, appID: appID, access: .container), path: "/Documents")
         } catch let error as FlippioError where error.code == .iosContainerRefused {
             do {
-                first = try await listDirectory(deviceID: deviceID, appID: appID, access: .documents, path: "/Documents")
+                first = try await backend.list(IOSAppFiles(deviceID: deviceID, appID: appID, access: .documents), path: "/Documents")
                 access = .documents
                 roots = ["/Documents"]
             } catch let error as FlippioError where error.code == .iosContainerRefused {
@@ -35,11 +43,12 @@ extension IOSBridge {
         } catch let error as FlippioError where error.code == .noSuchFile {
             first = nil
         }
+        let app = IOSAppFiles(deviceID: deviceID, appID: appID, access: access)
 
         var found: [RemoteDatabase] = []
         var queue: [(path: String, depth: Int, entries: [IOSOutputParser.AFCEntry]?)] = roots.map { ($0, 1, nil) }
         if !queue.isEmpty, queue[0].path == "/Documents" { queue[0].entries = first ?? [] }
-        var listed = 0, seen = 0
+        var listed = 0, seen = 0, probed = 0
         while !queue.isEmpty, listed < limits.maxDirectories, seen < limits.maxEntries {
             let (path, depth, known) = queue.removeFirst()
             let entries: [IOSOutputParser.AFCEntry]
@@ -47,7 +56,7 @@ extension IOSBridge {
                 entries = known
             } else {
                 do {
-                    entries = try await listDirectory(deviceID: deviceID, appID: appID, access: access, path: path)
+                    entries = try await backend.list(app, path: path)
                 } catch let error as FlippioError where error.code == .noSuchFile || error.code == .permissionDenied {
                     continue
                 }
@@ -60,7 +69,13 @@ extension IOSBridge {
                 switch entry.kind {
                 case .directory where depth < limits.maxDepth && !Self.skippedFolders.contains(child):
                     queue.append((child, depth + 1, nil))
-                case .file where IOSOutputParser.isDatabaseName(entry.name):
+                case .file where IOSOutputParser.mayBeDatabase(entry.name, size: entry.size) && probed < limits.maxHeaderProbes:
+                    if backend.kind == .afcclient, (entry.size ?? 0) > limits.maxCopiedProbeBytes,
+                       !IOSOutputParser.isDatabaseName(entry.name) {
+                        continue
+                    }
+                    probed += 1
+                    guard try await isSQLite(backend, app, path: child, size: entry.size) else { continue }
                     found.append(RemoteDatabase(platform: .ios, deviceID: deviceID, appID: appID, path: child,
                                                 access: access, size: entry.size))
                 default:
@@ -71,37 +86,14 @@ extension IOSBridge {
         return found.sorted { $0.path < $1.path }
     }
 
-    /// Lists a folder with `ls -l` (names, kinds, sizes); falls back to `ls` plus `info` per entry
-    /// for an afcclient without `ls -l`.
-    func listDirectory(deviceID: String, appID: String, access: RemoteDatabase.Access, path: String) async throws
-        -> [IOSOutputParser.AFCEntry] {
-        let arguments = afcArguments(deviceID: deviceID, appID: appID, access: access)
-        let long = try await run(.afcClient, arguments + ["--", "ls", "-l", path], timeout: timeouts.control)
-        let olderTool = IOSOutputParser.errorLines(long.stdoutText).contains { $0.contains("'-l'") }
-        if !olderTool {
-            if let error = IOSErrors.failure(in: long, tool: .afcClient, command: "afcclient ls -l \(path)", deviceID: deviceID) {
-                throw await explained(error, tool: .afcClient, deviceID: deviceID)
-            }
-            if let entries = IOSOutputParser.longListing(long.stdoutText) { return entries }
+    /// Whether the file starts with SQLite's header. A file that vanished or cannot be read is
+    /// not a database; a device that went away is an error.
+    private func isSQLite(_ backend: any IOSFileBackend, _ app: IOSAppFiles, path: String, size: Int64?) async throws -> Bool {
+        do {
+            return try await backend.head(app, path: path, count: 16, size: size) == Self.sqliteMagic
+        } catch let error as FlippioError where error.code == .noSuchFile || error.code == .permissionDenied {
+            return false
         }
-        let plain = try await checked(.afcClient, arguments + ["--", "ls", path], timeout: timeouts.control, deviceID: deviceID)
-        var entries: [IOSOutputParser.AFCEntry] = []
-        for name in IOSOutputParser.names(plain.stdoutText).prefix(limits.maxEntries) {
-            let info = try? await checked(.afcClient, arguments + ["--", "info", path + "/" + name],
-                                          timeout: timeouts.control, deviceID: deviceID)
-            if let parsed = info.flatMap({ IOSOutputParser.info($0.stdoutText) }) {
-                entries.append(IOSOutputParser.AFCEntry(name: name, kind: parsed.kind, size: parsed.size))
-            }
-        }
-        return entries
-    }
-
-    func afcArguments(deviceID: String, appID: String, access: RemoteDatabase.Access) -> [String] {
-        ["-u", deviceID] + networkFlag(deviceID) + [access == .documents ? "--documents" : "--container", appID]
-    }
-
-    func afcArguments(_ database: RemoteDatabase) -> [String] {
-        afcArguments(deviceID: database.deviceID, appID: database.appID, access: database.access)
     }
 
     // MARK: - Pull and fingerprint
@@ -169,14 +161,15 @@ extension IOSBridge {
         }
     }
 
-    /// `get`s `name`, `name-wal` and `name-journal` from `parent` into `folder` (which must not
+    /// Copies `name`, `name-wal` and `name-journal` from `parent` into `folder` (which must not
     /// hold them yet: afcclient does not overwrite without `-f`). Absent or empty side files are nil.
     func fetch(_ database: RemoteDatabase, parent: String, name: String, into folder: URL,
                progress: TransferProgress?) async throws -> Fetched {
+        let backend = files
+        let app = IOSAppFiles(database)
         let listing: [IOSOutputParser.AFCEntry]
         do {
-            listing = try await listDirectory(deviceID: database.deviceID, appID: database.appID,
-                                              access: database.access, path: parent)
+            listing = try await backend.list(app, path: parent)
         } catch let error as FlippioError where error.code == .noSuchFile {
             return Fetched()
         }
@@ -191,14 +184,9 @@ extension IOSBridge {
         func get(_ fileName: String, size: Int64?) async throws -> URL? {
             let local = folder.appendingPathComponent(fileName)
             do {
-                try await checked(.afcClient, afcArguments(database) + ["--", "get", parent + "/" + fileName, local.path],
-                                  timeout: timeouts.transfer(bytes: size ?? 0), deviceID: database.deviceID)
+                try await backend.download(app, path: parent + "/" + fileName, to: local, size: size)
             } catch let error as FlippioError where error.code == .noSuchFile {
                 return nil  // gone since the listing (a checkpoint removed the -wal)
-            }
-            guard FileManager.default.fileExists(atPath: local.path) else {
-                throw FlippioError(.protocolFault, "afcclient reported success but did not write \(local.path).",
-                                   context: ["device": database.deviceID, "path": parent + "/" + fileName])
             }
             done += size ?? 0
             progress?(done, total)
@@ -219,9 +207,10 @@ extension IOSBridge {
 
     // MARK: - Push
 
-    /// Replaces the device's database with `snapshot`: `put` to `NAME.flippio-tmp`, check its size,
-    /// `rm` the stale `-wal`/`-shm`/`-journal`, `mv` the temp file over the database, then copy it
-    /// back and check its SHA-256 against `snapshotHash`.
+    /// Replaces the device's database with `snapshot`: write it to `NAME.flippio-tmp` beside the
+    /// database and check it arrived whole (afcclient: its size; ifuse: `fsync`, then its SHA-256
+    /// read back), remove the stale `-wal`/`-shm`/`-journal`, rename the temp file over the
+    /// database, then copy it back and check its SHA-256 against `snapshotHash`.
     ///
     /// The stale side files go before the rename: at every moment the device holds the old
     /// database (at worst without its uncheckpointed `-wal`) or the new one, never the new file
@@ -229,8 +218,8 @@ extension IOSBridge {
     ///
     /// Right before removing the side files and renaming, it fetches the device's fingerprint again:
     /// when it no longer matches `expecting` (the app wrote since the caller's check), it removes
-    /// the temp file and replaces nothing. AFC has no compare-and-swap, so a write between that
-    /// check and the rename is still possible; the window is a few AFC calls.
+    /// the temp file and replaces nothing. Neither AFC nor a FUSE mount of it has a compare-and-swap,
+    /// so a write between that check and the rename is still possible; the window is a few calls.
     ///
     /// - throws: `conflict` when the device's copy no longer matches `expecting`;
     ///   `verificationFailed` when the upload came out short or the device's copy differs.
@@ -243,40 +232,26 @@ extension IOSBridge {
                                remedy: "This is a bug in flippio; please report it with the log.")
         }
         let size = (try FileManager.default.attributesOfItem(atPath: snapshot.path)[.size] as? NSNumber)?.int64Value ?? 0
-        let arguments = afcArguments(database)
-        let tempName = name + ".flippio-tmp"
-        let tempPath = parent + "/" + tempName
-        let missing: (String) -> Bool = { $0.contains("Not found (8)") }
+        let backend = files
+        let app = IOSAppFiles(database)
+        let tempPath = parent + "/" + name + Self.pushTempSuffix
 
-        // A temp file left by an interrupted push would make `put` refuse to overwrite it.
-        try await checked(.afcClient, arguments + ["--", "rm", tempPath], timeout: timeouts.control,
-                          deviceID: database.deviceID, ignoring: missing)
         do {
-            try await checked(.afcClient, arguments + ["--", "put", snapshot.path, tempPath],
-                              timeout: timeouts.transfer(bytes: size), deviceID: database.deviceID)
+            try await backend.upload(snapshot, size: size, hash: snapshotHash, to: app, path: tempPath)
             progress?(size, size)
-            let listing = try await listDirectory(deviceID: database.deviceID, appID: database.appID,
-                                                  access: database.access, path: parent)
-            guard let uploaded = listing.first(where: { $0.name == tempName }), uploaded.size == size else {
-                throw FlippioError(.verificationFailed, "The upload of \(database.path) to \(database.deviceID) came out incomplete.",
-                                   remedy: "Check the cable; flippio tries again.", context: ["path": database.path])
-            }
             guard try await fingerprint(database) == expecting else {
                 throw FlippioError(.conflict,
                                    "The app changed \(name) on \(database.deviceID) during the push; nothing was replaced.",
                                    remedy: "Pull the device's version or resolve the conflict with `flippio resolve`; stop the app during pushes to avoid this.",
                                    context: ["path": database.path])
             }
+            let listing = try await backend.list(app, path: parent)
             let stale = ["-wal", "-shm", "-journal"].map { name + $0 }
                 .filter { sideName in listing.contains { $0.name == sideName } }
-            if !stale.isEmpty {
-                try await checked(.afcClient, arguments + ["--", "rm"] + stale.map { parent + "/" + $0 },
-                                  timeout: timeouts.control, deviceID: database.deviceID, ignoring: missing)
-            }
-            try await checked(.afcClient, arguments + ["--", "mv", tempPath, database.path],
-                              timeout: timeouts.control, deviceID: database.deviceID)
+            try await backend.remove(app, paths: stale.map { parent + "/" + $0 })
+            try await backend.move(app, from: tempPath, to: database.path)
         } catch {
-            _ = try? await run(.afcClient, arguments + ["--", "rm", tempPath], timeout: timeouts.control)
+            try? await backend.remove(app, paths: [tempPath])
             throw error
         }
         let after = try await fingerprint(database)
@@ -288,6 +263,9 @@ extension IOSBridge {
         }
         return after
     }
+
+    /// The suffix of the temp file a push writes beside the database.
+    static let pushTempSuffix = ".flippio-tmp"
 
     // MARK: - Checks
 
@@ -307,7 +285,13 @@ extension IOSBridge {
         return ("/" + parts.dropLast().joined(separator: "/"), String(parts.last!))
     }
 
-    private static let sqliteMagic = Data("SQLite format 3\0".utf8)
+    static let sqliteMagic = Data("SQLite format 3\0".utf8)
+
+    /// `path`'s folder and name (`/Documents/a.db` gives `/Documents` and `a.db`).
+    static func splitPath(_ path: String) -> (parent: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("/", path) }
+        return (slash == path.startIndex ? "/" : String(path[..<slash]), String(path[path.index(after: slash)...]))
+    }
 
     /// Throws `notSQLite` unless the file starts with the SQLite header (an empty file is an
     /// empty database to SQLite and passes).

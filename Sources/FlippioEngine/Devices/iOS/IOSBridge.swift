@@ -4,8 +4,10 @@ import Synchronization
 /// iOS devices through the libimobiledevice command-line tools.
 ///
 /// Devices come from `idevice_id -l`/`-n` and `ideviceinfo`, apps from `ideviceinstaller`, and
-/// files from `afcclient` over house_arrest: the app's container (`--container`, development-signed
-/// builds) or, when that is refused, its shared Documents (`--documents`, `UIFileSharingEnabled`).
+/// files over house_arrest: the app's container (`--container`, development-signed builds) or,
+/// when that is refused, its shared Documents (`--documents`, `UIFileSharingEnabled`). The files
+/// go through one of two backends (``IOSFileBackendKind``): `afcclient` (libimobiledevice 1.3.1
+/// and later), or an `ifuse` mount (the distributions that ship 1.3.0); see ``IOSFileBackend``.
 ///
 /// For example:
 ///
@@ -23,18 +25,24 @@ import Synchronization
 ///   locally, and ``stopApp(deviceID:appID:)`` cannot stop an app (that needs developer services),
 ///   so it does nothing.
 public struct IOSBridge: DeviceBridge {
-    /// Where the four tools are; nil means missing (calls that need it throw `toolNotFound`).
+    /// Where the tools are; nil means missing (calls that need it throw `toolNotFound`).
     public struct ToolPaths: Sendable, Equatable {
         public var ideviceID: String?
         public var ideviceInfo: String?
         public var ideviceInstaller: String?
         public var afcClient: String?
+        /// `ifuse` and `fusermount` (or `fusermount3`): the ifuse backend needs both.
+        public var ifuse: String?
+        public var fusermount: String?
 
-        public init(ideviceID: String?, ideviceInfo: String?, ideviceInstaller: String?, afcClient: String?) {
+        public init(ideviceID: String?, ideviceInfo: String?, ideviceInstaller: String?, afcClient: String?,
+                    ifuse: String? = nil, fusermount: String? = nil) {
             self.ideviceID = ideviceID
             self.ideviceInfo = ideviceInfo
             self.ideviceInstaller = ideviceInstaller
             self.afcClient = afcClient
+            self.ifuse = ifuse
+            self.fusermount = fusermount
         }
 
         /// The tools found in `directory` (executables named `idevice_id`, `ideviceinfo`, ...).
@@ -44,7 +52,8 @@ public struct IOSBridge: DeviceBridge {
                 return FileManager.default.isExecutableFile(atPath: path) ? path : nil
             }
             return ToolPaths(ideviceID: find("idevice_id"), ideviceInfo: find("ideviceinfo"),
-                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"))
+                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"),
+                             ifuse: find("ifuse"), fusermount: find("fusermount") ?? find("fusermount3"))
         }
 
         /// The tools found on `PATH` (from `environment`, default the process's).
@@ -58,7 +67,8 @@ public struct IOSBridge: DeviceBridge {
                 return nil
             }
             return ToolPaths(ideviceID: find("idevice_id"), ideviceInfo: find("ideviceinfo"),
-                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"))
+                             ideviceInstaller: find("ideviceinstaller"), afcClient: find("afcclient"),
+                             ifuse: find("ifuse"), fusermount: find("fusermount") ?? find("fusermount3"))
         }
 
         func path(for tool: IOSErrors.Tool) -> String? {
@@ -67,6 +77,8 @@ public struct IOSBridge: DeviceBridge {
             case .ideviceInfo: ideviceInfo
             case .ideviceInstaller: ideviceInstaller
             case .afcClient: afcClient
+            case .ifuse: ifuse
+            case .fusermount: fusermount
             }
         }
     }
@@ -107,11 +119,19 @@ public struct IOSBridge: DeviceBridge {
         public var maxDirectories: Int
         /// Most entries looked at. The default is 10,000.
         public var maxEntries: Int
+        /// Most files whose header is read to tell whether they are SQLite. The default is 500.
+        public var maxHeaderProbes: Int
+        /// With afcclient (which can only copy a file whole), the largest file without a database's
+        /// extension whose header is checked. The default is 32 MiB.
+        public var maxCopiedProbeBytes: Int64
 
-        public init(maxDepth: Int = 6, maxDirectories: Int = 256, maxEntries: Int = 10_000) {
+        public init(maxDepth: Int = 6, maxDirectories: Int = 256, maxEntries: Int = 10_000, maxHeaderProbes: Int = 500,
+                    maxCopiedProbeBytes: Int64 = 32 << 20) {
             self.maxDepth = maxDepth
             self.maxDirectories = maxDirectories
             self.maxEntries = maxEntries
+            self.maxHeaderProbes = maxHeaderProbes
+            self.maxCopiedProbeBytes = maxCopiedProbeBytes
         }
     }
 
@@ -125,6 +145,10 @@ public struct IOSBridge: DeviceBridge {
     let temporaryDirectory: URL
     /// UDIDs last seen only over the network (their calls need `-n`).
     let networkDevices = NetworkDevices()
+    /// Which program reaches the apps' files.
+    public let fileBackendKind: IOSFileBackendKind
+    /// The ifuse mounts (shared by copies of the bridge; unused with afcclient).
+    let mounts: IFuseMounts
 
     public var platform: Platform { .ios }
 
@@ -135,9 +159,17 @@ public struct IOSBridge: DeviceBridge {
     ///   - limits: bounds on the database search.
     ///   - environment: variables added to the tools' environment.
     ///   - temporaryDirectory: where files are copied to be hashed. The default is the system's.
+    ///   - fileBackend: afcclient or ifuse. The default (nil) is afcclient when `tools` has it, else
+    ///     ifuse when it has ifuse, else afcclient (whose calls then say what to install).
+    ///   - mountRoot: where ifuse mounts go. The default is `$XDG_RUNTIME_DIR/flippio/mnt` (see ``IFuseMounts``).
     public init(tools: ToolPaths, runner: any ProcessRunning, timeouts: Timeouts = Timeouts(), limits: Limits = Limits(),
                 environment: [String: String] = [:],
-                temporaryDirectory: URL = URL(fileURLWithPath: NSTemporaryDirectory(), isDirectory: true)) {
+                temporaryDirectory: URL = URL(fileURLWithPath: NSTemporaryDirectory(), isDirectory: true),
+                fileBackend: IOSFileBackendKind? = nil, mountRoot: URL? = nil) {
+        self.fileBackendKind = IOSFileBackendKind.choose(requested: fileBackend, afcclientUsable: tools.afcClient != nil,
+                                                          ifuseUsable: tools.ifuse != nil) ?? .afcclient
+        self.mounts = IFuseMounts(root: mountRoot ?? IFuseMounts.defaultRoot(
+            environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }))
         self.tools = tools
         self.runner = runner
         self.timeouts = timeouts
@@ -240,6 +272,28 @@ public struct IOSBridge: DeviceBridge {
     /// Keep the app in the background, or closed, while flippio pushes.
     public func stopApp(deviceID: String, appID: String) async throws {}
 
+    // MARK: - File backend
+
+    /// The backend that reaches the apps' files.
+    var files: any IOSFileBackend {
+        switch fileBackendKind {
+        case .afcclient: AFCClientBackend(bridge: self)
+        case .ifuse: IFuseBackend(bridge: self, mounts: mounts)
+        }
+    }
+
+    /// Lets go of the file backend's mounts: of `deviceID` when it went away, or (nil) the ones
+    /// this process made, when it ends. Does nothing with afcclient.
+    public func releaseFiles(deviceID: String?) async {
+        await files.release(deviceID: deviceID)
+    }
+
+    /// Unmounts what a killed agent left under the mount root (ifuse only); returns the mount points.
+    public func removeStaleMounts() async -> [URL] {
+        guard fileBackendKind == .ifuse else { return [] }
+        return await IFuseBackend(bridge: self, mounts: mounts).removeStaleMounts()
+    }
+
     // MARK: - Running the tools
 
     func run(_ tool: IOSErrors.Tool, _ arguments: [String], timeout: Duration,
@@ -276,8 +330,13 @@ public struct IOSBridge: DeviceBridge {
 
     /// Throws `deviceNotFound` at once when usbmuxd does not list `deviceID`, rather than letting
     /// `afcclient` wait for it until its timeout.
+    ///
+    /// A device that went away takes its ifuse mounts with it: they are unmounted here.
     func requireConnected(_ deviceID: String) async throws {
-        if try await isConnected(deviceID) == false { throw IOSErrors.notConnected(deviceID) }
+        if try await isConnected(deviceID) == false {
+            await files.release(deviceID: deviceID)
+            throw IOSErrors.notConnected(deviceID)
+        }
     }
 
     /// Whether usbmuxd lists `deviceID` (USB, then network); nil when that cannot be told (an

@@ -15,11 +15,15 @@ enum IOSErrors {
         case ideviceInfo = "ideviceinfo"
         case ideviceInstaller = "ideviceinstaller"
         case afcClient = "afcclient"
+        case ifuse
+        case fusermount
 
         var package: String {
             switch self {
             case .ideviceID, .ideviceInfo, .afcClient: "libimobiledevice-utils"
             case .ideviceInstaller: "ideviceinstaller"
+            case .ifuse: "ifuse"
+            case .fusermount: "fuse3"
             }
         }
     }
@@ -29,9 +33,12 @@ enum IOSErrors {
     static let usbmuxdRemedy = "start it: `sudo systemctl start usbmuxd` (Debian package usbmuxd), then reconnect the device."
 
     static func toolMissing(_ tool: Tool, path: String? = nil) -> FlippioError {
-        let remedy = tool == .afcClient
-            ? "Install `afcclient`: it ships in libimobiledevice-utils from libimobiledevice releases after 1.3.0 (Debian bookworm's 1.3.0 lacks it), or build libimobiledevice from source; or name it with FLIPPIO_AFCCLIENT."
-            : "Install it: `sudo apt install \(tool.package)`."
+        let remedy = switch tool {
+        case .afcClient, .ifuse:
+            "Install an iOS file backend: " + IOSFileBackendKind.installAdvice + "; or name the tool with FLIPPIO_AFCCLIENT / FLIPPIO_IFUSE."
+        default:
+            "Install it: `sudo apt install \(tool.package)`."
+        }
         return FlippioError(.toolNotFound, "`\(tool.rawValue)` was not found\(path.map { " at \($0)" } ?? "").",
                             remedy: remedy, context: ["tool": tool.rawValue, "package": tool.package])
     }
@@ -48,6 +55,45 @@ enum IOSErrors {
             "The device \(deviceID) refused access to the files of \(appID) (house_arrest: InstallationLookupFailed).",
             remedy: "Install a development-signed build of \(appID) (Xcode, run on device), or set UIFileSharingEnabled in its Info.plist so flippio can use its Documents (`afcclient --documents`).",
             context: ["device": deviceID, "app": appID])
+    }
+
+    /// The failure an `ifuse` mount call reports, or nil when it mounted. ifuse 1.1.4 prints
+    /// its reasons on stderr and exits with status 1 (the texts are in the stand-in, `IFuse.swift`).
+    static func ifuseFailure(in result: ProcessResult, command: String, files: IOSAppFiles) -> FlippioError? {
+        let context = ["tool": "ifuse", "command": command, "device": files.deviceID, "app": files.appID,
+                       "output": String(result.stderrText.prefix(500))]
+        if result.timedOut {
+            return FlippioError(.timedOut, "`ifuse` did not mount \(files.appID) in time and was stopped.",
+                                remedy: "Check the cable and that the device is unlocked; flippio tries again.", context: context)
+        }
+        guard !result.succeeded else { return nil }
+        let stderr = result.stderrText
+        let device = files.deviceID
+        if stderr.contains("No device found") {
+            return notConnected(device)
+        }
+        if stderr.contains("disable the password protection") {
+            return FlippioError(.iosDeviceLocked, "The device \(device) is locked (ifuse could not pair with it).",
+                                remedy: unlockRemedy, context: context)
+        }
+        if stderr.contains("dismiss the trust dialog") || stderr.contains("Failed to connect to lockdownd") {
+            return FlippioError(.iosNotPaired, "The device \(device) did not accept a lockdown session (locked or not trusted).",
+                                remedy: "Unlock it, then " + pairRemedy, context: context)
+        }
+        if stderr.contains("InstallationLookupFailed") || stderr.contains("document sharing service")
+            || stderr.contains("house_arrest command") || stderr.contains("Failed to start AFC service") {
+            return FlippioError(.iosContainerRefused, "house_arrest refused the files of \(files.appID) (\(command)).",
+                                remedy: "Use a development-signed build, or set UIFileSharingEnabled and use --documents.",
+                                context: context)
+        }
+        if stderr.contains("/dev/fuse") || stderr.contains("modprobe fuse") || stderr.contains("Operation not permitted") {
+            return FlippioError(.toolFailed, "ifuse could not mount (FUSE is not usable here): \(stderr.split(whereSeparator: \.isNewline).first ?? "").",
+                                remedy: "Install fuse3 and check /dev/fuse; under systemd, the unit must allow the setuid fusermount (see systemd/flippio-agent.service). Or use afcclient: FLIPPIO_IOS_BACKEND=afcclient.",
+                                context: context)
+        }
+        let first = stderr.split(whereSeparator: \.isNewline).first.map(String.init) ?? "exit status \(result.status)"
+        return FlippioError(.toolFailed, "`ifuse` failed (status \(result.status)): \(first)",
+                            remedy: "Run `\(command)` by hand to see why; unmount leftovers with `fusermount -u`.", context: context)
     }
 
     /// The failure `result` reports, or nil when the call succeeded.

@@ -209,6 +209,27 @@ enum IOSOutputParser {
     }
 
     /// Whether `name` is a SQLite database by its extension, never a `-wal`/`-shm`/`-journal`.
+    /// Whether a file is worth reading the header of: not a journal (`-wal`, `-shm`,
+    /// `-journal`), not one of flippio's temp files (`.flippio-tmp`, `.flippio-pull-…`), at
+    /// least a SQLite header long (100 bytes; an empty file is SQLite's empty database, but no
+    /// app's), and not of a kind that is plainly something else. Size nil means unknown.
+    static func mayBeDatabase(_ name: String, size: Int64?) -> Bool {
+        let lower = name.lowercased()
+        if lower.hasSuffix("-wal") || lower.hasSuffix("-shm") || lower.hasSuffix("-journal") { return false }
+        if lower.contains(".flippio-") { return false }
+        if let size, size < 100 { return false }
+        if let dot = lower.lastIndex(of: "."), notDatabaseExtensions.contains(String(lower[lower.index(after: dot)...])) {
+            return false
+        }
+        return true
+    }
+
+    /// Extensions of files apps keep beside their databases that are never SQLite.
+    static let notDatabaseExtensions: Set<String> = [
+        "png", "jpg", "jpeg", "gif", "heic", "webp", "pdf", "plist", "json", "txt", "html", "js", "css",
+        "mp3", "mp4", "m4a", "mov", "caf", "wav", "zip", "gz", "ttf", "otf", "car", "nib", "strings", "log",
+    ]
+
     static func isDatabaseName(_ name: String) -> Bool {
         let lower = name.lowercased()
         if lower.hasSuffix("-wal") || lower.hasSuffix("-shm") || lower.hasSuffix("-journal") { return false }
