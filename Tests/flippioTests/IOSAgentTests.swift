@@ -88,12 +88,12 @@ struct IOSAgentTests {
     @Test(arguments: IOSStandInBackend.allCases)
     func theAppWritingItsCopyAfterThePullIsAConflictAndResolveKeepLocalEndsIt(_ backend: IOSStandInBackend) async throws {
         let scenario = try make(backend)
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
         let deviceBytes = try Data(contentsOf: scenario.deviceDatabase)
 
         let agent = try scenario.startAgent()
         try await agent.waitForLog("ready")
-        try edit(scenario, "INSERT INTO notes(title) VALUES ('written locally')")
+        try edit(scenario, "UPDATE notes SET title = 'written locally' WHERE id = 2")
         try await waitUntil("conflict\n\(agent.log)", timeout: .seconds(45)) { (try? sidecar(scenario).state) == .conflict }
 
         #expect(try Data(contentsOf: scenario.deviceDatabase) == deviceBytes, "the device file is byte-identical to before")
@@ -107,15 +107,15 @@ struct IOSAgentTests {
 
         let resolved = try scenario.flippio(["resolve", scenario.localCopy.path, "--keep-local"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        #expect(try scenario.deviceTitles() == ["one", "two", "three", "written locally"])
+        #expect(try scenario.deviceTitles() == ["one", "written locally", "three"])
         #expect(try sidecar(scenario).state == .clean)
         try expectCleanDevice(scenario)
     }
 
     @Test func resolveKeepDeviceTakesTheDevicesVersion() throws {
         let scenario = try IOSScenario.make()
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('written by the app')")
-        try edit(scenario, "INSERT INTO notes(title) VALUES ('written locally')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'written by the app' WHERE id = 2")
+        try edit(scenario, "UPDATE notes SET title = 'written locally' WHERE id = 2")
         let push = try scenario.flippio(["push", scenario.localCopy.path])
         #expect(push.status == 1, "a conflict is a failure of `push`")
         #expect(push.err.contains("resolve"))
@@ -123,7 +123,7 @@ struct IOSAgentTests {
 
         let resolved = try scenario.flippio(["resolve", scenario.localCopy.path, "--keep-device"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        #expect(try scenario.localTitles() == ["one", "two", "three", "written by the app"])
+        #expect(try scenario.localTitles() == ["one", "written by the app", "three"])
         #expect(try sidecar(scenario).state == .clean)
         #expect(try scenario.uploadCount() == 0, "nothing was written to the device")
     }
