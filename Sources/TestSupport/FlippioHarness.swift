@@ -46,6 +46,19 @@ public final class FlippioHarness: @unchecked Sendable {
                          log: home.url.appendingPathComponent("command-\(UUID().uuidString.prefix(6)).log"))
     }
 
+    /// Starts `flippio agent ARGS` in a user namespace of its own whose inotify watch limit
+    /// (`/proc/sys/user/max_inotify_watches`, per user namespace) is `maxInotifyWatches`: the
+    /// kernel's watch limit reached for the agent alone, with no machine-wide setting changed.
+    /// ``AgentProcess/setInotifyWatchLimit(_:)`` raises it later.
+    public func startAgentWithInotifyWatchLimit(_ maxInotifyWatches: Int, _ arguments: [String] = [],
+                                                 environment extra: [String: String] = [:]) throws -> AgentProcess {
+        let script = "echo \(maxInotifyWatches) > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""
+        return try AgentProcess(arguments: ["--user", "--map-root-user", "/bin/sh", "-c", script, Products.executable("flippio").path, "agent"] + arguments,
+                                environment: environment.merging(extra) { $1 },
+                                log: home.url.appendingPathComponent("agent-\(UUID().uuidString.prefix(6)).log"),
+                                executable: URL(fileURLWithPath: "/usr/bin/unshare"))
+    }
+
     /// Starts `flippio agent ARGS` in the background, its output going to a log file.
     public func startAgent(_ arguments: [String] = [], environment extra: [String: String] = [:]) throws -> AgentProcess {
         try AgentProcess(arguments: ["agent"] + arguments, environment: environment.merging(extra) { $1 },
@@ -58,11 +71,11 @@ public final class AgentProcess: @unchecked Sendable {
     public let process = Process()
     public let logURL: URL
 
-    init(arguments: [String], environment: [String: String], log: URL) throws {
+    init(arguments: [String], environment: [String: String], log: URL, executable: URL = Products.executable("flippio")) throws {
         logURL = log
         FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
-        process.executableURL = Products.executable("flippio")
+        process.executableURL = executable
         process.arguments = arguments
         process.environment = environment
         process.standardOutput = handle
@@ -83,6 +96,14 @@ public final class AgentProcess: @unchecked Sendable {
     /// Waits until the agent's log contains `text`.
     public func waitForLog(_ text: String, timeout: Duration = .seconds(30)) async throws {
         try await waitUntil("agent log shows \"\(text)\"\n--- log ---\n\(log)", timeout: timeout) { self.log.contains(text) }
+    }
+
+    /// Sets the inotify watch limit of the agent's user namespace (see
+    /// ``FlippioHarness/startAgentWithInotifyWatchLimit(_:_:environment:)``).
+    public func setInotifyWatchLimit(_ watches: Int) throws {
+        let result = try Shell.run(URL(fileURLWithPath: "/usr/bin/nsenter"),
+                                   ["--user", "--target", String(pid), "/bin/sh", "-c", "echo \(watches) > /proc/sys/user/max_inotify_watches"])
+        guard result.status == 0 else { throw ShellError("nsenter failed: \(result.err)") }
     }
 
     /// Sends a real signal.
