@@ -12,9 +12,9 @@ struct DatabaseSyncLoopTests {
         let fixture = try await SyncLoopFixture()
         let sync = try fixture.startSync()
         for _ in 0..<50 { sync.send(.fileChanged) }
-        try await waitUntil("dirty") { await sync.state == .dirty }
+        try await waitUntil("all 50 events handled") { await sync.inputsHandled == 50 }
         try await fixture.advance(by: .milliseconds(299), once: 2)  // the settle and the overdue timers
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(fixture.clock.sleepingDeadlines.count == 2, "neither timer is due yet")
         #expect(fixture.pusher.count == 0, "still inside the quiet period")
         fixture.clock.advance(by: .milliseconds(1))
         try await waitUntil("one push") { fixture.pusher.count == 1 }
@@ -51,7 +51,7 @@ struct DatabaseSyncLoopTests {
         sync.send(.pushRequested)
         try await waitUntil("pushing") { fixture.pusher.count == 1 }
         for _ in 0..<10 { sync.send(.fileChanged) }
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the changes during the push handled") { await sync.inputsHandled >= 11 }
         fixture.pusher.release()
         try await waitUntil("dirty again") { await sync.state == .dirty }
         try await fixture.advance(by: fixture.settle, once: 2)
@@ -94,9 +94,11 @@ struct DatabaseSyncLoopTests {
         let sync = try fixture.startSync()
         sync.send(.pushRequested)
         try await waitUntil("conflict") { await sync.state == .conflict }
+        let handled = await sync.inputsHandled
         sync.send(.fileChanged)
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the edit handled") { await sync.inputsHandled > handled }
         #expect(fixture.pusher.count == 1, "edits during a conflict stay local")
+        #expect(await sync.armedTimers.isEmpty, "no settle timer during a conflict")
 
         try await fixture.writeSidecarFromAnotherProcess { $0.state = .clean; $0.conflictCopy = nil }
         sync.send(.sidecarChanged)
@@ -113,8 +115,9 @@ struct DatabaseSyncLoopTests {
         sync.send(.fileChanged)
         try await waitUntil("dirty on disk") { (try? SidecarStore.load(forDatabase: fixture.database).state) == .dirty }
         #expect(fixture.sidecars.diskState(forDatabase: fixture.database) == .ownWrite)
+        let handled = await sync.inputsHandled
         sync.send(.sidecarChanged)
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the sidecar event handled") { await sync.inputsHandled > handled }
         #expect(await sync.state == .dirty)
         #expect(fixture.pusher.count == 0)
     }
@@ -127,7 +130,7 @@ struct DatabaseSyncLoopTests {
         sync.send(.sidecarChanged)
         try await waitUntil("forgotten") { forgotten.withLock { $0 } }
         sync.send(.fileChanged)
-        try await Task.sleep(for: .milliseconds(50))
+        await sync.stop()  // returns once any sidecar write in flight has ended
         #expect(!FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: fixture.database).path), "not recreated")
         #expect(fixture.pusher.count == 0)
     }
@@ -145,7 +148,7 @@ struct DatabaseSyncLoopTests {
         sync.send(.sidecarChanged)
         try await waitUntil("conflict adopted") { await sync.state == .conflict }
         lock.release()
-        try await Task.sleep(for: .milliseconds(300))
+        try await waitUntil("the waiting write ran") { await sync.pendingSidecarWrites == 0 }
         #expect(try SidecarStore.load(forDatabase: fixture.database).state == .conflict, "the waiting write used the state as of its turn")
     }
 }

@@ -41,8 +41,9 @@ struct SyncEngineRoutingTests {
         let sync = try #require(await engine.sync(for: fixture.database))
         try await waitUntil("waiting for the device") { await sync.state == .waitingForDevice }
         #expect(await engine.statusLine().contains("1 waiting for a device"))
+        let handled = await sync.inputsHandled
         await engine.devicesChanged([Device(platform: .android, id: "emulator-5556", state: .ready, model: nil)], platform: .android)
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the device list handled") { await sync.inputsHandled > handled }
         #expect(fixture.pusher.count == 1, "another device coming does not wake it")
         await engine.devicesChanged([Device(platform: .android, id: "emulator-5554", state: .ready, model: nil)], platform: .android)
         try await waitUntil("pushed when its device is back") { fixture.pusher.count == 2 }

@@ -88,8 +88,12 @@ actor DatabaseSync {
     private var pushTask: Task<Void, Never>?
     /// Sidecar writes, chained so they land in order without blocking the loop on the lock.
     private var persistTask: Task<Void, Never>?
+    /// Sidecar writes queued and not finished (tests wait on it).
+    private(set) var pendingSidecarWrites = 0
     private var stopped = false
     private(set) var pushesStarted = 0
+    /// Inputs the loop has handled (tests wait on it before moving a manual clock).
+    private(set) var inputsHandled = 0
 
     init(database: URL, sidecar: Sidecar, dependencies: Dependencies) {
         self.database = database
@@ -115,6 +119,7 @@ actor DatabaseSync {
         for await input in inputs {
             guard !stopped else { break }
             await handle(input)
+            inputsHandled += 1
         }
     }
 
@@ -272,11 +277,15 @@ actor DatabaseSync {
     /// the lock never puts back an older state), under the database's lock, from the file on disk.
     private func persist(_ failure: (FlippioError, Date?)?) {
         let previous = persistTask
+        pendingSidecarWrites += 1
         persistTask = Task {
             await previous?.value
             await self.writeSidecar(failure)
+            await self.sidecarWriteEnded()
         }
     }
+
+    private func sidecarWriteEnded() { pendingSidecarWrites -= 1 }
 
     private func writeSidecar(_ failure: (FlippioError, Date?)?) async {
         // While pushing, the pipeline owns the sidecar (it holds the lock and records the outcome).

@@ -9,7 +9,8 @@ extension Flippio {
             discussion: "Safe while the agent runs: a per-database lock keeps the two from pushing at once. A conflict is never overwritten; use `flippio resolve`.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Local copies to push (default: every tracked database).") var files: [String] = []
+        @Argument(help: "Local copies to push (default: every tracked database).", completion: Completions.trackedFiles)
+        var files: [String] = []
         @Flag(help: "Push even if the content equals what the device has.") var force = false
         @Flag(help: "Do not stop the app (am force-stop) before the push (env FLIPPIO_STOP_APP=0).") var noStopApp = false
         @Flag(help: "After a verified push, start the app again (its launcher activity; config restartApp).")
