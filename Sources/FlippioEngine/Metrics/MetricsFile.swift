@@ -3,14 +3,16 @@ import Foundation
 import Glibc
 #endif
 
-/// Writes a registry's exposition to a file for node_exporter's textfile collector, and reads it
-/// back for `flippio status --metrics`.
+/// Writes the agent's metrics, in the Prometheus text format that swift-prometheus renders, to a
+/// file for node_exporter's textfile collector, and reads it back for `flippio status --metrics`.
 ///
 /// The file is `$XDG_STATE_HOME/flippio/metrics.prom` (`~/.local/state/flippio/metrics.prom`), or
 /// `FLIPPIO_METRICS_FILE` when set (empty: no file). It is written atomically (temp file in the same
 /// folder, fsync, rename), once at start, then at most once per ``interval`` and only after a
-/// metric changed: an idle agent does not wake up for it. To collect it, point node_exporter's
-/// `--collector.textfile.directory` at the folder (or symlink the file into its folder).
+/// metric changed (``AgentMetrics/changes``): an idle agent does not wake up for it. The rename
+/// matters because node_exporter reads the folder on its own schedule and must never see a
+/// half-written file (it would drop the whole file for that scrape). To collect it, point
+/// node_exporter's `--collector.textfile.directory` at the folder (or symlink the file into it).
 ///
 /// For example:
 ///
@@ -41,18 +43,18 @@ public struct MetricsFile: Sendable {
 
     /// Writes now, then after each change (coalesced over ``interval``) until cancelled; then once more.
     public func run(_ metrics: AgentMetrics, onError: @Sendable (FlippioError) -> Void = { _ in }) async {
-        var written = metrics.registry.generation
+        var written = metrics.changes.generation
         writeReportingOnce(metrics, onError: onError)
         while !Task.isCancelled {
-            let now = await metrics.registry.waitForChange(after: written)
+            let now = await metrics.changes.waitForChange(after: written)
             if Task.isCancelled { break }
             guard now != written else { continue }
             // Gather the changes of the next few seconds into one write.
             try? await Task.sleep(for: interval)
-            written = metrics.registry.generation
+            written = metrics.changes.generation
             writeReportingOnce(metrics, onError: onError)
         }
-        if metrics.registry.generation != written { writeReportingOnce(metrics, onError: onError) }
+        if metrics.changes.generation != written { writeReportingOnce(metrics, onError: onError) }
     }
 
     private func writeReportingOnce(_ metrics: AgentMetrics, onError: (FlippioError) -> Void) {
@@ -64,7 +66,10 @@ public struct MetricsFile: Sendable {
     /// - throws: ``FlippioError/Code/workspaceWriteFailed``.
     public func write(_ metrics: AgentMetrics) throws {
         metrics.sampleProcess()
-        try Self.writeAtomically(Data(metrics.registry.exposition().utf8), to: url)
+        var text: [UInt8] = []
+        text.reserveCapacity(8 * 1024)
+        metrics.registry.emit(into: &text)
+        try Self.writeAtomically(Data(text), to: url)
     }
 
     /// The file's text, for `flippio status --metrics`.
