@@ -11,10 +11,15 @@ struct SyncCoreTrustTests {
         try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; INSERT INTO notes(title) VALUES ('\(title)')")
     }
 
-    /// Makes a conflict with the agent running: the app writes, then the desktop does.
+    /// Changes row 2 of the local copy, as the user's editor would.
+    func editRowTwo(_ scenario: Scenario, _ title: String) throws {
+        try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; UPDATE notes SET title = '\(title)' WHERE id = 2")
+    }
+
+    /// Makes a conflict with the agent running: the app changes row 2, then the desktop does too.
     func conflict(_ scenario: Scenario, agent: AgentProcess) async throws {
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('by the app')")
-        try edit(scenario, "local edit")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'by the app' WHERE id = 2")
+        try editRowTwo(scenario, "local edit")
         try await waitUntil("conflict\n\(agent.log)", timeout: .seconds(45)) { (try? scenario.sidecar().state) == .conflict }
     }
 
@@ -33,10 +38,10 @@ struct SyncCoreTrustTests {
         try await conflict(scenario, agent: agent)
         let resolved = try scenario.harness.flippio(["resolve", scenario.localCopy.path, "--keep-local"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        try await expectDevice(scenario, ["one", "two", "three", "local edit"], agent: agent)
+        try await expectDevice(scenario, ["one", "local edit", "three"], agent: agent)
 
         try edit(scenario, "after resolve")
-        try await expectDevice(scenario, ["one", "two", "three", "local edit", "after resolve"], agent: agent)
+        try await expectDevice(scenario, ["one", "local edit", "three", "after resolve"], agent: agent)
         let status = try scenario.harness.flippio(["status", "--json"])
         #expect(status.out.contains("\"localChanges\" : false"), "\(status.out)")
     }
@@ -48,10 +53,10 @@ struct SyncCoreTrustTests {
         try await conflict(scenario, agent: agent)
         let resolved = try scenario.harness.flippio(["resolve", scenario.localCopy.path, "--keep-device"])
         #expect(resolved.status == 0, "\(resolved.err)")
-        #expect(try scenario.localTitles() == ["one", "two", "three", "by the app"])
+        #expect(try scenario.localTitles() == ["one", "by the app", "three"])
 
         try edit(scenario, "after resolve")
-        try await expectDevice(scenario, ["one", "two", "three", "by the app", "after resolve"], agent: agent)
+        try await expectDevice(scenario, ["one", "by the app", "three", "after resolve"], agent: agent)
     }
 
     // MARK: - 2. resolve keeps its promises
@@ -75,8 +80,8 @@ struct SyncCoreTrustTests {
     @Test("resolve --keep-local after the app wrote again: a new conflict with a new copy, nothing overwritten")
     func keepLocalReplacesOnlyTheSavedDeviceVersion() async throws {
         let scenario = try Scenario.make()
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('by the app')")
-        try edit(scenario, "local edit")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'by the app' WHERE id = 2")
+        try editRowTwo(scenario, "local edit")
         #expect(try scenario.harness.flippio(["push", scenario.localCopy.path]).status == 1)
         let firstCopy = try #require(try scenario.sidecar().conflictCopy)
 
@@ -95,7 +100,7 @@ struct SyncCoreTrustTests {
         // The user looked at it and still wants theirs: now the saved version is what the device holds.
         let again = try scenario.harness.flippio(["resolve", scenario.localCopy.path, "--keep-local"])
         #expect(again.status == 0, "\(again.err)")
-        #expect(try scenario.deviceTitles() == ["one", "two", "three", "local edit"])
+        #expect(try scenario.deviceTitles() == ["one", "local edit", "three"])
     }
 
     // MARK: - 3. --keep-device keeps the local version first
@@ -104,11 +109,11 @@ struct SyncCoreTrustTests {
     func keepDeviceKeepsTheLocalWALRows() async throws {
         let scenario = try Scenario.make()
         try Shell.sqlite(scenario.localCopy, "PRAGMA journal_mode=WAL")
-        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('by the app')")
+        try Shell.sqlite(scenario.deviceDatabase, "UPDATE notes SET title = 'by the app' WHERE id = 2")
         // A reader keeps the WAL from being checkpointed away: the new row lives only in the -wal.
         let reader = try SQLiteSession(scenario.localCopy)
         try await reader.execute("BEGIN; SELECT count(*) FROM notes;")
-        try edit(scenario, "only in the wal")
+        try editRowTwo(scenario, "only in the wal")
         #expect(FileManager.default.fileExists(atPath: scenario.localCopy.path + "-wal"))
         #expect(try scenario.harness.flippio(["push", scenario.localCopy.path]).status == 1)
         try await reader.execute("COMMIT;")
@@ -119,9 +124,9 @@ struct SyncCoreTrustTests {
         let folder = scenario.localCopy.deletingLastPathComponent()
         let kept = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path).first { $0.hasPrefix("notes.local-") })
         let keptURL = folder.appendingPathComponent(kept)
-        #expect(try Shell.sqlite(keptURL, "SELECT title FROM notes ORDER BY id") == "one\ntwo\nthree\nonly in the wal\n")
+        #expect(try Shell.sqlite(keptURL, "SELECT title FROM notes ORDER BY id") == "one\nonly in the wal\nthree\n")
         #expect(!FileManager.default.fileExists(atPath: keptURL.path + "-wal"), "folded into one file")
-        #expect(try scenario.localTitles() == ["one", "two", "three", "by the app"])
+        #expect(try scenario.localTitles() == ["one", "by the app", "three"])
     }
 
     // MARK: - 4. re-pull never loses an edit

@@ -104,8 +104,8 @@ struct LocalReplacement {
     }
 
     private static func removeSideFiles(of database: URL) throws {
-        for suffix in ["-wal", "-shm", "-journal"] where unlink(database.path + suffix) != 0 && errno != ENOENT {
-            throw FlippioError.workspaceWriteFailed(path: database.path + suffix, errno: errno)
+        for side in DatabaseInspector.sideFiles(of: database) where unlink(side.path) != 0 && errno != ENOENT {
+            throw FlippioError.workspaceWriteFailed(path: side.path, errno: errno)
         }
     }
 }

@@ -111,8 +111,12 @@ actor SyncEngine {
             logger.error("not tracking \(database.path): \(error)")
             return
         }
-        // Tracked even when its folder cannot be watched: the unwatched rescan covers it.
+        // Tracked even when its folder cannot be watched: the unwatched rescan covers it, comparing
+        // with what the files look like now (an edit before the first rescan still counts).
         watch(directory: database.deletingLastPathComponent())
+        if unwatched[database.deletingLastPathComponent().standardizedFileURL.path] != nil {
+            unwatchedSignatures[database] = FileSignature(database)
+        }
         index.track(database)
         let sync = DatabaseSync(database: database, sidecar: sidecar, dependencies: syncDependencies())
         syncs[database] = sync
