@@ -126,8 +126,9 @@ final class DeviceRegistry: @unchecked Sendable {
     // MARK: - Request log
 
     /// Appends one line to `DIR/requests.jsonl`.
-    func log(serial: String?, service: String, command: String? = nil, op: String? = nil) {
+    func log(serial: String?, service: String, command: String? = nil, op: String? = nil, bytes: Int? = nil) {
         var entry: [String: Any] = ["time": Self.timestamp(), "service": service]
+        if let bytes { entry["bytes"] = bytes }
         entry["serial"] = serial ?? NSNull()
         if let command { entry["command"] = command }
         if let op { entry["op"] = op }
