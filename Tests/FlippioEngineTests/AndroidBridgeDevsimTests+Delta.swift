@@ -3,35 +3,21 @@ import Testing
 import TestSupport
 @testable import FlippioEngine
 
+// MARK: - Delta push
+
 /// `AndroidBridge.pushDelta` through the real `/usr/bin/adb` against flippio-devsim's toybox
 /// `dd` and `truncate`: what lands on the device, and that every failure leaves it untouched.
-@Suite("Android delta push against devsim", .serialized)
-struct AndroidBridgeDeltaDevsimTests {
-    static let pkg = "com.example.notes"
-    static let serial = "emulator-5554"
-
-    let sim: Devsim
-    let device: DevsimDevice
-    let work: TemporaryDirectory
-
-    init() throws {
-        sim = try Devsim()
-        device = try sim.addDevice(Self.serial, packages: [Self.pkg: true])
-        work = try TemporaryDirectory("delta")
-        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-    }
-
-    var bridge: AndroidBridge { AndroidBridge(adbPath: Devsim.adbPath.path, runner: ProcessRunner(), environment: sim.environment) }
-    var target: URL { device.appData(Self.pkg).appendingPathComponent("databases/notes.db") }
-    var remote: RemoteDatabase {
-        RemoteDatabase(platform: .android, deviceID: Self.serial, appID: Self.pkg,
-                       path: "/data/data/\(Self.pkg)/databases/notes.db", access: .runAs)
-    }
+extension AndroidBridgeDevsimTests {
+    var target: URL { databasesFolder.appendingPathComponent("notes.db") }
 
     /// A base of `rows` rows of 1 KB on the device (and a copy of it here), and a snapshot made from
     /// it by `edit`.
     func prepare(rows: Int = 400, edit: String) throws -> (base: URL, snapshot: URL) {
-        let base = work.child("base.db"), snapshot = work.child("snapshot.db")
+        // Host-side files live in the simulator's work folder, removed with it.
+        let work = sim.workDirectory.appendingPathComponent("delta-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: databasesFolder, withIntermediateDirectories: true)
+        let base = work.appendingPathComponent("base.db"), snapshot = work.appendingPathComponent("snapshot.db")
         try Shell.sqlite(base, """
             CREATE TABLE notes(id INTEGER PRIMARY KEY, title TEXT, body BLOB);
             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < \(rows))
@@ -44,7 +30,7 @@ struct AndroidBridgeDeltaDevsimTests {
     }
 
     func patch(_ delta: PageDelta, from snapshot: URL) throws -> URL {
-        let patch = work.child("patch-\(UUID().uuidString)")
+        let patch = snapshot.deletingLastPathComponent().appendingPathComponent("patch-\(UUID().uuidString)")
         try delta.writePatch(from: snapshot, to: patch)
         return patch
     }
@@ -61,7 +47,7 @@ struct AndroidBridgeDeltaDevsimTests {
         let delta = try PageDelta.between(base: base, snapshot: snapshot)
         #expect(delta.isWorthSending())
         let hash = try ContentHash.sha256(fileAt: snapshot)
-        let fingerprint = try await bridge.pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: hash, to: remote,
+        let fingerprint = try await bridge().pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: hash, to: remote(),
                                                      expecting: DeviceFingerprint(mainHash: try ContentHash.sha256(fileAt: base)))
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
         #expect(try Data(contentsOf: target) == Data(contentsOf: snapshot))
@@ -78,7 +64,7 @@ struct AndroidBridgeDeltaDevsimTests {
         let delta = try PageDelta.between(base: base, snapshot: snapshot)
         #expect(delta.shrinks)
         let hash = try ContentHash.sha256(fileAt: snapshot)
-        _ = try await bridge.pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: hash, to: remote,
+        _ = try await bridge().pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: hash, to: remote(),
                                        expecting: DeviceFingerprint(mainHash: try ContentHash.sha256(fileAt: base)))
         #expect(try Data(contentsOf: target) == Data(contentsOf: snapshot))
         #expect(try sim.requests().contains { ($0.command ?? "").contains("truncate -s \(delta.targetSize) ") })
@@ -93,8 +79,8 @@ struct AndroidBridgeDeltaDevsimTests {
         try Shell.sqlite(target, "UPDATE notes SET title = 'by the app' WHERE id = 3;")
         let before = try Data(contentsOf: target)
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge.pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
-                                       to: remote, expecting: DeviceFingerprint(mainHash: ContentHash.sha256(before)))
+            try await bridge().pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
+                                       to: remote(), expecting: DeviceFingerprint(mainHash: ContentHash.sha256(before)))
         }
         #expect(error?.code == .verificationFailed)
         #expect(try Data(contentsOf: target) == before)
@@ -108,8 +94,8 @@ struct AndroidBridgeDeltaDevsimTests {
         try device.setFaults(["failDdAfterRuns": 1])
         let before = try Data(contentsOf: target)
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge.pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
-                                       to: remote, expecting: DeviceFingerprint(mainHash: ContentHash.sha256(before)))
+            try await bridge().pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
+                                       to: remote(), expecting: DeviceFingerprint(mainHash: ContentHash.sha256(before)))
         }
         #expect(error?.code == .verificationFailed)
         #expect(error?.message.contains("No space left on device") == true)
@@ -122,17 +108,17 @@ struct AndroidBridgeDeltaDevsimTests {
         let delta = try PageDelta.between(base: base, snapshot: snapshot)
         try Data("stale journal".utf8).write(to: URL(fileURLWithPath: target.path + "-journal"))
         let error = await #expect(throws: FlippioError.self) {
-            try await bridge.pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
-                                       to: remote, expecting: DeviceFingerprint(mainHash: try ContentHash.sha256(fileAt: base)))
+            try await bridge().pushDelta(delta, patch: try patch(delta, from: snapshot), snapshotHash: try ContentHash.sha256(fileAt: snapshot),
+                                       to: remote(), expecting: DeviceFingerprint(mainHash: try ContentHash.sha256(fileAt: base)))
         }
         #expect(error?.code == .conflict)
         #expect(try Data(contentsOf: target) == Data(contentsOf: base))
     }
 
-    @Test func iOSDefault_isUnsupported() async throws {
+    @Test func pushDelta_iOSDefault_isUnsupported() async throws {
         let error = await #expect(throws: FlippioError.self) {
             try await FullOnlyBridge().pushDelta(PageDelta(pageSize: 4096, runs: [], targetSize: 0, baseSize: 0, pageSizeChanged: false),
-                                                 patch: work.child("p"), snapshotHash: "", to: remote, expecting: DeviceFingerprint(mainHash: nil))
+                                                 patch: URL(fileURLWithPath: "/nonexistent"), snapshotHash: "", to: remote(), expecting: DeviceFingerprint(mainHash: nil))
         }
         #expect(error?.code == .deltaUnsupported)
         #expect(error?.isRetryable == false)
