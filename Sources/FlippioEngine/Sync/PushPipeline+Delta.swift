@@ -20,8 +20,7 @@ extension PushPipeline {
     ///
     /// - the device's fingerprint is the expected one (`deviceAsExpected`: no merge, no adopted
     ///   push in this attempt) with no `-wal`/`-journal` beside it (their pages are not in the base);
-    /// - the base is the one the sidecar names (``BaseStore/existing(for:expectedHash:)``) and the
-    ///   device's file is the base, page for page: after a verified push they are the same file;
+    /// - a base is kept (the sidecar names its hash) and the device's file is the base, page for page: after a verified push they are the same file;
     ///   after a pull, the device's content hash is the base's. Header bytes may differ (a pull's
     ///   base is a backup-API snapshot, which rewrites some): page 0 travels with every patch.
     /// - the journal mode is the base's (a switch rewrites the header's meaning; a full push is simpler);
@@ -36,8 +35,13 @@ extension PushPipeline {
                      deviceAsExpected: Bool, bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
         guard deltaThreshold > 0, deviceAsExpected, expecting.walHash == nil, expecting.journalHash == nil,
               expecting.mainHash != nil,
-              let base = BaseStore(workspace: workspace).existing(for: remote, expectedHash: sidecar.baseHash)
+              sidecar.baseHash != nil
         else { return nil }
+        // The base's own content hash is not re-checked here (reading the whole file again would
+        // cost what the delta saves): a base that is not what the sidecar says makes the device's
+        // copy fail its SHA-256 check, and the full push follows.
+        let base = BaseStore(workspace: workspace).url(for: remote)
+        guard FileManager.default.fileExists(atPath: base.path) else { return nil }
         let delta: PageDelta
         do {
             guard try SQLiteHeader.read(fileAt: base).isWAL == SQLiteHeader.read(fileAt: upload.file).isWAL else {
@@ -68,7 +72,7 @@ extension PushPipeline {
             try delta.writePatch(from: upload.file, to: patch)
             let fingerprint = try await bridge.pushDelta(delta, patch: patch, snapshotHash: upload.fileHash,
                                                          to: remote, expecting: expecting)
-            logger.info("pushed a page delta", metadata: [
+            logger.debug("push: page delta applied", metadata: [
                 "pages": "\(delta.changedPages)", "runs": "\(delta.runs.count)",
                 "bytes": "\(delta.patchSize)", "fileBytes": "\(upload.size)"])
             return Sent(fingerprint: fingerprint, bytes: delta.patchSize, viaDelta: true)
