@@ -174,6 +174,8 @@ extension AdbServer {
         let dropping = registry.takeDropTransfer(serial: device.serial)
         let sink = FileSink(fd: fd)
         var received = 0
+        let link = registry.linkBytesPerSecond(serial: device.serial)
+        let started = Date()
         while true {
             let header = try connection.readExactly(8)
             let id = String(decoding: header[0..<4], as: UTF8.self)
@@ -193,6 +195,11 @@ extension AdbServer {
             }
             let chunk = try connection.readExactly(Int(value))
             received += chunk.count
+            if let link {
+                // The modelled cable: no faster than `linkBytesPerSecond` on average.
+                let due = Double(received) / Double(link) - Date().timeIntervalSince(started)
+                if due > 0 { Thread.sleep(forTimeInterval: due) }
+            }
             if dropping {
                 try? chunk.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(chunk.count / 2)])) }
                 connection.abort()
