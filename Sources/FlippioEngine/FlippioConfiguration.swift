@@ -30,6 +30,11 @@ public struct FlippioConfiguration: Sendable {
     public var stopAppBeforePush: Bool
     /// At most this many warm SQLite connections. The default is 256.
     public var poolCapacity: Int
+    /// A push sends only the changed pages (a page delta) when they are less than this fraction
+    /// of the file, and the whole file otherwise; 0 always sends the whole file. A delta costs a
+    /// copy and a hash of the file on the device, so past half the file the whole file is as
+    /// cheap. The default is 0.5 (env `FLIPPIO_DELTA_THRESHOLD`).
+    public var deltaThreshold: Double
     /// The timeout of a control command (`adb shell ...`). The default is 20 s (env `FLIPPIO_COMMAND_TIMEOUT_MS`).
     public var commandTimeout: Duration
     /// Backoff for transient failures.
@@ -55,6 +60,7 @@ public struct FlippioConfiguration: Sendable {
         self.settleMaxWait = .seconds(10)
         self.stopAppBeforePush = true
         self.poolCapacity = 256
+        self.deltaThreshold = 0.5
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
         self.unwatchedRescanInterval = .seconds(10)
@@ -101,6 +107,13 @@ public struct FlippioConfiguration: Sendable {
         if let value = env["FLIPPIO_STOP_APP"] { stopAppBeforePush = try Self.parseBoolean(value, name: "FLIPPIO_STOP_APP") }
         if let value = env["FLIPPIO_NOTIFICATIONS"] { desktopNotifications = try Self.parseBoolean(value, name: "FLIPPIO_NOTIFICATIONS") }
         if let value = env["FLIPPIO_RESTART_APP"] { restartApp = try Self.parseBoolean(value, name: "FLIPPIO_RESTART_APP") }
+        if let value = env["FLIPPIO_DELTA_THRESHOLD"] {
+            guard let fraction = Double(value), fraction >= 0, fraction <= 1 else {
+                throw FlippioError(.invalidConfiguration, "FLIPPIO_DELTA_THRESHOLD=\(value) is not a fraction from 0 to 1.",
+                                   remedy: "FLIPPIO_DELTA_THRESHOLD accepts a number from 0 (never send page deltas) to 1, e.g. 0.5.")
+            }
+            deltaThreshold = fraction
+        }
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
                 throw FlippioError(.invalidConfiguration, "FLIPPIO_POOL_SIZE=\(value) is not a positive number.",

@@ -71,6 +71,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             case schemaChanged = "schema-changed"
             case verificationFailed = "verification-failed"
             case pushInProgress = "push-in-progress"
+            case deltaUnsupported = "delta-unsupported"
             case agentAlreadyRunning = "agent-already-running"
             case notInConflict = "not-in-conflict"
             case unpushedChanges = "unpushed-changes"
@@ -105,7 +106,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
                  .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .appNotLaunchable, .noSuchFile,
                  .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
                  .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
-                 .conflict, .schemaChanged, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
+                 .conflict, .schemaChanged, .deltaUnsupported, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
                 return false
             }
         }
@@ -172,6 +173,8 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
         public static let schemaChanged = Code(.schemaChanged)
         public static let verificationFailed = Code(.verificationFailed)
         public static let pushInProgress = Code(.pushInProgress)
+        /// The device or platform cannot apply a page delta (no `dd`/`truncate`, or iOS): push the whole file.
+        public static let deltaUnsupported = Code(.deltaUnsupported)
         public static let agentAlreadyRunning = Code(.agentAlreadyRunning)
         public static let notInConflict = Code(.notInConflict)
         public static let unpushedChanges = Code(.unpushedChanges)
@@ -254,6 +257,7 @@ extension FlippioError {
     public static var schemaChanged: Code { .schemaChanged }
     public static var verificationFailed: Code { .verificationFailed }
     public static var pushInProgress: Code { .pushInProgress }
+    public static var deltaUnsupported: Code { .deltaUnsupported }
     public static var agentAlreadyRunning: Code { .agentAlreadyRunning }
     public static var notInConflict: Code { .notInConflict }
     public static var unpushedChanges: Code { .unpushedChanges }
@@ -267,6 +271,11 @@ extension FlippioError {
 // MARK: - Factories shared by several parts
 
 extension FlippioError {
+    /// A page delta cannot be applied here: the caller pushes the whole file instead.
+    static func deltaUnsupported(_ message: String) -> FlippioError {
+        FlippioError(.deltaUnsupported, message, remedy: "Nothing to do: flippio pushes the whole file instead.")
+    }
+
     static func internalError(_ message: String) -> FlippioError {
         FlippioError(.internalError, message, remedy: "This is a bug in flippio; please report it with the log.")
     }

@@ -296,6 +296,22 @@ public struct DevsimRequest: Decodable, Sendable, Equatable {
     public let service: String
     /// The shell command, or the sync path.
     public let command: String?
-    /// For `sync`: `STAT`, `LIST`, `RECV` or `SEND`.
+    /// For `sync`: `STAT`, `LIST`, `RECV`, `SEND`, or `DONE` when a SEND's payload has arrived.
     public let op: String?
+    /// For a `DONE`: the bytes of the file sent.
+    public let bytes: Int?
+}
+
+extension [DevsimRequest] {
+    /// Every byte these requests carried from the host to the device: sync SEND payloads and
+    /// shell/exec command lines (a device script travels as its command line).
+    public var bytesSentToDevice: Int {
+        reduce(0) { total, request in
+            switch (request.service, request.op) {
+            case ("sync", "DONE"): return total + (request.bytes ?? 0)
+            case ("shell", _), ("exec", _): return total + (request.command?.utf8.count ?? 0)
+            default: return total
+            }
+        }
+    }
 }

@@ -86,6 +86,13 @@ final class DeviceRegistry: @unchecked Sendable {
         return (Self.double(readFaults(serial: serial)?["hangSeconds"]) ?? 0) > 0
     }
 
+    /// `linkBytesPerSecond`: the speed of the modelled cable for sync transfers (nil: as fast as
+    /// the local socket). USB 2 moves an `adb push` at roughly 20–40 MB/s.
+    func linkBytesPerSecond(serial: String) -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        return Self.int(readFaults(serial: serial)?["linkBytesPerSecond"]).flatMap { $0 > 0 ? $0 : nil }
+    }
+
     /// True (once) when `dropNextTransfer` is set; clears the flag.
     func takeDropTransfer(serial: String) -> Bool {
         lock.lock(); defer { lock.unlock() }
@@ -126,8 +133,9 @@ final class DeviceRegistry: @unchecked Sendable {
     // MARK: - Request log
 
     /// Appends one line to `DIR/requests.jsonl`.
-    func log(serial: String?, service: String, command: String? = nil, op: String? = nil) {
+    func log(serial: String?, service: String, command: String? = nil, op: String? = nil, bytes: Int? = nil) {
         var entry: [String: Any] = ["time": Self.timestamp(), "service": service]
+        if let bytes { entry["bytes"] = bytes }
         entry["serial"] = serial ?? NSNull()
         if let command { entry["command"] = command }
         if let op { entry["op"] = op }

@@ -173,6 +173,9 @@ extension AdbServer {
         defer { if fd >= 0 { close(fd) } }
         let dropping = registry.takeDropTransfer(serial: device.serial)
         let sink = FileSink(fd: fd)
+        var received = 0
+        let link = registry.linkBytesPerSecond(serial: device.serial)
+        let started = Date()
         while true {
             let header = try connection.readExactly(8)
             let id = String(decoding: header[0..<4], as: UTF8.self)
@@ -180,6 +183,8 @@ extension AdbServer {
             if id == "DONE" {
                 var times = [timeval(tv_sec: Int(value), tv_usec: 0), timeval(tv_sec: Int(value), tv_usec: 0)]
                 if let r = try? fs.resolve(path, cwd: "/") { _ = utimes(r.host, &times) }
+                // The payload's size, so tests can count what a push sent over the wire.
+                registry.log(serial: device.serial, service: "sync", command: path, op: "DONE", bytes: received)
                 try connection.write(Array("OKAY".utf8) + Self.le32(0))
                 return true
             }
@@ -189,6 +194,12 @@ extension AdbServer {
                 return false
             }
             let chunk = try connection.readExactly(Int(value))
+            received += chunk.count
+            if let link {
+                // The modelled cable: no faster than `linkBytesPerSecond` on average.
+                let due = Double(received) / Double(link) - Date().timeIntervalSince(started)
+                if due > 0 { Thread.sleep(forTimeInterval: due) }
+            }
             if dropping {
                 try? chunk.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(chunk.count / 2)])) }
                 connection.abort()

@@ -303,3 +303,39 @@ extension DeviceShell {
         }
     }
 }
+
+// MARK: - SELinux labels
+
+extension DeviceShell {
+    /// toybox `restorecon [-DFnRrv] FILE...`: the label policy gives each path. Only root may
+    /// relabel; the device keeps no labels (`stat -c %C` always says app_data_file), so this checks
+    /// the files and the caller, as the real command would fail.
+    func restorecon(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        guard let parsed = Self.options(args, allowed: "DFnRrv"), !parsed.operands.isEmpty else {
+            try io.err("restorecon: Needs 1 argument\n")
+            return 1
+        }
+        return try relabel(parsed.operands, io: io, name: "restorecon", context: nil)
+    }
+
+    /// toybox `chcon [-hRv] CONTEXT FILE...` (no `--reference`: toybox does not have it).
+    func chcon(_ args: [String], _ io: ShellIO) throws -> Int32 {
+        guard let parsed = Self.options(args, allowed: "hRv") else { try io.err("chcon: Unknown option\n"); return 1 }
+        guard parsed.operands.count >= 2 else { try io.err("chcon: Needs 2 arguments\n"); return 1 }
+        return try relabel(Array(parsed.operands.dropFirst()), io: io, name: "chcon", context: parsed.operands[0])
+    }
+
+    private func relabel(_ files: [String], io: ShellIO, name: String, context: String?) throws -> Int32 {
+        var status: Int32 = 0
+        for file in files {
+            do {
+                _ = try fs.status(try resolve(file))
+                if uid != 0 { throw DeviceErrno(code: EACCES) }
+            } catch let e as DeviceErrno {
+                try io.err(context.map { "\(name): '\(file)' to \($0): \(e.text)\n" } ?? "\(name): \(file): \(e.text)\n")
+                status = 1
+            }
+        }
+        return status
+    }
+}

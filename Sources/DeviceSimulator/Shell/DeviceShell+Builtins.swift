@@ -51,6 +51,10 @@ extension DeviceShell {
         case "id": return id
         case "whoami": return { [self] _, io in try io.out(device.userName(uid: uid) + "\n"); return 0 }
         case "getprop": return getprop
+        case "dd": return dd
+        case "truncate": return truncateCommand
+        case "restorecon": return restorecon
+        case "chcon": return chcon
         // Android tools
         case "run-as": return runAs
         case "su": return device.config.su ? su : nil

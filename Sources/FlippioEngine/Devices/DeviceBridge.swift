@@ -52,6 +52,29 @@ public protocol DeviceBridge: Sendable {
     /// nothing is replaced or removed and it throws `FlippioError(.conflict, …)`.
     func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
               progress: TransferProgress?) async throws -> DeviceFingerprint
+
+    /// Replaces the device's database with the snapshot whose SHA-256 is `snapshotHash` by sending
+    /// only `delta`'s changed pages (`patch`, written by ``PageDelta/writePatch(from:to:)``) and
+    /// writing them into a copy of the device's file, with the same guarantees as
+    /// ``push(snapshot:snapshotHash:to:expecting:progress:)``: compare-and-swap against `expecting`,
+    /// the copy's hash checked before the rename, stale journals removed, the result verified.
+    ///
+    /// The device must hold exactly the delta's base (the caller checks `expecting` against it);
+    /// the hash check makes a wrong assumption a failed push, never a wrong file.
+    ///
+    /// - throws: ``FlippioError/Code/deltaUnsupported`` when the platform or device cannot (the
+    ///   default: iOS's AFC has no partial writes); ``FlippioError/Code/conflict`` as a full push does;
+    ///   any other error when a step failed, with the device's database untouched. Callers fall
+    ///   back to a full push on every error but a conflict.
+    func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
+                   expecting: DeviceFingerprint) async throws -> DeviceFingerprint
+}
+
+extension DeviceBridge {
+    public func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
+                          expecting: DeviceFingerprint) async throws -> DeviceFingerprint {
+        throw FlippioError.deltaUnsupported("\(platform) devices take whole files only.")
+    }
 }
 
 extension DeviceBridge {

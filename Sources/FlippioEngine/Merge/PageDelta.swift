@@ -94,15 +94,19 @@ public struct PageDelta: Sendable, Equatable, Codable {
                 let s = try hs.read(upToCount: batch * pageSize) ?? Data()
                 let b = try hb.read(upToCount: batch * pageSize) ?? Data()
                 if s.isEmpty { break }
-                var offset = 0
-                while offset < s.count {
-                    let end = min(offset + pageSize, s.count)
-                    let bEnd = min(end, b.count)
-                    let same = bEnd - offset == end - offset && offset < b.count
-                        && s[s.startIndex + offset ..< s.startIndex + end] == b[b.startIndex + offset ..< b.startIndex + bEnd]
-                    if !same { changed.append(page) }
-                    offset = end
-                    page += 1
+                // memcmp per page: a 200 MB file is 50,000 pages, and comparing Data slices
+                // element by element costs more than reading them.
+                s.withUnsafeBytes { sb in
+                    b.withUnsafeBytes { bb in
+                        var offset = 0
+                        while offset < sb.count {
+                            let end = min(offset + pageSize, sb.count)
+                            let same = end <= bb.count && memcmp(sb.baseAddress! + offset, bb.baseAddress! + offset, end - offset) == 0
+                            if !same { changed.append(page) }
+                            offset = end
+                            page += 1
+                        }
+                    }
                 }
             }
         }

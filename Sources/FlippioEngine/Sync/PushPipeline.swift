@@ -59,6 +59,9 @@ public struct PushPipeline: Sendable {
     public let logger: Logger
     /// Start the app again after a verified push (`--restart-app`). The default is false.
     public var restartAppAfterPush = false
+    /// A page delta is sent instead of the whole file when it is smaller than this fraction of
+    /// the file (see ``FlippioConfiguration/deltaThreshold``); 0 turns deltas off. The default is 0.5.
+    public var deltaThreshold = 0.5
 
     public init(workspace: Workspace, sidecars: SidecarStore, pool: ConnectionPool, bridges: BridgeProvider,
                 stopAppBeforePush: Bool, retry: RetryPolicy, logger: Logger) {
@@ -150,6 +153,8 @@ public struct PushPipeline: Sendable {
         var upload = Upload(snapshot)
         var expectedAtSwap = current
         var merge: MergedPush?
+        // Only a device that holds exactly what the sidecar expects can take a page delta.
+        let deviceAsExpected = current == sidecar.expectedDeviceFingerprint && sidecar.pendingPushHash == nil
         switch mode {
         case .keepLocal, .mergePrefer:
             let saved = sidecar.conflictFingerprint ?? sidecar.expectedDeviceFingerprint
@@ -173,6 +178,14 @@ public struct PushPipeline: Sendable {
                     logger.notice("adopting an earlier push found on the device; pushing it again to finish its clean-up")
                     sidecar.fingerprintAtLastPush = current
                     sidecar.pendingPushHash = nil
+                } else if sidecar.pendingPushHash != nil,
+                          Self.isUnfinishedSwap(current, expected: sidecar.expectedDeviceFingerprint) {
+                    // iOS swaps in separate AFC calls: an earlier push removed the stale -wal/-shm
+                    // and was cut before its rename. The main file is the one expected, the journals
+                    // are gone because we removed them (that push had already checked them): finish
+                    // the push over what is there now instead of calling it a conflict.
+                    logger.notice("finishing an earlier push that was cut between removing the journals and the rename")
+                    expectedAtSwap = current
                 } else {
                     switch try await reconcile(&sidecar, database: database, remote: remote, snapshot: snapshot, bridge: bridge) {
                     case .sameContent(let fingerprint):
@@ -199,17 +212,23 @@ public struct PushPipeline: Sendable {
 
         // The bridge replaces nothing if the device no longer holds `expectedAtSwap` at the rename
         // (an app that was not stopped wrote meanwhile): that is a conflict like the one above.
-        let fingerprint: DeviceFingerprint
+        let sent: Sent
         do {
-            fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
-                try await bridge.push(snapshot: upload.file, snapshotHash: upload.fileHash, to: remote,
-                                      expecting: expectedAtSwap, progress: nil)
+            if merge == nil, let delta = try await pushByDelta(upload, to: remote, sidecar: sidecar, expecting: expectedAtSwap,
+                                                               deviceAsExpected: deviceAsExpected, bridge: bridge, logger: logger) {
+                sent = delta
+            } else {
+                let fingerprint = try await retry.run("push \(remote.path)", onRetry: AgentMetrics.shared.retried) {
+                    try await bridge.push(snapshot: upload.file, snapshotHash: upload.fileHash, to: remote,
+                                          expecting: expectedAtSwap, progress: nil)
+                }
+                sent = Sent(fingerprint: fingerprint, bytes: upload.size, viaDelta: false)
             }
         } catch let error as FlippioError where error.code == .conflict {
             // A retry after an attempt whose rename landed (its verification was cut off) finds
             // our own file: that is the push done, not a conflict.
             if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: upload.fileHash) {
-                fingerprint = now
+                sent = Sent(fingerprint: now, bytes: upload.size, viaDelta: false)
             } else {
                 logger.notice("the app wrote its copy during the push; nothing was replaced", metadata: ["error": "\(error.message)"])
                 sidecar.pendingPushHash = nil
@@ -229,6 +248,11 @@ public struct PushPipeline: Sendable {
             at: Date(), contentHash: upload.contentHash, bytes: upload.size,
             durationMilliseconds: Int(elapsed.milliseconds),
             changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: upload.rowCounts))
+        record.viaDelta = sent.viaDelta
+        record.bytesSent = sent.bytes
+        let fingerprint = sent.fingerprint
+        logger.info(sent.viaDelta ? "pushed by page delta" : "pushed the whole file",
+                    metadata: ["bytesSent": "\(sent.bytes)", "fileBytes": "\(upload.size)", "ms": "\(record.durationMilliseconds)"])
         let bases = BaseStore(workspace: workspace)
         try bases.save(upload.file, for: remote)
         sidecar.baseHash = upload.contentHash
@@ -256,6 +280,15 @@ public struct PushPipeline: Sendable {
         sidecar.recordPush(record)
         try await save(sidecar, database)
         return .pushed(record)
+    }
+
+    /// Whether `current` is what a push of ours leaves when it is cut after removing the stale
+    /// journals and before its rename: the expected main file, and no `-wal`/`-journal` where the
+    /// expected version had one. Only meaningful while a push is recorded as pending.
+    static func isUnfinishedSwap(_ current: DeviceFingerprint, expected: DeviceFingerprint) -> Bool {
+        current.mainHash != nil && current.mainHash == expected.mainHash
+            && current.walHash == nil && current.journalHash == nil
+            && (expected.walHash != nil || expected.journalHash != nil)
     }
 
     /// Writes `sidecar` (read under the lock this push holds, so not stale).

@@ -23,6 +23,7 @@ public struct SyncParts: Sendable {
         var pipeline = PushPipeline(workspace: workspace, sidecars: sidecars, pool: pool, bridges: bridges,
                                     stopAppBeforePush: configuration.stopAppBeforePush, retry: configuration.retry, logger: logger)
         pipeline.restartAppAfterPush = configuration.restartApp
+        pipeline.deltaThreshold = configuration.deltaThreshold
         self.pipeline = pipeline
     }
 }

@@ -75,6 +75,11 @@ public struct Sidecar: Sendable, Codable, Equatable {
         public var merged: MergeCounts?
         /// Whether the app was started again after the push (`--restart-app`); nil when not asked.
         public var appRestarted: Bool?
+        /// True when only the changed pages were sent (a page delta); nil in records of older versions.
+        public var viaDelta: Bool?
+        /// Bytes uploaded to the device: the patch for a delta, the whole file otherwise (``bytes``
+        /// is the file's size either way). Nil in records of older versions.
+        public var bytesSent: Int64?
 
         /// What a merged push brought together.
         public struct MergeCounts: Sendable, Codable, Equatable {

@@ -36,7 +36,8 @@ extension AndroidBridge {
     ///    `/data/local/tmp/flippio-<id>-*`); this attempt's names are its own (``PushNames``);
     /// 2. `adb push` the snapshot to `/data/local/tmp/flippio-<id>-<attempt>.db`;
     /// 3. in ONE device-side script, as the app: copy it to `DIR/.x.db.flippio-tmp-<attempt>`,
-    ///    `chmod 660`, check the copy's SHA-256 (else remove it and exit 4: a damaged copy, retried),
+    ///    `chmod 660` (through su also `chown` to the target's owner and `restorecon`, so the app's
+    ///    SELinux domain may open it), check the copy's SHA-256 (else remove it and exit 4: a damaged copy, retried),
     ///    check that `x.db`, `x.db-wal` and `x.db-journal` still have the hashes of `expecting`
     ///    (else remove the copy and exit 3: a conflict), remove `x.db-wal`, `x.db-shm`,
     ///    `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
@@ -46,30 +47,44 @@ extension AndroidBridge {
     /// Does not stop the app: the sync engine does that first (or lets it run, `--no-stop-app`),
     /// and the check in step 3 keeps a write the app made since the caller's check.
     ///
-    /// - Important: `adb push` keeps the local file's permission bits, and the app's user must be
-    ///   able to read the staging copy, so the snapshot is made readable (`a+r`) before it is sent.
+    /// The upload is ``upload(_:as:for:prefix:subject:progress:)``, steps 3 to 5 are
+    /// ``swap(building:names:snapshotHash:to:expecting:prefix:subject:bytes:)``, shared with
+    /// ``pushDelta(_:patch:snapshotHash:to:expecting:)``.
+    ///
     /// - throws: ``FlippioError/Code/conflict`` when the device's copy no longer matches `expecting`
     ///   (nothing was replaced); ``FlippioError/Code/verificationFailed`` when the device's hash differs from
     ///   `snapshotHash`; the codes of `AndroidErrors` for adb and device failures.
     public func push(snapshot: URL, snapshotHash: String, to database: RemoteDatabase, expecting: DeviceFingerprint,
                      progress: TransferProgress?) async throws -> DeviceFingerprint {
         let (prefix, subject) = try validate(database)
-        let serial = database.deviceID
-        let names = PushNames(serial: serial, path: database.path)
-        let guards = try Self.unchangedChecks(path: database.path, expecting: expecting, otherwiseRemove: names.sibling)
-        let path = database.path
-        let q = DeviceShellQuoting.quote
+        let names = PushNames(serial: database.deviceID, path: database.path)
+        let size = try await upload(snapshot, as: names, for: database, prefix: prefix, subject: subject, progress: progress)
+        // b. Copy beside the target; the swap checks it and renames it over the target.
+        // su copies as root: hand the copy to the owner (and SELinux label) of the file it replaces.
+        let copy = await makeCopy(of: names.staging, to: names.sibling, for: database)
+        return try await swap(building: copy, names: names, snapshotHash: snapshotHash,
+                              to: database, expecting: expecting, prefix: prefix, subject: subject, bytes: size)
+    }
 
+    /// Checks the snapshot (or patch) can be read, makes it readable by the app's user, removes the
+    /// temp files of interrupted attempts and `adb push`es it to `names.staging`. Returns its size.
+    ///
+    /// - Important: `adb push` keeps the local file's permission bits, and the app's user must be
+    ///   able to read the staging copy, so the file is made readable (`a+r`) before it is sent.
+    func upload(_ file: URL, as names: PushNames, for database: RemoteDatabase, prefix: String,
+                subject: AndroidErrors.Subject, progress: TransferProgress?) async throws -> Int64? {
+        let serial = database.deviceID
+        let q = DeviceShellQuoting.quote
         let attributes: [FileAttributeKey: Any]
         do {
-            attributes = try FileManager.default.attributesOfItem(atPath: snapshot.path)
+            attributes = try FileManager.default.attributesOfItem(atPath: file.path)
         } catch {
-            throw FlippioError(.noSuchFile, "The snapshot \(snapshot.path) to push to \(path) cannot be read.",
+            throw FlippioError(.noSuchFile, "The file \(file.path) to push to \(database.path) cannot be read.",
                                remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
         }
         let size = (attributes[.size] as? NSNumber)?.int64Value
         if let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue, mode & 0o444 != 0o444 {
-            try? FileManager.default.setAttributes([.posixPermissions: mode | 0o444], ofItemAtPath: snapshot.path)
+            try? FileManager.default.setAttributes([.posixPermissions: mode | 0o444], ofItemAtPath: file.path)
         }
 
         // e. Temp files of interrupted attempts. The app's folder is only readable as the app, so
@@ -79,49 +94,86 @@ extension AndroidBridge {
 
         // a. Upload.
         progress?(0, size)
-        let pushArguments = ["push", snapshot.path, names.staging]
-        let upload = try await adb(pushArguments, serial: serial, subject: .init(serial: serial, package: database.appID, path: names.staging),
-                                   timeout: timeouts.transfer(bytes: size))
-        guard upload.succeeded else {
-            throw failure(upload, pushArguments, serial: serial, .init(serial: serial, package: database.appID, path: names.staging))
-        }
+        let stagingSubject = AndroidErrors.Subject(serial: serial, package: database.appID, path: names.staging)
+        let pushArguments = ["push", file.path, names.staging]
+        let result = try await adb(pushArguments, serial: serial, subject: stagingSubject, timeout: timeouts.transfer(bytes: size))
+        guard result.succeeded else { throw failure(result, pushArguments, serial: serial, stagingSubject) }
         progress?(size ?? 0, size)
+        return size
+    }
 
-        // b. Copy beside the target; check that the app has not written since the caller's check
-        // (a failed check removes the copy, and a missing copy exits 3); drop the stale journals,
-        // rename over the target. All in one script, so the window for a write is a few commands.
-        // su copies as root: hand the copy to the owner of the file it replaces.
-        var copy = ["cp \(q(names.staging)) \(q(names.sibling))", "chmod 660 \(q(names.sibling))"]
-        if database.access == .su, let owner = await owner(of: path, serial: serial) {
-            copy.append("chown \(owner) \(q(names.sibling))")
-        }
+    /// The commands that make `copy` of `database`: `cp`, `chmod 660`, and through su (root copies)
+    /// `chown` to the target's owner, chained so that any failure exits 1; then, through su,
+    /// `restorecon` on its own line. `run-as` copies are the app's already, label included.
+    ///
+    /// A root-made file keeps the label of its creator's context, which the app's SELinux domain
+    /// may not open (EACCES on an enforcing device even with the right owner). toybox's `chcon` has
+    /// no `--reference` (and the shell no `$(…)` to read the target's label into it), so the label
+    /// comes from `restorecon`, which applies the label policy gives the path: the target's. It is
+    /// not fatal: on images without a restorecon the copy keeps root's label, as before.
+    func makeCopy(of source: String, to copy: String, for database: RemoteDatabase) async -> [String] {
+        let q = DeviceShellQuoting.quote
+        var chain = ["cp \(q(source)) \(q(copy))", "chmod 660 \(q(copy))"]
+        guard database.access == .su else { return [chain.joined(separator: " && ") + " || exit 1"] }
+        if let owner = await owner(of: database.path, serial: database.deviceID) { chain.append("chown \(owner) \(q(copy))") }
+        return [chain.joined(separator: " && ") + " || exit 1", "restorecon \(q(copy)) 2>/dev/null || true"]
+    }
+
+    /// The device-side half every push shares, in ONE script as the app: `building` makes
+    /// `names.sibling` (exit 1 when it cannot, 5 when a step of a delta failed); then the sibling's
+    /// SHA-256 must be `snapshotHash` (else removed, exit 4), the device must still hold `expecting`
+    /// (else removed, exit 3), the stale journals are removed and the sibling renamed over the target;
+    /// then the result is verified and the staging file removed.
+    ///
+    /// Whatever fails, the target is untouched and the sibling and staging files are removed.
+    func swap(building: [String], names: PushNames, snapshotHash: String, to database: RemoteDatabase,
+              expecting: DeviceFingerprint, prefix: String, subject: AndroidErrors.Subject, bytes size: Int64?) async throws -> DeviceFingerprint {
+        let serial = database.deviceID
+        let path = database.path
+        let q = DeviceShellQuoting.quote
         guard snapshotHash.wholeMatch(of: /[0-9a-fA-F]{64}/) != nil else {
             throw FlippioError(.invalidArgument, "'\(AndroidErrors.excerpt(snapshotHash))' is not a SHA-256 hash.",
                                remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
         }
+        let guards = try Self.unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.sibling)
         // The copy beside the target is what will become the database: check it before the rename.
         let copyCheck = ["sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || rm -f \(q(names.sibling))",
                          "test -e \(q(names.sibling)) || exit \(Self.damagedCopyStatus)"]
-        let script = [copy.joined(separator: " && ") + " || exit 1"] + copyCheck
-            + guards
+        // Check that the app has not written since the caller's check (a failed check removes the
+        // copy, and a missing copy exits 3); drop the stale journals, rename over the target. All in
+        // one script, so the window for a write is a few commands.
+        let script = building + copyCheck + guards
             + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)",
                "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path))"]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
-        let onDevice = max(timeouts.control, timeouts.transfer(bytes: size))
+        let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
         let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
         let swap = try await shell(serial, swapCommand, subject: subject, timeout: onDevice)
-        if swap.termination == .exited(Self.conflictStatus), AndroidErrors.adbLevel(swap.stderrText, subject) == nil {
+        if !swap.succeeded {
+            // Nothing was renamed: remove what this attempt left (the next attempt's glob would too).
+            _ = try? await shell(serial, prefix + "rm -f " + q(names.sibling), subject: subject)
             _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
+        }
+        let deviceSide = AndroidErrors.adbLevel(swap.stderrText, subject) == nil
+        if swap.termination == .exited(Self.conflictStatus), deviceSide {
             throw FlippioError(.conflict,
                                "The app changed \(database.fileName) on device \(serial) during the push; nothing was replaced.",
                                remedy: "Pull the device's version or resolve the conflict with `flippio resolve`; stop the app during pushes to avoid this.",
                                context: subject.context)
         }
-        if swap.termination == .exited(Self.damagedCopyStatus), AndroidErrors.adbLevel(swap.stderrText, subject) == nil {
-            _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
+        if swap.termination == .exited(Self.damagedCopyStatus), deviceSide {
             throw FlippioError(.verificationFailed,
                                "The copy of the snapshot beside \(path) on device \(serial) did not have the snapshot's hash; nothing was replaced.",
                                remedy: "flippio pushes again by itself; if this repeats, check the device's free space.",
+                               context: subject.context)
+        }
+        if swap.termination == .exited(Self.deltaFailedStatus), deviceSide {
+            if swap.stderrText.contains("inaccessible or not found") {
+                throw FlippioError.deltaUnsupported("Device \(serial) has no `dd` or `truncate` to write a page delta with.")
+            }
+            throw FlippioError(.verificationFailed,
+                               "Writing the page delta into the copy beside \(path) on device \(serial) failed (\(AndroidErrors.excerpt(swap.stderrText))); nothing was replaced.",
+                               remedy: "flippio pushes the whole file instead; if this repeats, check the device's free space.",
                                context: subject.context)
         }
         guard swap.succeeded else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
@@ -149,6 +201,8 @@ extension AndroidBridge {
     static let conflictStatus: Int32 = 3
     /// The exit status of the device-side script when the copy beside the target has the wrong hash.
     static let damagedCopyStatus: Int32 = 4
+    /// The exit status of the device-side script when a `dd` or `truncate` of a delta failed.
+    static let deltaFailedStatus: Int32 = 5
 
     /// Shell commands that remove `otherwiseRemove` unless `path`, `path-wal` and `path-journal`
     /// still have the hashes of `expecting` (an empty side file counts as none, as in the fingerprint).

@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+
+// MARK: - Delta push
+
+extension PushPipeline {
+    /// What crossed the wire for one push.
+    struct Sent {
+        var fingerprint: DeviceFingerprint
+        /// Bytes uploaded: the patch for a delta, the whole file otherwise.
+        var bytes: Int64
+        var viaDelta: Bool
+    }
+
+    /// Sends only the pages that differ from the base when that is safe and worth it; nil means
+    /// "push the whole file" (and says why in the log when a delta was tried).
+    ///
+    /// A page delta rewrites the device's file page by page, so it is only sent when the device
+    /// holds byte for byte the file the delta was computed against:
+    ///
+    /// - the device's fingerprint is the expected one (`deviceAsExpected`: no merge, no adopted
+    ///   push in this attempt) with no `-wal`/`-journal` beside it (their pages are not in the base);
+    /// - a base is kept (the sidecar names its hash) and the device's file is the base, page for page: after a verified push they are the same file;
+    ///   after a pull, the device's content hash is the base's. Header bytes may differ (a pull's
+    ///   base is a backup-API snapshot, which rewrites some): page 0 travels with every patch.
+    /// - the journal mode is the base's (a switch rewrites the header's meaning; a full push is simpler);
+    /// - the patch is smaller than ``deltaThreshold`` of the file (a VACUUMed copy moves every page).
+    ///
+    /// The device checks the result's SHA-256 before its rename anyway, so a wrong guess costs a
+    /// wasted patch, never a wrong file.
+    ///
+    /// - throws: ``FlippioError/Code/conflict`` when the device changed during the push (as a full
+    ///   push would); no other error: a delta that fails falls back to the full push.
+    func pushByDelta(_ upload: Upload, to remote: RemoteDatabase, sidecar: Sidecar, expecting: DeviceFingerprint,
+                     deviceAsExpected: Bool, bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
+        guard deltaThreshold > 0, deviceAsExpected, expecting.walHash == nil, expecting.journalHash == nil,
+              expecting.mainHash != nil,
+              sidecar.baseHash != nil
+        else { return nil }
+        // The base's own content hash is not re-checked here (reading the whole file again would
+        // cost what the delta saves): a base that is not what the sidecar says makes the device's
+        // copy fail its SHA-256 check, and the full push follows.
+        let base = BaseStore(workspace: workspace).url(for: remote)
+        guard FileManager.default.fileExists(atPath: base.path) else { return nil }
+        let delta: PageDelta
+        do {
+            guard try SQLiteHeader.read(fileAt: base).isWAL == SQLiteHeader.read(fileAt: upload.file).isWAL else {
+                logger.debug("push: the journal mode changed since the base; pushing the whole file")
+                return nil
+            }
+            // Trusted without reading when the last verified push recorded both (they are saved
+            // together); else the device's last known content must be the base's, to the header.
+            if sidecar.fingerprintAtLastPush != expecting,
+               sidecar.deviceContentHash != sidecar.baseHash {
+                logger.debug("push: the device's file is not the base; pushing the whole file")
+                return nil
+            }
+            delta = try PageDelta.between(base: base, snapshot: upload.file)
+        } catch {
+            logger.debug("push: no page delta (\(error)); pushing the whole file")
+            return nil
+        }
+        guard delta.isWorthSending(threshold: deltaThreshold) else {
+            logger.debug("push: \(delta.changedPages) changed pages (\(delta.patchSize) bytes) are not worth a delta; pushing the whole file")
+            return nil
+        }
+
+        let folder = try workspace.scratchDirectory("delta")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let patch = folder.appendingPathComponent("patch.bin")
+        do {
+            try delta.writePatch(from: upload.file, to: patch)
+            let fingerprint = try await bridge.pushDelta(delta, patch: patch, snapshotHash: upload.fileHash,
+                                                         to: remote, expecting: expecting)
+            logger.debug("push: page delta applied", metadata: [
+                "pages": "\(delta.changedPages)", "runs": "\(delta.runs.count)",
+                "bytes": "\(delta.patchSize)", "fileBytes": "\(upload.size)"])
+            return Sent(fingerprint: fingerprint, bytes: delta.patchSize, viaDelta: true)
+        } catch let error as FlippioError where error.code == .conflict {
+            throw error
+        } catch let error as FlippioError where error.code == .deltaUnsupported {
+            logger.info("no page delta on this device; pushing the whole file", metadata: ["reason": "\(error.message)"])
+            return nil
+        } catch {
+            // Nothing on the device changed (the bridge renames only a verified copy): the full
+            // push below starts from the same state.
+            logger.notice("the page delta push failed; pushing the whole file instead", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+}
