@@ -37,6 +37,16 @@ public struct FlippioConfiguration: Sendable {
     /// How often the agent looks at folders it could not watch (inotify limits). The default is
     /// 10 s (env `FLIPPIO_UNWATCHED_RESCAN_MS`).
     public var unwatchedRescanInterval: Duration
+    /// Whether a tracked database follows the app's changes on the device unless its sidecar says
+    /// otherwise (`flippio follow|unfollow`, `pull --no-follow`). The default is true (env `FLIPPIO_FOLLOW`).
+    public var follow: Bool
+    /// How often an Android app whose device has no usable `inotifyd` is polled (its databases'
+    /// fingerprints). The default is 5 s (env `FLIPPIO_FOLLOW_POLL_MS`).
+    public var followPollInterval: Duration
+    /// How often followed iOS databases' fingerprints are polled while their device is connected
+    /// (the libimobiledevice tools report no file changes); zero turns following off for iOS.
+    /// The default is 5 s (env `FLIPPIO_IOS_FOLLOW_MS`).
+    public var iosFollowInterval: Duration
     /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
     /// for one-shot commands, whose output is their result).
     public var logLevel: String?
@@ -53,6 +63,9 @@ public struct FlippioConfiguration: Sendable {
         self.retry = RetryPolicy()
         self.unwatchedRescanInterval = .seconds(10)
         self.logLevel = nil
+        self.follow = true
+        self.followPollInterval = .seconds(5)
+        self.iosFollowInterval = .seconds(5)
     }
 
     /// The environment variables for explicit tool paths.
@@ -95,6 +108,21 @@ public struct FlippioConfiguration: Sendable {
             default: throw FlippioError(.invalidConfiguration, "FLIPPIO_STOP_APP=\(value) is not a boolean.",
                                         remedy: "FLIPPIO_STOP_APP accepts 1, true, yes, on or 0, false, no, off.")
             }
+        }
+        if let value = env["FLIPPIO_FOLLOW"] {
+            switch value.lowercased() {
+            case "1", "true", "yes", "on": follow = true
+            case "0", "false", "no", "off": follow = false
+            default: throw FlippioError(.invalidConfiguration, "FLIPPIO_FOLLOW=\(value) is not a boolean.",
+                                        remedy: "FLIPPIO_FOLLOW accepts 1, true, yes, on or 0, false, no, off.")
+            }
+        }
+        if let value = env["FLIPPIO_FOLLOW_POLL_MS"] {
+            followPollInterval = .milliseconds(max(100, try Self.parseMilliseconds(value, name: "FLIPPIO_FOLLOW_POLL_MS")))
+        }
+        if let value = env["FLIPPIO_IOS_FOLLOW_MS"] {
+            let ms = try Self.parseMilliseconds(value, name: "FLIPPIO_IOS_FOLLOW_MS")
+            iosFollowInterval = ms == 0 ? .zero : .milliseconds(max(100, ms))
         }
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
@@ -191,6 +219,9 @@ struct ConfigFile {
         .milliseconds("settleMs") { $0.settleWindow = .milliseconds($1) },
         .milliseconds("settleMaxMs") { $0.settleMaxWait = .milliseconds($1) },
         .bool("stopApp") { $0.stopAppBeforePush = $1 },
+        .bool("follow") { $0.follow = $1 },
+        .milliseconds("followPollMs") { $0.followPollInterval = .milliseconds(max(100, $1)) },
+        .milliseconds("iosFollowMs") { $0.iosFollowInterval = $1 == 0 ? .zero : .milliseconds(max(100, $1)) },
         .positiveInt("poolSize") { $0.poolCapacity = $1 },
         .logLevel("logLevel") { $0.logLevel = $1 },
         .toolPaths("tools"),

@@ -51,6 +51,7 @@ extension DeviceShell {
         case "id": return id
         case "whoami": return { [self] _, io in try io.out(device.userName(uid: uid) + "\n"); return 0 }
         case "getprop": return getprop
+        case "inotifyd": return device.config.hasApplet("inotifyd") ? inotifyd : nil
         // Android tools
         case "run-as": return runAs
         case "su": return device.config.su ? su : nil

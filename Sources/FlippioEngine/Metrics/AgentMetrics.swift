@@ -36,6 +36,7 @@ public struct AgentMetrics: Sendable {
     let retries: Counter
     let conflicts: Counter
     let merges: Counter
+    let rowsBroughtIn: Counter
     let rowConflicts: Counter
     let errors: Counter
     let tracked: Gauge
@@ -60,6 +61,7 @@ public struct AgentMetrics: Sendable {
         retries = registry.counter("flippio_retries_total", help: "Transient failures retried with backoff, by error kind.")
         conflicts = registry.counter("flippio_conflicts_total", help: "Pushes stopped because the app changed its copy on the device.")
         merges = registry.counter("flippio_merges_total", help: "Pushes that merged the app's and the desktop's changes row by row.")
+        rowsBroughtIn = registry.counter("flippio_rows_brought_in_total", help: "Rows the app wrote that following brought into local copies.")
         rowConflicts = registry.counter("flippio_row_conflicts_total", help: "Rows changed on both sides that stopped a merge.")
         errors = registry.counter("flippio_errors_total", help: "Failed or refused pushes, by error kind.")
         tracked = registry.gauge("flippio_tracked_databases", help: "Databases the agent tracks.")
@@ -92,6 +94,9 @@ public struct AgentMetrics: Sendable {
 
     /// A push merged both sides' changes.
     public func merged() { merges.increment() }
+
+    /// Following wrote `count` rows the app changed into a local copy.
+    public func broughtIn(_ count: Int) { rowsBroughtIn.increment(by: Double(count)) }
 
     /// A merge stopped on `count` rows changed on both sides.
     public func rowConflicts(_ count: Int) { rowConflicts.increment(by: Double(count)) }
