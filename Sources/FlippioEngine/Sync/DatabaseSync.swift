@@ -199,6 +199,12 @@ actor DatabaseSync {
                 await apply(.settled(writerActive: writerActive, overdue: overdue))
             case .overdue:
                 overdue = true
+                // A file that never goes quiet re-arms the settle timer forever (a tool that polls
+                // a WAL database touches its -wal at every read): the upper bound pushes it anyway.
+                if machine.state == .dirty {
+                    let writerActive = await dependencies.isWriterActive(database)
+                    await apply(.settled(writerActive: writerActive, overdue: true))
+                }
             case .retry:
                 await apply(.retryDue)
             case .deviceSettle:
