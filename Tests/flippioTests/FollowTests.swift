@@ -92,4 +92,56 @@ struct FollowTests {
         #expect(try Shell.sqlite(scenario.localCopy, "PRAGMA quick_check") == "ok\n")
         #expect(try await app.execute("PRAGMA quick_check;") == "ok\n")
     }
+
+    // MARK: - The device goes away
+
+    @Test("unplugged for 10 s and plugged back: the watcher starts again, what the app wrote meanwhile arrives, no busy loop")
+    func unplugAndReplug() async throws {
+        let scenario = try Scenario.make()
+        let agent = try await scenario.startAgent()
+        try await expectEventually(agent, "the device-side watcher runs") { try watcherStarts(scenario) >= 1 }
+        try scenario.device.unplug()
+        // The app writes while the phone is away from the desktop (its folder is parked meanwhile).
+        let parked = scenario.harness.sim.devicesDirectory.appendingPathComponent(".unplugged/\(Scenario.serial)/fs/data/data/\(Scenario.package)/databases/notes.db")
+        try Shell.sqlite(parked, "INSERT INTO notes(title) VALUES ('while unplugged')")
+        // The unplugged period the issue asks about: 10 s. After the first seconds (the stream's
+        // end, a restart or two, the tracker's news), nothing may reach the adb server.
+        try await Task.sleep(for: .seconds(3))
+        try scenario.harness.sim.clearRequests()
+        try await Task.sleep(for: .seconds(7))
+        let whileGone = try scenario.harness.sim.requests()
+        #expect(whileGone.isEmpty, "no busy loop while the device is gone: \(whileGone.map { "\($0.time) \($0.serial ?? "-") \($0.service) \($0.command ?? "")" })")
+
+        try scenario.device.plugIn()
+        try await expectEventually(agent, "the row written meanwhile arrives", timeout: .seconds(30), state: {
+            "device \((try? scenario.deviceTitles()) ?? []), local \((try? scenario.localTitles()) ?? [])"
+        }) {
+            (try? scenario.localTitles())?.contains("while unplugged") == true
+        }
+        try await expectEventually(agent, "the watcher started again") { try watcherStarts(scenario) >= 1 }
+        // And it works: the next write arrives through it.
+        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('after replug')")
+        try await expectEventually(agent, "the next row arrives", timeout: .seconds(10)) {
+            (try? scenario.localTitles())?.contains("after replug") == true
+        }
+    }
+
+    // MARK: - No inotifyd
+
+    @Test("inotifyd missing on the device: the fingerprint poll brings the row in, and `status` says so")
+    func pollFallback() async throws {
+        let scenario = try Scenario.make()
+        var config = try scenario.device.config()
+        config.applets = ["inotifyd": false]
+        try scenario.device.writeConfig(config)
+        let agent = try await scenario.startAgent(environment: ["FLIPPIO_FOLLOW_POLL_MS": "1000"])
+        try await expectEventually(agent, "the fallback is logged") { agent.log.contains("following by polling") }
+        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('polled')")
+        try await expectEventually(agent, "the row arrives by polling", timeout: .seconds(15)) {
+            (try? scenario.localTitles())?.contains("polled") == true
+        }
+        #expect(agent.occurrences(of: "following by polling") == 1, "said once")
+        let status = try scenario.harness.flippio(["status"])
+        #expect(status.out.contains("polling"), "status says so:\n\(status.out)")
+    }
 }

@@ -17,6 +17,8 @@ extension Engine {
         public var conflictCopy: String?
         /// Whether the local copy's content differs from what the device has, looked at now.
         public var localChanges: Bool
+        /// Whether the local copy follows the app's changes (its sidecar's word, or config `follow`).
+        public var follow: Bool?
     }
 
     /// Every tracked database and its state, read from the sidecars (so it shows the agent's live
@@ -35,12 +37,20 @@ extension Engine {
                     pulledAt: sidecar.pulledAt, lastPushAt: sidecar.pushHistory.last?.at,
                     lastError: sidecar.state == .clean ? nil : sidecar.lastError,
                     nextRetryAt: sidecar.nextRetryAt, conflictCopy: sidecar.conflictCopy,
-                    localChanges: await hasLocalChanges(database, sidecar)))
+                    localChanges: await hasLocalChanges(database, sidecar),
+                    follow: Self.follows(sidecar, configuration)))
             } catch let error as FlippioError {
                 statuses.append(TrackedStatus(path: database.path, state: nil, lastError: .init(error, at: Date()), localChanges: false))
             }
         }
         return statuses
+    }
+
+    /// Whether `sidecar`'s database follows its device: its own setting, else the configured
+    /// default; iOS databases not when the iOS poll is off (`iosFollowMs` 0).
+    static func follows(_ sidecar: Sidecar, _ configuration: FlippioConfiguration) -> Bool {
+        if sidecar.origin.platform == .ios && configuration.iosFollowInterval == .zero { return false }
+        return sidecar.follow ?? configuration.follow
     }
 
     /// What the running agent reports about itself (unwatched folders), or nil when none runs.

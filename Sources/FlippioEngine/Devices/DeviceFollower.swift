@@ -48,6 +48,8 @@ actor DeviceFollower {
         var logger: Logger
         /// Where a change goes: the database's loop (through the engine).
         var deliver: @Sendable (_ database: URL) -> Void
+        /// Called once when an app falls back to polling (the engine shows it in `status`).
+        var onPollFallback: @Sendable (_ app: App) -> Void = { _ in }
     }
 
     private let dependencies: Dependencies
@@ -143,6 +145,7 @@ actor DeviceFollower {
                 logger.debug("the device-side watcher of \(app) ended; starting it again in \(delay)")
             } catch let error as FlippioError where error.code == .deviceWatchUnavailable {
                 pollFallbacks[app] = error.message
+                dependencies.onPollFallback(app)
                 logger.warning("\(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
                 await poll(app, paths: paths, every: dependencies.androidPollInterval)
                 return

@@ -19,8 +19,7 @@ extension DatabaseSync {
     ///   clean ──device changed──▶ bringing-in ──brought in / same content / nothing new──▶ clean
     ///                                   ├──local copy changed too──▶ pushing (the push merges)
     ///                                   └──transient failure──▶ clean, bring-in retried after backoff
-    ///   dirty, failed, waiting-for-device, conflict, invalid: ignored (the next push looks at the device anyway)
-    ///   pushing, bringing-in: remembered (one bit), looked at when it ends
+    ///   any other state: remembered (one bit), looked at once the database is clean again
     /// ```
     ///
     /// A change seen while pushing is remembered (one bit, like syncthing's 1-buffered channel) and
@@ -85,7 +84,8 @@ extension DatabaseSync {
         private(set) var unexpectedDeviceFailures = 0
         /// The tracker's last word on the device (nil before it said anything).
         private(set) var deviceListedReady: Bool?
-        /// The device changed during the push or bring-in in flight: look at it when it ends.
+        /// The device changed while the database was not clean (a push or bring-in in flight, a
+        /// local edit settling, a failure): look at it as soon as it is clean again.
         private(set) var deviceChangedDuringWork = false
         /// Consecutive transient bring-in failures (backoff), and whether a retry is due.
         private(set) var bringInFailures = 0
@@ -166,12 +166,11 @@ extension DatabaseSync {
 
             case (.clean, .deviceChanged):
                 return startBringIn()
-            case (.pushing, .deviceChanged), (.bringingIn, .deviceChanged):
-                deviceChangedDuringWork = true
-                return []
             case (_, .deviceChanged):
-                // dirty: the push looks at the device and merges; failed / waiting: the next push
-                // does; conflict: nothing until resolved; invalid: nothing to bring rows into.
+                // Remembered until the database is clean again: a push that finds the local
+                // content equal to the device's last known one never looks at the device, so
+                // the change would otherwise be lost (dirty because a tool only read the copy).
+                deviceChangedDuringWork = true
                 return []
 
             case (.bringingIn, .bringInFinished(let outcome)):
@@ -188,13 +187,15 @@ extension DatabaseSync {
             return [.startBringIn]
         }
 
-        /// After a push that left the database clean, a device change seen meanwhile is looked at
+        /// After a push, a device change seen meanwhile is looked at
         /// (our own push's rename shows up as one: the bring-in then finds the fingerprint it recorded).
         private mutating func lookAtDeviceIfChanged(_ actions: [Action]) -> [Action] {
-            guard deviceChangedDuringWork else { return actions }
-            if state == .clean { return actions + startBringIn() }
-            if state != .pushing { deviceChangedDuringWork = false }
-            return actions
+            guard deviceChangedDuringWork, state == .clean || state == .dirty else { return actions }
+            // Dirty again already (a tool that keeps touching the copy would otherwise starve the
+            // device's change): bring it in first; the bring-in snapshots the copy and hands a real
+            // edit to a push, and the local change is looked at again when it ends.
+            if state == .dirty { changedDuringPush = true }
+            return actions + startBringIn()
         }
 
         private mutating func finishBringIn(_ outcome: PushPipeline.BringInOutcome) -> [Action] {

@@ -72,7 +72,14 @@ actor SyncEngine {
     private var lastStatus = ""
     /// The device-side watchers of followed apps (routing only: events become ``DatabaseSync/Input/deviceChanged``).
     private let follower: DeviceFollower?
-    private let deviceChanges: AsyncStream<URL>
+    private let deviceChanges: AsyncStream<FollowEvent>
+    /// Apps followed by polling (no usable `inotifyd`), for `status`.
+    private var pollingApps: Set<String> = []
+
+    private enum FollowEvent: Sendable {
+        case changed(URL)
+        case polling(DeviceFollower.App)
+    }
     private var deviceChangeRouting: Task<Void, Never>?
     /// Counts of pushes, for tests, logs and metrics.
     private(set) var pushCount = 0
@@ -85,13 +92,13 @@ actor SyncEngine {
         self.dependencies = dependencies
         self.index = DatabaseIndex(stateDirectory: dependencies.workspace.stateDirectory)
         (iosDeviceAwaited, iosDeviceAwaitedSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let (changes, changed) = AsyncStream.makeStream(of: URL.self, bufferingPolicy: .unbounded)
+        let (changes, changed) = AsyncStream.makeStream(of: FollowEvent.self, bufferingPolicy: .unbounded)
         deviceChanges = changes
         follower = dependencies.follow.map { follow in
             DeviceFollower(.init(watch: follow.watch, clock: dependencies.clock, androidPollInterval: follow.androidPollInterval,
                                  iosPollInterval: follow.iosPollInterval, restartDelay: follow.restartDelay,
                                  maximumRestartDelay: follow.maximumRestartDelay, logger: dependencies.logger,
-                                 deliver: { changed.yield($0) }))
+                                 deliver: { changed.yield(.changed($0)) }, onPollFallback: { changed.yield(.polling($0)) }))
         }
     }
 
@@ -112,7 +119,12 @@ actor SyncEngine {
         if follower != nil {
             let changes = deviceChanges
             deviceChangeRouting = Task { [weak self] in
-                for await database in changes { await self?.deviceChanged(database) }
+                for await event in changes {
+                    switch event {
+                    case .changed(let database): await self?.deviceChanged(database)
+                    case .polling(let app): await self?.polling(app)
+                    }
+                }
             }
         }
         logger.info("\(statusLine()) in \(workspace.root.path)")
@@ -201,9 +213,10 @@ actor SyncEngine {
         syncs[database]?.send(.deviceChanged)
     }
 
-    /// Apps whose device cannot report changes, followed by polling, with the reason (status).
-    func pollFallbacks() async -> [DeviceFollower.App: String] {
-        await follower?.pollFallbacks ?? [:]
+    private func polling(_ app: DeviceFollower.App) {
+        pollingApps.insert(app.description)
+        lastStatus = ""  // write agent.json again, with the app in it
+        publishStatus()
     }
 
     /// The follower (tests).
@@ -435,6 +448,7 @@ actor SyncEngine {
         if waiting > 0 { line += "; \(waiting) waiting for a device" }
         if failed > 0 { line += "; \(failed) failed" }
         if !unwatched.isEmpty { line += "; \(unwatched.count) folder\(unwatched.count == 1 ? "" : "s") unwatched (inotify limit)" }
+        if !pollingApps.isEmpty { line += "; \(pollingApps.count) app\(pollingApps.count == 1 ? "" : "s") followed by polling" }
         return line
     }
 
@@ -452,7 +466,7 @@ actor SyncEngine {
         lastStatus = line
         dependencies.onStatusChange(line)
         AgentStatusFile(pid: getpid(), status: line, unwatchedFolders: unwatched.count,
-                        unwatchedRemedy: unwatched.values.first?.remedy).write(in: workspace)
+                        unwatchedRemedy: unwatched.values.first?.remedy, pollingApps: pollingApps.sorted()).write(in: workspace)
     }
 
     static func isInStateDirectory(_ url: URL, workspace: Workspace) -> Bool {
