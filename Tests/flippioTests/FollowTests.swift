@@ -144,4 +144,31 @@ struct FollowTests {
         let status = try scenario.harness.flippio(["status"])
         #expect(status.out.contains("polling"), "status says so:\n\(status.out)")
     }
+
+    // MARK: - Switching it
+
+    @Test("pull --no-follow: no watcher; `flippio follow` starts one and brings in what the app wrote; unfollow shows in status")
+    func followAndUnfollow() async throws {
+        let scenario = try Scenario.make(pull: false)
+        let pulled = try scenario.harness.flippio(["pull", Scenario.serial, Scenario.package, "databases/notes.db", "--no-follow"])
+        #expect(pulled.status == 0, "\(pulled.err)")
+        #expect(try scenario.sidecar().follow == false)
+        let agent = try await scenario.startAgent()
+        #expect(try scenario.harness.flippio(["status"]).out.contains(" no"), "status shows it is not followed")
+        try Shell.sqlite(scenario.deviceDatabase, "INSERT INTO notes(title) VALUES ('before follow')")
+        #expect(try watcherStarts(scenario) == 0, "a copy that does not follow starts no watcher")
+
+        let follow = try scenario.harness.flippio(["follow", scenario.localCopy.path])
+        #expect(follow.status == 0, "\(follow.err)")
+        try await expectEventually(agent, "the row written before `follow` arrives", timeout: .seconds(15)) {
+            (try? scenario.localTitles())?.contains("before follow") == true
+        }
+        #expect(try watcherStarts(scenario) == 1)
+        #expect(try scenario.uploadCount() == 0)
+
+        let unfollow = try scenario.harness.flippio(["unfollow", scenario.localCopy.path])
+        #expect(unfollow.status == 0, "\(unfollow.err)")
+        #expect(try scenario.sidecar().follow == false)
+        #expect(try scenario.harness.flippio(["status", "--json"]).out.contains("\"follow\" : false"))
+    }
 }

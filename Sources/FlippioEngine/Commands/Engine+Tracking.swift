@@ -195,4 +195,20 @@ extension Engine {
         BaseStore(workspace: workspace).remove(for: origin.remoteDatabase)
         return database
     }
+
+    /// Turns following on or off for one tracked database (`flippio follow|unfollow FILE`): the
+    /// sidecar records it, under the database's lock; a running agent adopts the sidecar and
+    /// starts or stops watching the app's files.
+    ///
+    /// - returns: the database's local path.
+    /// - throws: ``FlippioError/Code/notTracked`` when `path` is not a tracked database.
+    public func setFollow(_ path: String, _ follow: Bool) async throws -> URL {
+        let database = try trackedDatabase(path)
+        let origin = try SidecarStore.load(forDatabase: database).origin
+        let lock = try workspace.lock(for: origin.remoteDatabase)
+        try await lock.acquire(timeout: .seconds(120))
+        defer { lock.release() }
+        try await parts.sidecars.update(forDatabase: database) { $0.follow = follow }
+        return database
+    }
 }
