@@ -68,20 +68,11 @@ public struct AppChangeStream: Sendable {
     ///   or refused it (the caller polls instead); `CancellationError` when cancelled. Nothing
     ///   else: other endings are returns.
     public func run(onStarted: @Sendable () -> Void = {}, onChange: @Sendable (String) -> Void) async throws {
-        var platformOptions = PlatformOptions()
-        platformOptions.processGroupID = 0
-        platformOptions.teardownSequence = [
-            .send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500)),
-        ]
-        var updates: [Environment.Key: String?] = [:]
-        for (key, value) in environment {
-            if let key = Environment.Key(rawValue: key) { updates[key] = value }
-        }
         let result = try await Subprocess.run(
             .path(FilePath(adbPath)),
             arguments: ["-s", serial, "shell", command],
-            environment: .inherit.updating(updates),
-            platformOptions: platformOptions,
+            environment: LongLivedAdb.environment(environment),
+            platformOptions: LongLivedAdb.platformOptions,
             input: .none,
             output: .sequence,
             error: .discarded
