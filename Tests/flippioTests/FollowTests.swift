@@ -109,8 +109,10 @@ struct FollowTests {
         try await Task.sleep(for: .seconds(3))
         try scenario.harness.sim.clearRequests()
         try await Task.sleep(for: .seconds(7))
+        // At most one last try that raced the tracker's news (each adb run starts with host:version);
+        // a loop, even one backing off, would show more, and the poll fallback every 5 s too.
         let whileGone = try scenario.harness.sim.requests()
-        #expect(whileGone.isEmpty, "no busy loop while the device is gone: \(whileGone.map { "\($0.time) \($0.serial ?? "-") \($0.service) \($0.command ?? "")" })")
+        #expect(whileGone.filter { $0.service == "host:version" }.count <= 1, "no busy loop while the device is gone: \(whileGone.map { "\($0.time) \($0.serial ?? "-") \($0.service) \($0.command ?? "")" })")
 
         try scenario.device.plugIn()
         try await expectEventually(agent, "the row written meanwhile arrives", timeout: .seconds(30), state: {
