@@ -47,7 +47,7 @@ import TestSupport
         let error = loadError()
         #expect(error?.code == .invalidConfiguration)
         #expect(error?.message.contains("unknown key \"setleMs\" (did you mean \"settleMs\"?)") == true, "\(error?.message ?? "")")
-        #expect(error?.remedy?.contains("workspace, settleMs, settleMaxMs, stopApp, poolSize, logLevel, tools") == true)
+        #expect(error?.remedy?.contains("workspace, settleMs, settleMaxMs, stopApp, follow, followPollMs, iosFollowMs, poolSize, logLevel, tools") == true)
 
         try writeConfig(#"{"tools": {"adbb": "/x"}}"#)
         #expect(loadError()?.message.contains("\"tools.adbb\" (did you mean \"tools.adb\"?)") == true)
