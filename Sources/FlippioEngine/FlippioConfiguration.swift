@@ -48,6 +48,16 @@ public struct FlippioConfiguration: Sendable {
     /// Whether the app is started again (its launcher activity) after a verified push, so the edit
     /// shows at once. The default is false (config `restartApp`, env `FLIPPIO_RESTART_APP`, `--restart-app`).
     public var restartApp: Bool
+    /// Whether a tracked database follows the app's changes on the device unless its sidecar says
+    /// otherwise (`flippio follow|unfollow`, `pull --no-follow`). The default is true (env `FLIPPIO_FOLLOW`).
+    public var follow: Bool
+    /// How often an Android app whose device has no usable `inotifyd` is polled (its databases'
+    /// fingerprints). The default is 5 s (env `FLIPPIO_FOLLOW_POLL_MS`).
+    public var followPollInterval: Duration
+    /// How often followed iOS databases' fingerprints are polled while their device is connected
+    /// (the libimobiledevice tools report no file changes); zero turns following off for iOS.
+    /// The default is 5 s (env `FLIPPIO_IOS_FOLLOW_MS`).
+    public var iosFollowInterval: Duration
     /// `trace`...`critical`, or nil for the command's default (`info` for the agent, `warning`
     /// for one-shot commands, whose output is their result).
     public var logLevel: String?
@@ -67,6 +77,9 @@ public struct FlippioConfiguration: Sendable {
         self.desktopNotifications = true
         self.restartApp = false
         self.logLevel = nil
+        self.follow = true
+        self.followPollInterval = .seconds(5)
+        self.iosFollowInterval = .seconds(5)
     }
 
     /// The environment variables for explicit tool paths.
@@ -113,6 +126,21 @@ public struct FlippioConfiguration: Sendable {
                                    remedy: "FLIPPIO_DELTA_THRESHOLD accepts a number from 0 (never send page deltas) to 1, e.g. 0.5.")
             }
             deltaThreshold = fraction
+        }
+        if let value = env["FLIPPIO_FOLLOW"] {
+            switch value.lowercased() {
+            case "1", "true", "yes", "on": follow = true
+            case "0", "false", "no", "off": follow = false
+            default: throw FlippioError(.invalidConfiguration, "FLIPPIO_FOLLOW=\(value) is not a boolean.",
+                                        remedy: "FLIPPIO_FOLLOW accepts 1, true, yes, on or 0, false, no, off.")
+            }
+        }
+        if let value = env["FLIPPIO_FOLLOW_POLL_MS"] {
+            followPollInterval = .milliseconds(max(100, try Self.parseMilliseconds(value, name: "FLIPPIO_FOLLOW_POLL_MS")))
+        }
+        if let value = env["FLIPPIO_IOS_FOLLOW_MS"] {
+            let ms = try Self.parseMilliseconds(value, name: "FLIPPIO_IOS_FOLLOW_MS")
+            iosFollowInterval = ms == 0 ? .zero : .milliseconds(max(100, ms))
         }
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
@@ -218,6 +246,9 @@ struct ConfigFile {
         .bool("stopApp") { $0.stopAppBeforePush = $1 },
         .bool("notifications") { $0.desktopNotifications = $1 },
         .bool("restartApp") { $0.restartApp = $1 },
+        .bool("follow") { $0.follow = $1 },
+        .milliseconds("followPollMs") { $0.followPollInterval = .milliseconds(max(100, $1)) },
+        .milliseconds("iosFollowMs") { $0.iosFollowInterval = $1 == 0 ? .zero : .milliseconds(max(100, $1)) },
         .positiveInt("poolSize") { $0.poolCapacity = $1 },
         .logLevel("logLevel") { $0.logLevel = $1 },
         .toolPaths("tools"),

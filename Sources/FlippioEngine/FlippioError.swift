@@ -77,6 +77,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
             case unpushedChanges = "unpushed-changes"
             // Watching and configuration
             case watchLimitReached = "watch-limit-reached"
+            case deviceWatchUnavailable = "device-watch-unavailable"
             case invalidArgument = "invalid-argument"
             case invalidConfiguration = "invalid-configuration"
             case serviceManagerUnavailable = "service-manager-unavailable"
@@ -106,7 +107,7 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
                  .deviceAmbiguous, .deviceUnauthorized, .appNotDebuggable, .unknownPackage, .appNotLaunchable, .noSuchFile,
                  .permissionDenied, .unexpectedOutput, .iosNotPaired, .iosContainerRefused, .notSQLite,
                  .corruptDatabase, .databaseMissing, .unsafePath, .sidecarUnreadable, .sidecarTooNew, .notTracked,
-                 .conflict, .schemaChanged, .deltaUnsupported, .watchLimitReached, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
+                 .conflict, .schemaChanged, .deltaUnsupported, .watchLimitReached, .deviceWatchUnavailable, .invalidArgument, .invalidConfiguration, .serviceManagerUnavailable, .internalError:
                 return false
             }
         }
@@ -181,6 +182,9 @@ public struct FlippioError: Error, Sendable, CustomStringConvertible, Equatable 
 
         // MARK: - Watching and configuration
         public static let watchLimitReached = Code(.watchLimitReached)
+        /// The device cannot report file changes (no `inotifyd`, or `run-as` refused it): the agent
+        /// polls the fingerprint instead. Not retryable: the device's toybox will not grow an applet.
+        public static let deviceWatchUnavailable = Code(.deviceWatchUnavailable)
         public static let invalidArgument = Code(.invalidArgument)
         public static let invalidConfiguration = Code(.invalidConfiguration)
         public static let serviceManagerUnavailable = Code(.serviceManagerUnavailable)
@@ -262,6 +266,7 @@ extension FlippioError {
     public static var notInConflict: Code { .notInConflict }
     public static var unpushedChanges: Code { .unpushedChanges }
     public static var watchLimitReached: Code { .watchLimitReached }
+    public static var deviceWatchUnavailable: Code { .deviceWatchUnavailable }
     public static var invalidArgument: Code { .invalidArgument }
     public static var invalidConfiguration: Code { .invalidConfiguration }
     public static var serviceManagerUnavailable: Code { .serviceManagerUnavailable }
@@ -278,6 +283,14 @@ extension FlippioError {
 
     static func internalError(_ message: String) -> FlippioError {
         FlippioError(.internalError, message, remedy: "This is a bug in flippio; please report it with the log.")
+    }
+
+    /// `inotifyd` is missing on the device or was refused (`detail`: what the device printed).
+    static func deviceWatchUnavailable(serial: String, appID: String, detail: String) -> FlippioError {
+        FlippioError(.deviceWatchUnavailable,
+                     "Device \(serial) cannot report changes to \(appID)'s files (\(detail)); following by polling its fingerprint instead.",
+                     remedy: "Nothing to do: changes still arrive, a few seconds later. A device whose toybox has `inotifyd` (Android 6 and later) reports them at once.",
+                     context: ["serial": serial, "app": appID, "detail": detail])
     }
 
     static func workspaceWriteFailed(path: String, errno code: Int32) -> FlippioError {

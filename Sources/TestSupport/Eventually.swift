@@ -5,6 +5,10 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
     public let what: String
     public let timeout: Duration
     public var description: String { "\(what) did not happen within \(timeout)" }
+    public init(what: String, timeout: Duration) {
+        self.what = what
+        self.timeout = timeout
+    }
 }
 
 /// Awaits a condition with a deadline, checking it every `poll`.

@@ -23,6 +23,10 @@ public final class FlippioHarness: @unchecked Sendable {
         env["XDG_STATE_HOME"] = home.url.appendingPathComponent("state").path
         env["XDG_DATA_HOME"] = home.url.appendingPathComponent("data").path
         env["FLIPPIO_LOG_LEVEL"] = "debug"
+        // Tests of pushes and conflicts script the app's writes and the desktop's in a set order;
+        // an agent that brings the app's write in first would change the story. The tests of
+        // following turn it on (`FLIPPIO_FOLLOW=1`).
+        env["FLIPPIO_FOLLOW"] = "0"
         env.removeValue(forKey: "NOTIFY_SOCKET")
         env.removeValue(forKey: "JOURNAL_STREAM")
         return env

@@ -14,7 +14,7 @@ struct Flippio: AsyncParsableCommand {
             """,
         version: FlippioVersion.current,
         subcommands: [Devices.self, Apps.self, Dbs.self, Pull.self, Status.self, Push.self, Resolve.self, Conflicts.self,
-                      Forget.self, AgentCommand.self, ServiceCommand.self, Doctor.self]
+                      Follow.self, Unfollow.self, Forget.self, AgentCommand.self, ServiceCommand.self, Doctor.self]
     )
 
     /// Whether `--json` was asked for, read from the raw arguments so that even a command line

@@ -47,7 +47,7 @@ import TestSupport
         let error = loadError()
         #expect(error?.code == .invalidConfiguration)
         #expect(error?.message.contains("unknown key \"setleMs\" (did you mean \"settleMs\"?)") == true, "\(error?.message ?? "")")
-        #expect(error?.remedy?.contains("workspace, settleMs, settleMaxMs, stopApp, notifications, restartApp, poolSize, logLevel, tools") == true)
+        #expect(error?.remedy?.contains("workspace, settleMs, settleMaxMs, stopApp, notifications, restartApp, follow, followPollMs, iosFollowMs, poolSize, logLevel, tools") == true)
 
         try writeConfig(#"{"tools": {"adbb": "/x"}}"#)
         #expect(loadError()?.message.contains("\"tools.adbb\" (did you mean \"tools.adb\"?)") == true)

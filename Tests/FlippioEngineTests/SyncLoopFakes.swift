@@ -51,6 +51,22 @@ final class RecordingPusher: DatabasePushing, Sendable {
     }
 }
 
+/// Brings device changes in, as scripted: records each bring-in, returns the scripted outcomes
+/// (`.broughtIn(rows: 1)` once they run out).
+final class RecordingImporter: DeviceChangeImporting, Sendable {
+    private let state = Mutex((bringIns: [URL](), outcomes: [PushPipeline.BringInOutcome]()))
+
+    func script(_ outcomes: PushPipeline.BringInOutcome...) { state.withLock { $0.outcomes += outcomes } }
+    var count: Int { state.withLock { $0.bringIns.count } }
+
+    func bringIn(_ database: URL) async -> PushPipeline.BringInOutcome {
+        state.withLock { state in
+            state.bringIns.append(database)
+            return state.outcomes.isEmpty ? .broughtIn(rows: 1) : state.outcomes.removeFirst()
+        }
+    }
+}
+
 /// A watcher that records the folders it is asked to watch, refuses those listed in
 /// ``refused`` with the kernel's watch-limit error, and delivers events the test sends.
 final class FakeWatcher: FileWatching, Sendable {
@@ -123,9 +139,11 @@ struct SyncLoopFixture {
 
     /// A running loop for the database.
     func startSync(writerActive: @escaping @Sendable () -> Bool = { false },
-                   onForgotten: @escaping @Sendable (URL) async -> Void = { _ in }) throws -> DatabaseSync {
+                   onForgotten: @escaping @Sendable (URL) async -> Void = { _ in },
+                   importer: RecordingImporter? = nil) throws -> DatabaseSync {
         var dependencies = dependencies(writerActive: writerActive)
         dependencies.onForgotten = onForgotten
+        dependencies.importer = importer
         let sync = DatabaseSync(database: database, sidecar: try SidecarStore.load(forDatabase: database), dependencies: dependencies)
         Task { await sync.run() }
         return sync

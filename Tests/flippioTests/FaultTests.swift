@@ -136,8 +136,9 @@ extension DevsimRequest {
     }
 }
 
-/// Processes of the real `adb` client (other than the agent's long-lived `track-devices`) that
-/// talk to the simulator on `port`: what a timeout must have killed.
+/// Processes of the real `adb` client (other than the agent's long-lived `track-devices` and its
+/// device-side watchers, `shell run-as PKG inotifyd`) that talk to the simulator on `port`: what a
+/// timeout must have killed.
 func liveAdbClients(port: Int) -> [String] {
     let marker = "ANDROID_ADB_SERVER_PORT=\(port)"
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
@@ -147,7 +148,8 @@ func liveAdbClients(port: Int) -> [String] {
               let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
         let words = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         guard let first = words.first, first.hasSuffix("/adb") || first == "adb",
-              !words.contains("track-devices"), !words.contains("fork-server") else { continue }
+              !words.contains("track-devices"), !words.contains("fork-server"),
+              !words.contains(where: { $0.contains(" inotifyd - ") }) else { continue }
         // A zombie has an empty cmdline; a live client carries the simulator's port in its environment.
         let variables = environment.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
         if variables.contains(marker) { found.append("\(entry): \(words.joined(separator: " "))") }

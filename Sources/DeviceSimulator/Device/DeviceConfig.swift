@@ -28,11 +28,14 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
     public var device: String?
     /// Extra or overriding system properties for `getprop`.
     public var props: [String: String]?
+    /// Toybox applets switched off, by name: `{"inotifyd": false}` makes `inotifyd` missing, as on
+    /// devices whose toybox was built without it. Absent: every applet the simulator knows exists.
+    public var applets: [String: Bool]?
 
     public init(
         state: String = "device", model: String = "Pixel 7", release: String = "14", sdk: Int = 34,
         su: Bool = false, packages: [String: PackageConfig] = [:], product: String? = nil,
-        device: String? = nil, props: [String: String]? = nil
+        device: String? = nil, props: [String: String]? = nil, applets: [String: Bool]? = nil
     ) {
         self.state = state
         self.model = model
@@ -43,9 +46,10 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
         self.product = product
         self.device = device
         self.props = props
+        self.applets = applets
     }
 
-    enum CodingKeys: String, CodingKey { case state, model, release, sdk, su, packages, product, device, props }
+    enum CodingKeys: String, CodingKey { case state, model, release, sdk, su, packages, product, device, props, applets }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -70,7 +74,11 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
         product = try c.decodeIfPresent(String.self, forKey: .product)
         device = try c.decodeIfPresent(String.self, forKey: .device)
         props = try c.decodeIfPresent([String: String].self, forKey: .props)
+        applets = try c.decodeIfPresent([String: Bool].self, forKey: .applets)
     }
+
+    /// Whether the toybox applet `name` exists on this device (see ``applets``).
+    func hasApplet(_ name: String) -> Bool { applets?[name] ?? true }
 
     /// `product:` and `device:` when the file does not name them: the model in lower case, `_` for spaces.
     var productName: String { product ?? model.lowercased().replacingOccurrences(of: " ", with: "_") }

@@ -59,7 +59,8 @@ extension AdbServer {
     }
 
     private func makeShell(_ device: SimulatedDevice, _ connection: SocketConnection) -> DeviceShell {
-        DeviceShell(device: device, user: .shell, cwd: "/", cancelled: { [weak self] in self?.isStopped ?? true })
+        DeviceShell(device: device, user: .shell, cwd: "/", cancelled: { [weak self] in self?.isStopped ?? true },
+                    hungUp: { connection.hungUp() })
     }
 
     /// Shell protocol v2: stdout and stderr as separate packets, then the exit status.

@@ -80,6 +80,15 @@ final class SocketConnection: @unchecked Sendable {
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
     }
 
+    /// True when the peer closed its side (or the connection failed), without waiting and
+    /// without reading: unread input (a close-stdin packet) does not hide the hang-up.
+    func hungUp() -> Bool {
+        let readHangUp: Int16 = 0x2000  // POLLRDHUP: Glibc's module leaves out this GNU flag
+        var pfd = pollfd(fd: fd, events: readHangUp, revents: 0)
+        guard poll(&pfd, 1, 0) > 0 else { return false }
+        return pfd.revents & (readHangUp | Int16(POLLERR | POLLHUP | POLLNVAL)) != 0
+    }
+
     // MARK: - Writing
 
     func write(_ bytes: [UInt8]) throws {

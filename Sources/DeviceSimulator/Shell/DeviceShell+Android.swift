@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// run-as, su, pm, am, cmd: the Android tools flippio's bridge uses, with their real texts.
 extension DeviceShell {
@@ -27,7 +28,9 @@ extension DeviceShell {
         let home = "/data/data/\(package)"
         // An installed app always has its data folder.
         let dataDir = device.fsRoot.appendingPathComponent("data/data/\(package)", isDirectory: true)
-        try? FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        // One `mkdir`, never "create intermediate folders": a request that races an unplug must
+        // not re-create a stray `SERIAL/fs` (see ``DeviceLayout/create(fs:)``).
+        _ = Glibc.mkdir(dataDir.path, 0o771)
         let app = child(user: .app(package), cwd: home)
         if args.isEmpty {
             return try app.sh([], io)

@@ -55,6 +55,7 @@ extension DeviceShell {
         case "truncate": return truncateCommand
         case "restorecon": return restorecon
         case "chcon": return chcon
+        case "inotifyd": return device.config.hasApplet("inotifyd") ? inotifyd : nil
         // Android tools
         case "run-as": return runAs
         case "su": return device.config.su ? su : nil

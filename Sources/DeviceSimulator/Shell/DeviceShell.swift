@@ -16,14 +16,20 @@ final class DeviceShell {
     var variables: [String: String]
     /// True when the request should give up (server stopping, client gone).
     let cancelled: () -> Bool
+    /// True when the client closed its side of the connection. Only commands that run until
+    /// killed (`inotifyd`) ask: a client that shuts its writing side after sending stdin (`cat >f`)
+    /// still wants the answer, so this is not part of ``cancelled``.
+    let hungUp: () -> Bool
 
     var fs: DeviceFileSystem { DeviceFileSystem(device: device, user: user) }
 
-    init(device: SimulatedDevice, user: DeviceUser = .shell, cwd: String = "/", cancelled: @escaping () -> Bool = { false }) {
+    init(device: SimulatedDevice, user: DeviceUser = .shell, cwd: String = "/", cancelled: @escaping () -> Bool = { false },
+         hungUp: @escaping () -> Bool = { false }) {
         self.device = device
         self.user = user
         self.cwd = cwd
         self.cancelled = cancelled
+        self.hungUp = hungUp
         var vars = ["PATH": "/product/bin:/apex/com.android.runtime/bin:/apex/com.android.art/bin:/system_ext/bin:/system/bin:/system/xbin:/odm/bin:/vendor/bin:/vendor/xbin",
                     "ANDROID_DATA": "/data", "ANDROID_ROOT": "/system", "EXTERNAL_STORAGE": "/sdcard",
                     "TMPDIR": "/data/local/tmp"]
@@ -37,7 +43,7 @@ final class DeviceShell {
 
     /// A shell for another user (run-as, su), sharing the cancellation.
     func child(user: DeviceUser, cwd: String) -> DeviceShell {
-        DeviceShell(device: device, user: user, cwd: cwd, cancelled: cancelled)
+        DeviceShell(device: device, user: user, cwd: cwd, cancelled: cancelled, hungUp: hungUp)
     }
 
     var uid: Int {

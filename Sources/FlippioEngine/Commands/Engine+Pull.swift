@@ -22,7 +22,9 @@ extension Engine {
     ///
     /// - parameter overwrite: replace a local copy that has changes not pushed yet.
     /// - throws: when a selected path is not one of the app's databases, or the device refuses.
-    public func pull(device query: String, app: String, paths: [String], overwrite: Bool = false,
+    /// - parameter follow: whether the copies follow the app's changes (nil: config `follow`;
+    ///   `pull --no-follow` passes false).
+    public func pull(device query: String, app: String, paths: [String], overwrite: Bool = false, follow: Bool? = nil,
                      progress: TransferProgress? = nil) async throws -> [PullReport] {
         let device = try await device(query)
         let bridge = try await bridges.bridge(for: device.platform)
@@ -32,7 +34,7 @@ extension Engine {
         let selected = try Self.select(paths, from: available, app: app)
         var reports: [PullReport] = []
         for remote in selected {
-            reports.append(try await pull(remote, device: device, bridge: bridge, overwrite: overwrite, progress: progress))
+            reports.append(try await pull(remote, device: device, bridge: bridge, overwrite: overwrite, follow: follow, progress: progress))
         }
         return reports
     }
@@ -68,7 +70,7 @@ extension Engine {
     /// first keeps the old copy as `x.local-<time>.db`. The new content is written *into* the
     /// existing file through SQLite (``LocalReplacement``), so an editor that has it open sees the
     /// new rows and nothing writes to an unlinked file.
-    func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool,
+    func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool, follow: Bool? = nil,
               progress: TransferProgress?) async throws -> PullReport {
         let local = try workspace.localURL(for: remote)
         let lock = try workspace.lock(for: remote)
@@ -103,6 +105,7 @@ extension Engine {
         try BaseStore(workspace: workspace).save(snapshot.url, for: remote)
         sidecar.baseHash = snapshot.contentHash
         sidecar.deviceJournalWAL = summary.wasWAL
+        sidecar.follow = follow
         try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
         logger.info("pulled \(remote.path) to \(local.path)")
         return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,

@@ -17,6 +17,8 @@ extension Engine {
         public var conflictCopy: String?
         /// Whether the local copy's content differs from what the device has, looked at now.
         public var localChanges: Bool
+        /// Whether the local copy follows the app's changes (its sidecar's word, or config `follow`).
+        public var follow: Bool?
     }
 
     /// Every tracked database and its state, read from the sidecars (so it shows the agent's live
@@ -35,12 +37,20 @@ extension Engine {
                     pulledAt: sidecar.pulledAt, lastPushAt: sidecar.pushHistory.last?.at,
                     lastError: sidecar.state == .clean ? nil : sidecar.lastError,
                     nextRetryAt: sidecar.nextRetryAt, conflictCopy: sidecar.conflictCopy,
-                    localChanges: await hasLocalChanges(database, sidecar)))
+                    localChanges: await hasLocalChanges(database, sidecar),
+                    follow: Self.follows(sidecar, configuration)))
             } catch let error as FlippioError {
                 statuses.append(TrackedStatus(path: database.path, state: nil, lastError: .init(error, at: Date()), localChanges: false))
             }
         }
         return statuses
+    }
+
+    /// Whether `sidecar`'s database follows its device: its own setting, else the configured
+    /// default; iOS databases not when the iOS poll is off (`iosFollowMs` 0).
+    static func follows(_ sidecar: Sidecar, _ configuration: FlippioConfiguration) -> Bool {
+        if sidecar.origin.platform == .ios && configuration.iosFollowInterval == .zero { return false }
+        return sidecar.follow ?? configuration.follow
     }
 
     /// What the running agent reports about itself (unwatched folders), or nil when none runs.
@@ -183,6 +193,22 @@ extension Engine {
         defer { lock.release() }
         try FileManager.default.removeItem(at: sidecarURL)
         BaseStore(workspace: workspace).remove(for: origin.remoteDatabase)
+        return database
+    }
+
+    /// Turns following on or off for one tracked database (`flippio follow|unfollow FILE`): the
+    /// sidecar records it, under the database's lock; a running agent adopts the sidecar and
+    /// starts or stops watching the app's files.
+    ///
+    /// - returns: the database's local path.
+    /// - throws: ``FlippioError/Code/notTracked`` when `path` is not a tracked database.
+    public func setFollow(_ path: String, _ follow: Bool) async throws -> URL {
+        let database = try trackedDatabase(path)
+        let origin = try SidecarStore.load(forDatabase: database).origin
+        let lock = try workspace.lock(for: origin.remoteDatabase)
+        try await lock.acquire(timeout: .seconds(120))
+        defer { lock.release() }
+        try await parts.sidecars.update(forDatabase: database) { $0.follow = follow }
         return database
     }
 }

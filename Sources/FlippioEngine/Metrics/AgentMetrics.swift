@@ -55,6 +55,7 @@ public struct AgentMetrics: Sendable {
     public let changes: MetricsChanges
     let conflicts: Counter
     let merges: Counter
+    let rowsBroughtIn: Counter
     let rowConflicts: Counter
     let tracked: Gauge
     let residentMemory: Gauge
@@ -80,6 +81,7 @@ public struct AgentMetrics: Sendable {
         conflicts = registry.makeCounter(descriptor: Family("flippio_conflicts_total", "Pushes stopped because the app changed its copy on the device.").descriptor)
         merges = registry.makeCounter(descriptor: Family("flippio_merges_total", "Pushes that merged the app's and the desktop's changes row by row.").descriptor)
         rowConflicts = registry.makeCounter(descriptor: Family("flippio_row_conflicts_total", "Rows changed on both sides that stopped a merge.").descriptor)
+        rowsBroughtIn = registry.makeCounter(descriptor: Family("flippio_rows_brought_in_total", "Rows the app wrote that following brought into local copies.").descriptor)
         tracked = registry.makeGauge(descriptor: Family("flippio_tracked_databases", "Databases the agent tracks.").descriptor)
         residentMemory = registry.makeGauge(descriptor: Family("flippio_resident_memory_bytes", "The agent's resident memory (VmRSS), sampled when this file is written.").descriptor)
         cpuSeconds = registry.makeGauge(descriptor: Family("flippio_cpu_seconds_total", "The agent's user+system CPU time, sampled when this file is written.").descriptor)
@@ -130,6 +132,9 @@ public struct AgentMetrics: Sendable {
         merges.increment()
         changes.changed()
     }
+
+    /// Following wrote `count` rows the app changed into a local copy.
+    public func broughtIn(_ count: Int) { rowsBroughtIn.increment(by: Double(count)) }
 
     /// A merge stopped on `count` rows changed on both sides.
     public func rowConflicts(_ count: Int) {

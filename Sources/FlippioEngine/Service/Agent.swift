@@ -55,7 +55,9 @@ public struct Agent: Service {
             unwatchedRescanInterval: configuration.unwatchedRescanInterval, logger: logger,
             onStatusChange: { line in try? notifier.status(line) },
             notifier: DesktopNotifier(environment: configuration.environment, enabled: configuration.desktopNotifications,
-                                      runner: ProcessRunner(), logger: logger)))
+                                      runner: ProcessRunner(), logger: logger),
+
+            follow: await follow(parts)))
         try await engine.start()
         try? notifier.ready(status: await engine.statusLine())
         logger.info("ready")
@@ -89,6 +91,25 @@ public struct Agent: Service {
             group.cancelAll()
         }
         logger.info("stopped")
+    }
+
+    /// How databases follow their device: Android through `run-as PKG inotifyd` (``AppChangeStream``),
+    /// iOS by a fingerprint poll; the engine routes what they report.
+    private func follow(_ parts: SyncParts) async -> SyncEngine.Follow {
+        let android = try? await bridges.bridge(for: .android) as? AndroidBridge
+        let logger = self.logger
+        return SyncEngine.Follow(
+            byDefault: configuration.follow, importer: parts.pipeline,
+            watch: { app, folders, onChange in
+                guard let android else {
+                    throw FlippioError.deviceWatchUnavailable(serial: app.deviceID, appID: app.appID, detail: "adb not found")
+                }
+                let stream = AppChangeStream(adbPath: android.adbPath, environment: android.environment,
+                                             serial: app.deviceID, appID: app.appID, folders: folders)
+                logger.debug("watching \(app) on the device: \(stream.command)")
+                try await stream.run(onChange: onChange)
+            },
+            androidPollInterval: configuration.followPollInterval, iosPollInterval: configuration.iosFollowInterval)
     }
 
     /// Follows device plug/unplug (`adb track-devices`) and resumes pushes waiting for a device.

@@ -13,12 +13,16 @@ public struct AgentStatusFile: Sendable, Codable, Equatable {
     public var unwatchedFolders: Int
     /// What raises the limit (the `sysctl` line), when folders are unwatched.
     public var unwatchedRemedy: String?
+    /// Apps followed by a fingerprint poll because their device has no usable `inotifyd`
+    /// (`com.example.notes on emulator-5554`); nil or empty when every device reports its changes.
+    public var pollingApps: [String]?
 
-    public init(pid: Int32, status: String, unwatchedFolders: Int, unwatchedRemedy: String?) {
+    public init(pid: Int32, status: String, unwatchedFolders: Int, unwatchedRemedy: String?, pollingApps: [String]? = nil) {
         self.pid = pid
         self.status = status
         self.unwatchedFolders = unwatchedFolders
         self.unwatchedRemedy = unwatchedRemedy
+        self.pollingApps = pollingApps
     }
 
     static func url(in workspace: Workspace) -> URL {

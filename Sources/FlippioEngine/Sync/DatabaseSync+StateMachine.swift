@@ -12,6 +12,16 @@ extension DatabaseSync {
     ///                                              └─permanent──▶ failed (until the next edit)
     /// ```
     ///
+    /// Following the device (DESIGN.md §6): the app changed its copy (a device-side event or a
+    /// fingerprint poll, settled by the loop) → ``Event/deviceChanged``:
+    ///
+    /// ```
+    ///   clean ──device changed──▶ bringing-in ──brought in / same content / nothing new──▶ clean
+    ///                                   ├──local copy changed too──▶ pushing (the push merges)
+    ///                                   └──transient failure──▶ clean, bring-in retried after backoff
+    ///   any other state: remembered (one bit), looked at once the database is clean again
+    /// ```
+    ///
     /// A change seen while pushing is remembered (one bit, like syncthing's 1-buffered channel) and
     /// starts a new settle when the push ends, so a burst during a push costs at most one more push.
     ///
@@ -35,6 +45,9 @@ extension DatabaseSync {
             case retryDue
             /// Another process changed the sidecar; its state is now this one.
             case sidecarAdopted(SyncState)
+            /// The device reported (or a poll found) a change to the app's copy, settled.
+            case deviceChanged
+            case bringInFinished(PushPipeline.BringInOutcome)
         }
 
         enum Action: Sendable, Equatable {
@@ -53,6 +66,11 @@ extension DatabaseSync {
             case cancelTimers
             /// The database is no longer tracked (its sidecar is gone): stop.
             case stop
+            /// Bring the device's change into the local copy (``PushPipeline/bringIn(_:)``).
+            case startBringIn
+            /// A bring-in failed: log it; look again after the backoff delay for `retryAttempt`
+            /// when it is set (a busy local file, a timeout), else at the next device change.
+            case bringInFailed(FlippioError, retryAttempt: Int?)
         }
 
         private(set) var state: SyncState
@@ -66,6 +84,12 @@ extension DatabaseSync {
         private(set) var unexpectedDeviceFailures = 0
         /// The tracker's last word on the device (nil before it said anything).
         private(set) var deviceListedReady: Bool?
+        /// The device changed while the database was not clean (a push or bring-in in flight, a
+        /// local edit settling, a failure): look at it as soon as it is clean again.
+        private(set) var deviceChangedDuringWork = false
+        /// Consecutive transient bring-in failures (backoff), and whether a retry is due.
+        private(set) var bringInFailures = 0
+        private(set) var bringInRetrying = false
 
         init(state: SyncState = .clean) {
             self.state = Self.resumable(state)
@@ -76,7 +100,7 @@ extension DatabaseSync {
         static func resumable(_ state: SyncState) -> SyncState {
             switch state {
             case .conflict, .invalid: state
-            case .clean, .dirty, .settling, .pushing, .waitingForDevice, .failed: .clean
+            case .clean, .dirty, .settling, .pushing, .bringingIn, .waitingForDevice, .failed: .clean
             }
         }
 
@@ -90,7 +114,9 @@ extension DatabaseSync {
                  (.conflict, .retryDue):
                 return []
 
-            case (.pushing, .fileChanged):
+            case (.pushing, .fileChanged), (.bringingIn, .fileChanged), (.bringingIn, .pushRequested):
+                // During a bring-in, the rows it writes come back as a file change too: the push
+                // that follows recognises them by content (``Sidecar/localWrittenByMerge``).
                 changedDuringPush = true
                 return []
             case (.dirty, .fileChanged):
@@ -112,7 +138,8 @@ extension DatabaseSync {
                 return [.cancelTimers] + startPush()
 
             case (.pushing, .pushFinished(let outcome)):
-                return finish(outcome)
+                let actions = finish(outcome)
+                return lookAtDeviceIfChanged(actions)
             case (_, .pushFinished):
                 return []
 
@@ -127,6 +154,8 @@ extension DatabaseSync {
 
             case (.waitingForDevice, .retryDue):
                 return startPush()
+            case (.clean, .retryDue) where bringInRetrying:
+                return startBringIn()
             case (.failed, .retryDue) where retrying:
                 return startPush()
             case (_, .retryDue):
@@ -134,7 +163,72 @@ extension DatabaseSync {
 
             case (let current, .sidecarAdopted(let adopted)):
                 return adopt(adopted, from: current)
+
+            case (.clean, .deviceChanged):
+                return startBringIn()
+            case (_, .deviceChanged):
+                // Remembered until the database is clean again: a push that finds the local
+                // content equal to the device's last known one never looks at the device, so
+                // the change would otherwise be lost (dirty because a tool only read the copy).
+                deviceChangedDuringWork = true
+                return []
+
+            case (.bringingIn, .bringInFinished(let outcome)):
+                return finishBringIn(outcome)
+            case (_, .bringInFinished):
+                return []
             }
+        }
+
+        private mutating func startBringIn() -> [Action] {
+            state = .bringingIn
+            deviceChangedDuringWork = false
+            bringInRetrying = false
+            return [.startBringIn]
+        }
+
+        /// After a push, a device change seen meanwhile is looked at
+        /// (our own push's rename shows up as one: the bring-in then finds the fingerprint it recorded).
+        private mutating func lookAtDeviceIfChanged(_ actions: [Action]) -> [Action] {
+            guard deviceChangedDuringWork, state == .clean || state == .dirty else { return actions }
+            // Dirty again already (a tool that keeps touching the copy would otherwise starve the
+            // device's change): bring it in first; the bring-in snapshots the copy and hands a real
+            // edit to a push, and the local change is looked at again when it ends.
+            if state == .dirty { changedDuringPush = true }
+            return actions + startBringIn()
+        }
+
+        private mutating func finishBringIn(_ outcome: PushPipeline.BringInOutcome) -> [Action] {
+            let changed = changedDuringPush
+            changedDuringPush = false
+            var actions: [Action] = []
+            switch outcome {
+            case .unchanged, .sameContent, .broughtIn:
+                bringInFailures = 0
+                state = .clean
+            case .localChanged:
+                // Both sides changed: the push path pulls the device again and merges row by row.
+                bringInFailures = 0
+                return startPush()
+            case .forgotten:
+                return [.cancelTimers, .stop]
+            case .failed(let error):
+                state = .clean
+                if error.isRetryable && !Self.meansDeviceUnavailable(error.code) {
+                    bringInFailures += 1
+                    bringInRetrying = true
+                    actions.append(.bringInFailed(error, retryAttempt: bringInFailures))
+                } else {
+                    // A device that went away is looked at again when its watcher starts again.
+                    actions.append(.bringInFailed(error, retryAttempt: nil))
+                }
+            }
+            if changed {
+                bringInRetrying = false
+                return actions + handle(.fileChanged)
+            }
+            if deviceChangedDuringWork { return actions + startBringIn() }
+            return actions
         }
 
         private mutating func startPush() -> [Action] {
@@ -145,8 +239,8 @@ extension DatabaseSync {
 
         private mutating func adopt(_ adopted: SyncState, from current: SyncState) -> [Action] {
             switch (current, adopted) {
-            case (.pushing, _):
-                // The push in flight holds the database's lock: whatever it finds wins, and the
+            case (.pushing, _), (.bringingIn, _):
+                // The push (or bring-in) in flight holds the database's lock: whatever it finds wins, and the
                 // outcome arrives as ``Event/pushFinished(_:)``.
                 return []
             case (_, .conflict):

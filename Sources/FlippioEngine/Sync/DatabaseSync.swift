@@ -12,6 +12,17 @@ extension PushPipeline: DatabasePushing {
     }
 }
 
+/// What brings a device change into a database: ``PushPipeline`` in the agent, a fake in tests.
+protocol DeviceChangeImporting: Sendable {
+    func bringIn(_ database: URL) async -> PushPipeline.BringInOutcome
+}
+
+extension PushPipeline: DeviceChangeImporting {
+    func bringIn(_ database: URL) async -> BringInOutcome {
+        await bringIn(database, lockTimeout: .seconds(120))
+    }
+}
+
 /// One tracked database inside the agent: the single owner of everything about it.
 ///
 /// Like syncthing's per-folder service loop, a `DatabaseSync` runs one loop (``run()``) over its
@@ -49,6 +60,13 @@ actor DatabaseSync {
         var onForgotten: @Sendable (_ database: URL) async -> Void = { _ in }
         /// Tells the desktop about conflicts and permanent failures (nil: no notifications).
         var notifier: DesktopNotifier?
+        /// Brings the app's changes in (following). Nil: device changes are ignored.
+        var importer: (any DeviceChangeImporting)? = nil
+        /// The quiet period after a device-side event before the device is looked at (apps write
+        /// in bursts: a transaction touches the `-journal` or `-wal` several times). The default is 300 ms.
+        var deviceSettleWindow: Duration = .milliseconds(300)
+        /// Called when another process's sidecar is adopted (the engine re-routes `follow`).
+        var onSidecarAdopted: @Sendable (_ database: URL, _ sidecar: Sidecar) async -> Void = { _, _ in }
     }
 
     /// What reaches the loop.
@@ -62,6 +80,10 @@ actor DatabaseSync {
         /// The device tracker lists this database's device as ready, or not.
         case deviceListed(ready: Bool)
         case pushFinished(PushPipeline.Outcome)
+        /// The app's copy changed on the device (its watcher's event, or a poll): looked at after
+        /// the device settle window.
+        case deviceChanged
+        case bringInFinished(PushPipeline.BringInOutcome)
         case timerFired(Timer, generation: Int)
     }
 
@@ -72,6 +94,8 @@ actor DatabaseSync {
         case overdue
         /// A transient failure's backoff, or a look at a device listed as ready.
         case retry
+        /// The quiet period after the first device-side event of a burst.
+        case deviceSettle
     }
 
     let database: URL
@@ -86,6 +110,8 @@ actor DatabaseSync {
     /// Set when the overdue timer fired: a busy writer no longer delays the push.
     private var overdue = false
     private var pushTask: Task<Void, Never>?
+    private var bringInTask: Task<Void, Never>?
+    private(set) var bringInsStarted = 0
     /// Sidecar writes, chained so they land in order without blocking the loop on the lock.
     private var persistTask: Task<Void, Never>?
     /// Sidecar writes queued and not finished (tests wait on it).
@@ -127,9 +153,10 @@ actor DatabaseSync {
     /// bounds the wait).
     func stop() async {
         stopped = true
-        cancelTimers()
+        cancelTimers(everything: true)
         inputContinuation.finish()
         await pushTask?.value
+        await bringInTask?.value
         await persistTask?.value
     }
 
@@ -137,9 +164,10 @@ actor DatabaseSync {
     /// keeps the old database or has the new one (the bridges rename, never write in place).
     func abandon() {
         stopped = true
-        cancelTimers()
+        cancelTimers(everything: true)
         inputContinuation.finish()
         pushTask?.cancel()
+        bringInTask?.cancel()
     }
 
     // MARK: - Inputs
@@ -159,6 +187,16 @@ actor DatabaseSync {
             report(outcome)
             await dependencies.onOutcome(database, outcome)
             await apply(.pushFinished(outcome))
+        case .deviceChanged:
+            // The first event of a burst arms the window; later ones fall inside it. It is not
+            // pushed back by each event: an app that writes all the time is still followed, one
+            // look per window (a look that finds more to do runs again: see the state machine).
+            guard dependencies.importer != nil, timers[.deviceSettle] == nil else { return }
+            arm(.deviceSettle, after: dependencies.deviceSettleWindow)
+        case .bringInFinished(let outcome):
+            bringInTask = nil
+            report(outcome)
+            await apply(.bringInFinished(outcome))
         case .timerFired(let timer, let generation):
             guard generations[timer] == generation else { return }  // re-armed or cancelled since
             timers[timer] = nil
@@ -168,8 +206,16 @@ actor DatabaseSync {
                 await apply(.settled(writerActive: writerActive, overdue: overdue))
             case .overdue:
                 overdue = true
+                // A file that never goes quiet re-arms the settle timer forever (a tool that polls
+                // a WAL database touches its -wal at every read): the upper bound pushes it anyway.
+                if machine.state == .dirty {
+                    let writerActive = await dependencies.isWriterActive(database)
+                    await apply(.settled(writerActive: writerActive, overdue: true))
+                }
             case .retry:
                 await apply(.retryDue)
+            case .deviceSettle:
+                await apply(.deviceChanged)
             }
         }
     }
@@ -183,6 +229,7 @@ actor DatabaseSync {
             await forget()
         case .changed(let sidecar):
             logger.debug("adopting the sidecar another process wrote (state \(sidecar.state.rawValue))")
+            await dependencies.onSidecarAdopted(database, sidecar)
             await apply(.sidecarAdopted(sidecar.state))
         case .unreadable(let error):
             logger.error("\(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
@@ -251,6 +298,27 @@ actor DatabaseSync {
             arm(.retry, after: delay)
         case .stop:
             await forget()
+        case .startBringIn:
+            guard let importer = dependencies.importer else {
+                send(.bringInFinished(.unchanged))
+                return
+            }
+            bringInsStarted += 1
+            let database = self.database
+            bringInTask = Task {
+                let outcome = await importer.bringIn(database)
+                self.send(.bringInFinished(outcome))
+            }
+        case .bringInFailed(let error, let attempt):
+            if let attempt {
+                let delay = backoff(attempt)
+                logger.warning("the app's change could not be brought in yet, trying again in \(delay): \(error.message)")
+                arm(.retry, after: delay)
+            } else if StateMachine.meansDeviceUnavailable(error.code) {
+                logger.info("the app's change will be looked at when the device is back: \(error.message)")
+            } else {
+                logger.error("the app's change was not brought in: \(error.message)", metadata: error.remedy.map { ["fix": "\($0)"] } ?? [:])
+            }
         }
     }
 
@@ -263,7 +331,7 @@ actor DatabaseSync {
     private func forget() async {
         guard !stopped else { return }
         stopped = true
-        cancelTimers()
+        cancelTimers(everything: true)
         inputContinuation.finish()
         await dependencies.onForgotten(database)
     }
@@ -289,8 +357,9 @@ actor DatabaseSync {
 
     private func writeSidecar(_ failure: (FlippioError, Date?)?) async {
         // While pushing, the pipeline owns the sidecar (it holds the lock and records the outcome).
+        // While bringing in, so does the bring-in; and `bringing-in` is never written.
         let state = machine.state
-        guard state != .pushing, !stopped else { return }
+        guard state != .pushing, state != .bringingIn, !stopped else { return }
         do {
             let lock = try dependencies.workspace.lock(for: origin.remoteDatabase)
             // Another process (a pull, a resolve) holding the lock will write a newer sidecar that
@@ -298,7 +367,7 @@ actor DatabaseSync {
             try await lock.acquire(timeout: .seconds(5))
             defer { lock.release() }
             let current = machine.state
-            guard current != .pushing, !stopped else { return }
+            guard current != .pushing, current != .bringingIn, !stopped else { return }
             try await dependencies.sidecars.update(forDatabase: database) { sidecar in
                 sidecar.state = current
                 if let (error, retryAt) = failure, current == .failed || current == .waitingForDevice {
@@ -328,18 +397,36 @@ actor DatabaseSync {
         }
     }
 
-    private func cancelTimers() {
-        for (timer, task) in timers {
+    /// Cancels the timers; the device settle window survives unless `everything`: a push or an
+    /// edit does not make the app's change go away (a push that finds nothing to send does not
+    /// look at the device).
+    private func cancelTimers(everything: Bool = false) {
+        for (timer, task) in timers where everything || timer != .deviceSettle {
             task.cancel()
             generations[timer, default: 0] += 1
         }
-        timers = [:]
+        timers = timers.filter { !everything && $0.key == .deviceSettle }
     }
 
     /// Which timers are armed now (for tests).
     var armedTimers: Set<Timer> { Set(timers.keys) }
 
     // MARK: - Logs
+
+    private func report(_ outcome: PushPipeline.BringInOutcome) {
+        switch outcome {
+        case .broughtIn(let rows):
+            logger.info("brought in \(rows) row\(rows == 1 ? "" : "s") the app wrote")
+        case .sameContent:
+            logger.debug("the app's copy changed only in its header; nothing to bring in")
+        case .unchanged:
+            logger.trace("the device holds the version expected; nothing to bring in")
+        case .localChanged:
+            logger.debug("the app and the desktop both changed the database; pushing merges them")
+        case .forgotten, .failed:
+            break  // `.stop` / `.bringInFailed`
+        }
+    }
 
     private func report(_ outcome: PushPipeline.Outcome) {
         switch outcome {

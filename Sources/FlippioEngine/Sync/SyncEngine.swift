@@ -30,6 +30,21 @@ actor SyncEngine {
         var onStatusChange: @Sendable (String) -> Void = { _ in }
         /// Desktop notifications of conflicts and permanent failures (nil: none).
         var notifier: DesktopNotifier?
+        /// Following the device (device → desktop); nil: no database follows its device.
+        var follow: Follow? = nil
+    }
+
+    /// How databases follow their device: see ``DeviceFollower``.
+    struct Follow: Sendable {
+        /// Whether a database whose sidecar does not say follows (config `follow`). The default is true.
+        var byDefault: Bool = true
+        /// Brings a device change in (the push pipeline in the agent).
+        var importer: any DeviceChangeImporting
+        var watch: @Sendable (_ app: DeviceFollower.App, _ folders: [String], _ onChange: @escaping @Sendable (String) -> Void) async throws -> Void
+        var androidPollInterval: Duration = .seconds(5)
+        var iosPollInterval: Duration = .seconds(5)
+        var restartDelay: Duration = .milliseconds(500)
+        var maximumRestartDelay: Duration = .seconds(30)
     }
 
     /// A device, by platform and id.
@@ -57,6 +72,17 @@ actor SyncEngine {
     private var waitingOn: [DeviceKey: Int] = [:]
     private var started = false
     private var lastStatus = ""
+    /// The device-side watchers of followed apps (routing only: events become ``DatabaseSync/Input/deviceChanged``).
+    private let follower: DeviceFollower?
+    private let deviceChanges: AsyncStream<FollowEvent>
+    /// Apps followed by polling (no usable `inotifyd`), for `status`.
+    private var pollingApps: Set<String> = []
+
+    private enum FollowEvent: Sendable {
+        case changed(URL)
+        case polling(DeviceFollower.App)
+    }
+    private var deviceChangeRouting: Task<Void, Never>?
     /// Counts of pushes, for tests, logs and metrics.
     private(set) var pushCount = 0
 
@@ -68,6 +94,14 @@ actor SyncEngine {
         self.dependencies = dependencies
         self.index = DatabaseIndex(stateDirectory: dependencies.workspace.stateDirectory)
         (iosDeviceAwaited, iosDeviceAwaitedSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (changes, changed) = AsyncStream.makeStream(of: FollowEvent.self, bufferingPolicy: .unbounded)
+        deviceChanges = changes
+        follower = dependencies.follow.map { follow in
+            DeviceFollower(.init(watch: follow.watch, clock: dependencies.clock, androidPollInterval: follow.androidPollInterval,
+                                 iosPollInterval: follow.iosPollInterval, restartDelay: follow.restartDelay,
+                                 maximumRestartDelay: follow.maximumRestartDelay, logger: dependencies.logger,
+                                 deliver: { changed.yield(.changed($0)) }, onPollFallback: { changed.yield(.polling($0)) }))
+        }
     }
 
     // MARK: - Start-up
@@ -84,6 +118,17 @@ actor SyncEngine {
             await track(database)
         }
         started = true
+        if follower != nil {
+            let changes = deviceChanges
+            deviceChangeRouting = Task { [weak self] in
+                for await event in changes {
+                    switch event {
+                    case .changed(let database): await self?.deviceChanged(database)
+                    case .polling(let app): await self?.polling(app)
+                    }
+                }
+            }
+        }
         logger.info("\(statusLine()) in \(workspace.root.path)")
         publishStatus()
     }
@@ -125,6 +170,7 @@ actor SyncEngine {
         deviceOf[database] = device
         count(await sync.state, on: device, by: 1)
         if let ready = readyDevices[device.platform] { sync.send(.deviceListed(ready: ready.contains(device.id))) }
+        await route(follow: sidecar, of: database)
         if started { logger.info("now tracking \(database.path)") }
         publishStatus()
     }
@@ -138,6 +184,7 @@ actor SyncEngine {
         if let device { count(state, on: device, by: -1) }
         index.untrack(database)
         unwatchedSignatures[database] = nil
+        await follower?.setFollowed(database, remote: nil)
         await dependencies.pool.close(database)
         logger.info("stopped tracking \(database.path)")
         publishStatus()
@@ -153,8 +200,34 @@ actor SyncEngine {
             onStateChange: { [weak self] database, from, to in await self?.stateChanged(database, from: from, to: to) },
             onOutcome: { [weak self] _, outcome in await self?.pushEnded(outcome) },
             onForgotten: { [weak self] database in await self?.forgotten(database) },
-            notifier: dependencies.notifier)
+            notifier: dependencies.notifier,
+            importer: dependencies.follow?.importer,
+            deviceSettleWindow: dependencies.settleWindow,
+            onSidecarAdopted: { [weak self] database, sidecar in await self?.route(follow: sidecar, of: database) })
     }
+
+    // MARK: - Following
+
+    /// Whether `database` follows its device, as its sidecar says (or the configured default).
+    private func route(follow sidecar: Sidecar, of database: URL) async {
+        guard let follower, let follow = dependencies.follow else { return }
+        let follows = sidecar.follow ?? follow.byDefault
+        await follower.setFollowed(database, remote: follows ? sidecar.origin.remoteDatabase : nil)
+    }
+
+    /// The device reported a change to a followed database (or its poll is due).
+    private func deviceChanged(_ database: URL) {
+        syncs[database]?.send(.deviceChanged)
+    }
+
+    private func polling(_ app: DeviceFollower.App) {
+        pollingApps.insert(app.description)
+        lastStatus = ""  // write agent.json again, with the app in it
+        publishStatus()
+    }
+
+    /// The follower (tests).
+    var deviceFollower: DeviceFollower? { follower }
 
     // MARK: - Watches
 
@@ -321,9 +394,10 @@ actor SyncEngine {
     /// whether its device is listed as ready (one waiting for it then pushes).
     ///
     /// - parameter platform: whose devices `devices` are (the others' last lists are kept).
-    func devicesChanged(_ devices: [Device], platform: Platform) {
+    func devicesChanged(_ devices: [Device], platform: Platform) async {
         let ready = Set(devices.filter { $0.state == .ready && $0.platform == platform }.map(\.id))
         readyDevices[platform] = ready
+        await follower?.devicesChanged(ready: ready, platform: platform)
         for (database, device) in deviceOf where device.platform == platform {
             syncs[database]?.send(.deviceListed(ready: ready.contains(device.id)))
         }
@@ -341,6 +415,8 @@ actor SyncEngine {
     /// (their tools are killed; the device keeps the old database or has the new one).
     func shutdown(grace: Duration) async {
         unwatchedRescan?.cancel()
+        await follower?.stopAll()
+        deviceChangeRouting?.cancel()
         let all = Array(syncs.values)
         let finished = await withTaskGroup(of: Bool.self) { group -> Bool in
             group.addTask {
@@ -379,6 +455,7 @@ actor SyncEngine {
         if waiting > 0 { line += "; \(waiting) waiting for a device" }
         if failed > 0 { line += "; \(failed) failed" }
         if !unwatched.isEmpty { line += "; \(unwatched.count) folder\(unwatched.count == 1 ? "" : "s") unwatched (inotify limit)" }
+        if !pollingApps.isEmpty { line += "; \(pollingApps.count) app\(pollingApps.count == 1 ? "" : "s") followed by polling" }
         return line
     }
 
@@ -396,7 +473,7 @@ actor SyncEngine {
         lastStatus = line
         dependencies.onStatusChange(line)
         AgentStatusFile(pid: getpid(), status: line, unwatchedFolders: unwatched.count,
-                        unwatchedRemedy: unwatched.values.first?.remedy).write(in: workspace)
+                        unwatchedRemedy: unwatched.values.first?.remedy, pollingApps: pollingApps.sorted()).write(in: workspace)
     }
 
     static func isInStateDirectory(_ url: URL, workspace: Workspace) -> Bool {

@@ -4,6 +4,7 @@ import Foundation
 /// state machine (``DatabaseSync/StateMachine``) and `flippio status`.
 ///
 /// ```
+///   clean ──app wrote──▶ bringing-in ──▶ clean (or pushing, when the local copy changed too)
 ///   clean ──edit──▶ dirty ──quiet──▶ pushing ──▶ clean
 ///                                       ├──▶ conflict          (until `flippio resolve`)
 ///                                       ├──▶ waiting-for-device (until it is back)
@@ -18,6 +19,9 @@ public enum SyncState: String, Sendable, Codable, Equatable, CaseIterable {
     /// Kept for sidecars written by earlier versions: read as ``dirty``.
     case settling
     case pushing
+    /// The app changed its copy and the local one did not: its rows are being written into the
+    /// local file (``PushPipeline/bringIn(_:)``). Never written to a sidecar; a restart finds `clean`.
+    case bringingIn = "bringing-in"
     /// The app changed its copy since the pull or last push; the user must `resolve`.
     case conflict
     /// The device is unplugged, offline or unauthorized; pushed when it is back.
@@ -31,7 +35,7 @@ public enum SyncState: String, Sendable, Codable, Equatable, CaseIterable {
     public var needsAttention: Bool {
         switch self {
         case .conflict, .failed, .invalid: true
-        case .clean, .dirty, .settling, .pushing, .waitingForDevice: false
+        case .clean, .dirty, .settling, .pushing, .bringingIn, .waitingForDevice: false
         }
     }
 }

@@ -138,6 +138,9 @@ public struct Sidecar: Sendable, Codable, Equatable {
     /// agent dies after the device's `mv` and before recording it, the next push finds the device
     /// holding exactly this and adopts it instead of reporting a conflict.
     public var pendingPushHash: String?
+    /// Whether the local copy follows the app's changes on the device (`flippio follow|unfollow`,
+    /// `pull --no-follow`); nil: the configured default (config `follow`, on unless turned off).
+    public var follow: Bool?
     /// Row counts per table of the content the device holds, for "what changed" in the push log.
     public var lastRowCounts: [String: Int]?
     /// Newest last, at most ``pushHistoryLimit``.

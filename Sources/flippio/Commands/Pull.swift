@@ -13,10 +13,13 @@ extension Flippio {
         @Argument(help: "Databases to pull: device paths, paths relative to the app folder, or file names (default: all).")
         var paths: [String] = []
         @Flag(help: "Replace a local copy even if it has changes not pushed yet.") var overwrite = false
+        @Flag(name: .customLong("no-follow"), help: "Do not bring the app's later changes into the copy (`flippio follow FILE` turns it on).")
+        var noFollow = false
 
         func run() async throws {
             let engine = try global.engine()
             let reports = try await engine.pull(device: device, app: app, paths: paths, overwrite: overwrite,
+                                                follow: noFollow ? false : nil,
                                                 progress: global.json ? nil : Output.progress(label: "pulling"))
             if global.json { return try Output.json("pulled", reports) }
             for report in reports {

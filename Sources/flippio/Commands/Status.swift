@@ -43,9 +43,9 @@ extension Flippio {
                 return try Output.json(Listing(workspace: workspace, databases: statuses))
             }
             if statuses.isEmpty { return Output.line("Nothing tracked yet. Start with `flippio devices`, then `flippio pull`.") }
-            Output.table(["STATE", "DEVICE", "APP", "LOCAL COPY", "LAST PUSH"], statuses.map {
+            Output.table(["STATE", "DEVICE", "APP", "LOCAL COPY", "LAST PUSH", "FOLLOW"], statuses.map {
                 [($0.state?.rawValue ?? "unreadable") + ($0.localChanges && $0.state == .clean ? "*" : ""), $0.device ?? "-", $0.app ?? "-",
-                 Self.relative($0.path, to: roots), Output.date($0.lastPushAt)]
+                 Self.relative($0.path, to: roots), Output.date($0.lastPushAt), $0.follow.map { $0 ? "yes" : "no" } ?? "-"]
             })
             for status in statuses {
                 if let error = status.lastError, status.state != .clean {
@@ -59,6 +59,12 @@ extension Flippio {
                 Output.line("")
                 Output.line("The agent (PID \(agent.pid)) cannot watch \(agent.unwatchedFolders) workspace folder\(agent.unwatchedFolders == 1 ? "" : "s") (inotify limit); it rescans them every few seconds instead.")
                 if let fix = agent.unwatchedRemedy { Output.line("  fix: \(fix)") }
+            }
+            if let agent = engine.agentStatus(), let polling = agent.pollingApps, !polling.isEmpty {
+                Output.line("")
+                for app in polling {
+                    Output.line("Following \(app) by polling its fingerprint (the device has no usable inotifyd): changes arrive within a few seconds.")
+                }
             }
             Output.info("(paths are relative to \(workspace))")
         }

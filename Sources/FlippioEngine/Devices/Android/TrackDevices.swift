@@ -84,21 +84,11 @@ public struct DeviceTracker: Sendable {
 
     /// Runs one `adb track-devices` until it exits; returns whether it printed any list.
     private func track(_ publish: ([Device]) -> Void) async throws -> Bool {
-        var platformOptions = PlatformOptions()
-        // Its own process group, so that cancelling kills adb and anything it started.
-        platformOptions.processGroupID = 0
-        platformOptions.teardownSequence = [
-            .send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500)),
-        ]
-        var updates: [Environment.Key: String?] = [:]
-        for (key, value) in environment {
-            if let key = Environment.Key(rawValue: key) { updates[key] = value }
-        }
         let result = try await Subprocess.run(
             .path(FilePath(adbPath)),
             arguments: ["track-devices"],
-            environment: .inherit.updating(updates),
-            platformOptions: platformOptions,
+            environment: LongLivedAdb.environment(environment),
+            platformOptions: LongLivedAdb.platformOptions,
             input: .none,
             output: .sequence,
             error: .discarded
