@@ -47,18 +47,7 @@ extension PushPipeline {
     /// - returns: never throws; failures are ``BringInOutcome/failed(_:)``.
     public func bringIn(_ database: URL, lockTimeout: Duration) async -> BringInOutcome {
         do {
-            let origin: Sidecar.Origin
-            do {
-                origin = try SidecarStore.load(forDatabase: database).origin
-            } catch FlippioError.notTracked {
-                return .forgotten
-            }
-            let lock = try workspace.lock(for: origin.remoteDatabase)
-            try await lock.acquire(timeout: lockTimeout)
-            defer { lock.release() }
-            return try await bringInLocked(database)
-        } catch FlippioError.notTracked {
-            return .forgotten
+            return try await holdingLock(of: database, timeout: lockTimeout) { try await bringInLocked(database) } ?? .forgotten
         } catch let error as FlippioError {
             return .failed(error)
         } catch {

@@ -79,22 +79,30 @@ public struct PushPipeline: Sendable {
     /// - parameter lockTimeout: how long to wait for another process working on the same database.
     public func push(_ database: URL, mode: Mode = .normal, lockTimeout: Duration = .seconds(120)) async -> Outcome {
         do {
-            let origin: Sidecar.Origin
-            do {
-                origin = try SidecarStore.load(forDatabase: database).origin
-            } catch FlippioError.notTracked {
-                return .forgotten
-            }
-            let lock = try workspace.lock(for: origin.remoteDatabase)
-            try await lock.acquire(timeout: lockTimeout)
-            defer { lock.release() }
-            return try await pushLocked(database, mode: mode)
-        } catch FlippioError.notTracked {
-            return .forgotten
+            return try await holdingLock(of: database, timeout: lockTimeout) { try await pushLocked(database, mode: mode) } ?? .forgotten
         } catch let error as FlippioError {
             return .failed(error)
         } catch {
             return .failed(FlippioError.internalError("Push of \(database.path) failed: \(error)"))
+        }
+    }
+
+    /// Runs `body` holding the database's lock (its identity read from the sidecar); nil when the
+    /// database is not tracked (any more): forgotten before or while waiting for the lock.
+    func holdingLock<T>(of database: URL, timeout: Duration, _ body: () async throws -> T) async throws -> T? {
+        let origin: Sidecar.Origin
+        do {
+            origin = try SidecarStore.load(forDatabase: database).origin
+        } catch FlippioError.notTracked {
+            return nil
+        }
+        let lock = try workspace.lock(for: origin.remoteDatabase)
+        try await lock.acquire(timeout: timeout)
+        defer { lock.release() }
+        do {
+            return try await body()
+        } catch FlippioError.notTracked {
+            return nil
         }
     }
 
