@@ -278,6 +278,8 @@ import TestSupport
         try Self.makeNotesDatabase(h.container("Documents/notes.db"), rows: 1)
         try Data("old wal".utf8).write(to: h.container("Documents/notes.db-wal"))
         try Data("old shm".utf8).write(to: h.container("Documents/notes.db-shm"))
+        // An earlier attempt was cut off after its upload: its temp file goes too.
+        try Data("half an upload".utf8).write(to: h.container("Documents/notes.db.flippio-tmp-dead"))
         let snapshot = h.temp.child("snapshot.db")
         try Self.makeNotesDatabase(snapshot, rows: 5)
         let hash = try ContentHash.sha256(fileAt: snapshot)
@@ -294,8 +296,10 @@ import TestSupport
         let put = try #require(commands.firstIndex { $0.first == "put" })
         let move = try #require(commands.firstIndex { $0.first == "mv" })
         let removeSide = try #require(commands.firstIndex { $0.first == "rm" && $0.contains("/Documents/notes.db-wal") })
-        #expect(commands[put] == ["put", snapshot.path, "/Documents/notes.db.flippio-tmp"])
-        #expect(commands[move] == ["mv", "/Documents/notes.db.flippio-tmp", "/Documents/notes.db"])
+        let temp = try #require(commands[put].last)
+        #expect(commands[put] == ["put", snapshot.path, temp])
+        #expect(temp.wholeMatch(of: /\/Documents\/notes\.db\.flippio-tmp-[0-9a-f]+/) != nil, "a name of this attempt's own")
+        #expect(commands[move] == ["mv", temp, "/Documents/notes.db"])
         #expect(put < removeSide && removeSide < move)
         #expect(commands[removeSide].contains("/Documents/notes.db-shm"))
     }
@@ -315,7 +319,7 @@ import TestSupport
         }
         #expect(error?.isRetryable == true)
         #expect(try Data(contentsOf: device) == original)
-        #expect(!FileManager.default.fileExists(atPath: h.container("Documents/notes.db.flippio-tmp").path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.container("Documents").path) == ["notes.db"], "no temp file left")
         #expect(try h.afcCommands().contains { $0.first == "mv" } == false)
     }
 

@@ -207,14 +207,15 @@ extension IOSBridge {
 
     // MARK: - Push
 
-    /// Replaces the device's database with `snapshot`: write it to `NAME.flippio-tmp` beside the
+    /// Replaces the device's database with `snapshot`: write it to `NAME.flippio-tmp-<attempt>` beside the
     /// database and check it arrived whole (afcclient: its size; ifuse: `fsync`, then its SHA-256
     /// read back), remove the stale `-wal`/`-shm`/`-journal`, rename the temp file over the
     /// database, then copy it back and check its SHA-256 against `snapshotHash`.
     ///
     /// The stale side files go before the rename: at every moment the device holds the old
     /// database (at worst without its uncheckpointed `-wal`) or the new one, never the new file
-    /// beside an old `-wal` that SQLite would replay over it.
+    /// beside an old `-wal` that SQLite would replay over it. Temp files of interrupted attempts
+    /// (each attempt has a name of its own) go with them.
     ///
     /// Right before removing the side files and renaming, it fetches the device's fingerprint again:
     /// when it no longer matches `expecting` (the app wrote since the caller's check), it removes
@@ -234,7 +235,8 @@ extension IOSBridge {
         let size = (try FileManager.default.attributesOfItem(atPath: snapshot.path)[.size] as? NSNumber)?.int64Value ?? 0
         let backend = files
         let app = IOSAppFiles(database)
-        let tempPath = parent + "/" + name + Self.pushTempSuffix
+        let tempPrefix = name + Self.pushTempSuffix
+        let tempPath = parent + "/" + tempPrefix + "-" + String(UInt32.random(in: .min ... .max), radix: 16)
 
         do {
             try await backend.upload(snapshot, size: size, hash: snapshotHash, to: app, path: tempPath)
@@ -248,7 +250,9 @@ extension IOSBridge {
             let listing = try await backend.list(app, path: parent)
             let stale = ["-wal", "-shm", "-journal"].map { name + $0 }
                 .filter { sideName in listing.contains { $0.name == sideName } }
-            try await backend.remove(app, paths: stale.map { parent + "/" + $0 })
+            let leftovers = listing.map(\.name)
+                .filter { $0.hasPrefix(tempPrefix) && parent + "/" + $0 != tempPath }
+            try await backend.remove(app, paths: (stale + leftovers).map { parent + "/" + $0 })
             try await backend.move(app, from: tempPath, to: database.path)
         } catch {
             try? await backend.remove(app, paths: [tempPath])
@@ -264,7 +268,7 @@ extension IOSBridge {
         return after
     }
 
-    /// The suffix of the temp file a push writes beside the database.
+    /// What follows the database's name in the temp files a push writes beside it (then `-<attempt>`).
     static let pushTempSuffix = ".flippio-tmp"
 
     // MARK: - Checks
