@@ -55,10 +55,8 @@ public enum ContentHash {
         return (hex(content.finalize()), hex(file.finalize()))
     }
 
-    /// Hex of a digest computed elsewhere (e.g. read back through a mount).
-    static func sha256Hex(_ digest: SHA256.Digest) -> String { hex(digest) }
-
-    private static func hex(_ digest: SHA256.Digest) -> String {
+    /// A finished digest as lowercase hex (for hashers fed piece by piece elsewhere).
+    static func hex(_ digest: SHA256.Digest) -> String {
         digest.map { String(format: "%02x", $0) }.joined()
     }
 }

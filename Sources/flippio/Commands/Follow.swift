@@ -8,7 +8,7 @@ extension Flippio {
             discussion: "The running agent watches the app's files on the device (Android: run-as PKG inotifyd; iOS: a fingerprint poll) and writes the app's new rows into the copy through SQLite, so an editor that has it open sees them.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy.") var file: String
+        @Argument(help: "The local copy.", completion: Completions.trackedFiles) var file: String
 
         func run() async throws {
             let database = try await global.engine().setFollow(file, true)

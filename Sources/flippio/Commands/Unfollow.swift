@@ -8,7 +8,7 @@ extension Flippio {
             discussion: "The copy then stays as pulled until you push it or pull it again; an edit still merges with what the app wrote meanwhile.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The local copy.") var file: String
+        @Argument(help: "The local copy.", completion: Completions.trackedFiles) var file: String
 
         func run() async throws {
             let database = try await global.engine().setFollow(file, false)

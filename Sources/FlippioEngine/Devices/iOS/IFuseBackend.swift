@@ -269,6 +269,6 @@ enum MountedFiles {
             if n == 0 { break }
             hasher.update(data: buffer[0..<n])
         }
-        return ContentHash.sha256Hex(hasher.finalize())
+        return ContentHash.hex(hasher.finalize())
     }
 }
