@@ -1,4 +1,4 @@
-import FlippioEngine
+@testable import FlippioEngine
 import Foundation
 import GRDB
 import Testing
@@ -9,7 +9,7 @@ struct SnapshotTests {
     struct Setup {
         let dir: TemporaryDirectory
         let pool = ConnectionPool()
-        let snapshotter: Snapshotter
+        var snapshotter: Snapshotter
         init(_ method: SnapshotMethod) throws {
             dir = try TemporaryDirectory("flippio-snap")
             snapshotter = Snapshotter(directory: dir.child("snapshots"), method: method)
@@ -153,6 +153,34 @@ struct SnapshotTests {
         let text = s.dir.child("notes.db")
         try Data("This is a text file\nwith two lines\n".utf8).write(to: text)
         await expectFlippioError(.notSQLite) { try await s.snapshot(text) }
+    }
+
+    @Test func aCopyTruncatedInPlaceUnderAWarmConnectionIsNotSQLiteNeverAnEmptyDatabase() async throws {
+        let s = try Setup(.backup)
+        let db = try DBFixtures.makeDatabase(s.dir.child("x.db"), rows: 3)
+        _ = try await s.snapshot(db)   // the connection is warm, its page cache filled
+        // A script rewriting the file in place: open(O_TRUNC) has run, its write has not yet.
+        #expect(truncate(db.path, 0) == 0)
+        await expectFlippioError(.notSQLite) { try await s.snapshot(db) }
+    }
+
+    @Test(arguments: SnapshotMethod.allCases)
+    func aCopyRewrittenWhileItIsCopiedGivesNoSnapshotButARetry(method: SnapshotMethod) async throws {
+        var s = try Setup(method)
+        let db = try DBFixtures.makeDatabase(s.dir.child("x.db"), rows: 3)
+        let bytes = try Data(contentsOf: db)
+        // Rewritten in place with its own bytes: only `stat` can tell, and it must.
+        s.snapshotter.afterCopyForTesting = { @Sendable in
+            _ = truncate(db.path, 0)
+            try? bytes.write(to: db)
+        }
+        await expectFlippioError(.databaseBusy) { try await s.snapshot(db) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.dir.child("snapshots").path).isEmpty,
+                "nothing is left in the snapshot folder")
+
+        s.snapshotter.afterCopyForTesting = nil
+        let again = try await s.snapshot(db)
+        #expect(again.tableRowCounts == ["t": 3], "once the file is quiet, the next try succeeds")
     }
 
     @Test func rowCountChangesDescribeEveryDifference() {

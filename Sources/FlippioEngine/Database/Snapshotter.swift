@@ -61,6 +61,9 @@ public struct Snapshotter: Sendable {
     /// How the copy is made. The default is ``SnapshotMethod/backup``.
     public let method: SnapshotMethod
 
+    /// Runs between the copy and the check that the original was not written meanwhile (tests).
+    var afterCopyForTesting: (@Sendable () -> Void)?
+
     public init(directory: URL, method: SnapshotMethod = .backup) {
         self.directory = directory
         self.method = method
@@ -90,27 +93,34 @@ public struct Snapshotter: Sendable {
         let temporary = directory.appendingPathComponent(".\(named).\(UUID().uuidString.prefix(8)).tmp")
         defer { Self.remove(temporary) }
 
-        do {
-            switch method {
-            case .backup:
-                let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
-                try connection.backup(to: destination)
-                try destination.close()
-            case .vacuumInto:
-                try connection.inDatabase { db in
-                    try DatabaseInspector.quickCheck(db, path: source, what: "\(source)")
-                    try db.execute(sql: "VACUUM INTO ?", arguments: [temporary.path])
-                }
-            }
-        } catch {
-            throw FlippioError.database(error, path: source, action: "snapshot")
+        // SQLite's locks keep out SQLite writers only. A program that rewrites the file in place
+        // (truncate, then write) leaves an empty file for a moment, which SQLite reads as a valid
+        // empty database: that must never become a snapshot, so the copy counts only when the
+        // file was not written while it was taken.
+        let before = FileSignature(URL(fileURLWithPath: source))
+        if before.size == 0 {
+            throw FlippioError(
+                .notSQLite, "\(source) is empty (0 bytes): not an SQLite database flippio would push over the app's.",
+                remedy: "If a program is rewriting it, let it finish: the agent looks again at the next save. "
+                    + "Otherwise pull it again with `flippio pull`.",
+                context: ["path": source])
         }
-
         let tableRowCounts: [String: Int]
         do {
-            tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)")
+            try copy(connection, to: temporary, source: source)
+            afterCopyForTesting?()
+            try Self.ensureUnchanged(source, since: before)
+            do {
+                tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)")
+            } catch {
+                throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
+            }
+        } catch let error as FlippioError where error.code == .databaseBusy {
+            throw error
         } catch {
-            throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
+            // A torn read of a file being rewritten is a change, not a damaged database.
+            try Self.ensureUnchanged(source, since: before)
+            throw error
         }
         try DatabaseInspector.syncToDisk(fileAt: temporary)
         guard rename(temporary.path, final.path) == 0 else {
@@ -148,6 +158,34 @@ public struct Snapshotter: Sendable {
     }
 
     // MARK: - Private
+
+    private func copy(_ connection: DatabaseQueue, to temporary: URL, source: String) throws {
+        do {
+            switch method {
+            case .backup:
+                let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
+                try connection.backup(to: destination)
+                try destination.close()
+            case .vacuumInto:
+                try connection.inDatabase { db in
+                    try DatabaseInspector.quickCheck(db, path: source, what: "\(source)")
+                    try db.execute(sql: "VACUUM INTO ?", arguments: [temporary.path])
+                }
+            }
+        } catch {
+            throw FlippioError.database(error, path: source, action: "snapshot")
+        }
+    }
+
+    /// Throws ``FlippioError/Code/databaseBusy`` (retryable) when `source` or its side files
+    /// were written since `before` was taken.
+    private static func ensureUnchanged(_ source: String, since before: FileSignature) throws {
+        guard FileSignature(URL(fileURLWithPath: source)) == before else {
+            throw FlippioError(.databaseBusy, "\(source) changed while flippio was copying it.",
+                               remedy: "Nothing to do: the agent copies it again once it is quiet.",
+                               context: ["path": source])
+        }
+    }
 
     /// Our own files only: they are not shared, so a lock means a bug; fail fast.
     private static var privateConfiguration: Configuration {

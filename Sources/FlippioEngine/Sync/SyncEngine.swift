@@ -480,17 +480,3 @@ actor SyncEngine {
         url.standardizedFileURL.path.hasPrefix(workspace.stateDirectory.standardizedFileURL.path)
     }
 }
-
-/// Size, modification time and inode of a database and its `-wal`/`-journal`: what an unwatched
-/// folder's rescan compares (never opening the files: that would drop SQLite's locks).
-struct FileSignature: Equatable, Sendable {
-    private var parts: [[Int]]
-
-    init(_ database: URL) {
-        parts = ["", "-wal", "-journal"].map { suffix in
-            var info = stat()
-            guard lstat(database.path + suffix, &info) == 0 else { return [] }
-            return [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec), Int(info.st_ino)]
-        }
-    }
-}
