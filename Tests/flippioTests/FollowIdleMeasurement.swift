@@ -4,27 +4,32 @@ import Testing
 import TestSupport
 
 /// The figure in docs/PERFORMANCE.md ("Following: an idle agent"): 20 followed databases on two
-/// emulated devices, the agent idle for 60 s, its threads' voluntary context switches summed from
-/// `/proc/PID/task/*/status`. A measurement, not a check: run it by hand with
+/// emulated devices, the agent idle for 60 s, its threads' context switches from `/proc/PID/task/*/status`,
+/// per thread and in total. A measurement, not a check: run it by hand with
 /// `FLIPPIO_MEASURE_FOLLOW_IDLE=1 swift test --filter FollowIdleMeasurement`.
 @Suite("Following: idle cost (measurement)", .serialized)
 struct FollowIdleMeasurement {
     static let enabled = ProcessInfo.processInfo.environment["FLIPPIO_MEASURE_FOLLOW_IDLE"] == "1"
 
-    /// Voluntary and involuntary context switches of every thread of `pid`.
-    static func contextSwitches(_ pid: Int32) -> (voluntary: Int, involuntary: Int) {
+    /// Voluntary and involuntary context switches of each thread of `pid`, by thread id, with
+    /// the thread's name (`/proc/PID/task/TID/comm`).
+    static func contextSwitches(_ pid: Int32) -> [String: (name: String, voluntary: Int, involuntary: Int)] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        var voluntary = 0, involuntary = 0
+        var threads: [String: (name: String, voluntary: Int, involuntary: Int)] = [:]
         for task in tasks {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            let name = ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8)) ?? "?")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            var voluntary = 0, involuntary = 0
             for line in text.split(separator: "\n") {
                 let parts = line.split(separator: ":").map { $0.trimmingCharacters(in: .whitespaces) }
                 guard parts.count == 2, let value = Int(parts[1]) else { continue }
-                if parts[0] == "voluntary_ctxt_switches" { voluntary += value }
-                if parts[0] == "nonvoluntary_ctxt_switches" { involuntary += value }
+                if parts[0] == "voluntary_ctxt_switches" { voluntary = value }
+                if parts[0] == "nonvoluntary_ctxt_switches" { involuntary = value }
             }
+            threads[task] = (name, voluntary, involuntary)
         }
-        return (voluntary, involuntary)
+        return threads
     }
 
     @Test(.enabled(if: enabled)) func twentyFollowedDatabasesOnTwoDevicesIdleForAMinute() async throws {
@@ -53,8 +58,17 @@ struct FollowIdleMeasurement {
         try await Task.sleep(for: .seconds(60))  // the measured idle minute
         let after = Self.contextSwitches(agent.pid)
         let requests = try harness.sim.requests()
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.pid)/task").count) ?? 0
-        print("FOLLOW-IDLE: agent threads \(threads); voluntary context switches over 60 s: \(after.voluntary - before.voluntary); involuntary: \(after.involuntary - before.involuntary); adb server requests: \(requests.count)")
+        var lines: [String] = []
+        var voluntary = 0, involuntary = 0
+        for (tid, thread) in after.sorted(by: { $0.key < $1.key }) {
+            let earlier = before[tid] ?? (thread.name, 0, 0)
+            let v = thread.voluntary - earlier.voluntary, i = thread.involuntary - earlier.involuntary
+            voluntary += v
+            involuntary += i
+            lines.append("  \(tid) \(thread.name): \(v) voluntary, \(i) involuntary")
+        }
+        print("FOLLOW-IDLE: agent threads \(after.count); context switches over 60 s: \(voluntary) voluntary, \(involuntary) involuntary; adb server requests: \(requests.count)")
+        print("FOLLOW-IDLE: per thread:\n" + lines.joined(separator: "\n"))
         #expect(requests.isEmpty, "no polling of Android devices while idle: \(requests.map { $0.command ?? $0.service })")
     }
 }

@@ -248,7 +248,7 @@ public struct ProcessRunner: ProcessRunning {
     }
 
     /// Checked before spawning so that the error names the missing file plainly.
-    private static func checkExecutable(_ command: ProcessCommand) throws {
+    static func checkExecutable(_ command: ProcessCommand) throws {
         guard command.executable.contains("/") else { return }  // a bare name is resolved on PATH
         guard FileManager.default.fileExists(atPath: command.executable) else { throw toolNotFound(command) }
         // swift-subprocess reports EACCES as "not found"; say what is really wrong.

@@ -90,6 +90,8 @@ public struct Agent: Service {
             await bridges.releaseDeviceFiles()  // unmount the apps' ifuse mounts
             group.cancelAll()
         }
+        // The device watchers' tasks may not have stopped their `adb` yet: nothing outlives us.
+        StreamingProcess.terminateAll()
         logger.info("stopped")
     }
 

@@ -1,12 +1,5 @@
 import Foundation
 import Logging
-import Subprocess
-
-#if canImport(System)
-import System
-#else
-import SystemPackage
-#endif
 
 /// One run of toybox's `inotifyd` inside an app's sandbox: the device telling the agent, as it
 /// happens, that the app wrote one of its files.
@@ -68,19 +61,11 @@ public struct AppChangeStream: Sendable {
     ///   or refused it (the caller polls instead); `CancellationError` when cancelled. Nothing
     ///   else: other endings are returns.
     public func run(onStarted: @Sendable () -> Void = {}, onChange: @Sendable (String) -> Void) async throws {
-        let result = try await Subprocess.run(
-            .path(FilePath(adbPath)),
-            arguments: ["-s", serial, "shell", command],
-            environment: LongLivedAdb.environment(environment),
-            platformOptions: LongLivedAdb.platformOptions,
-            input: .none,
-            output: .sequence,
-            error: .discarded
-        ) { execution in
+        let child = StreamingProcess(executable: adbPath, arguments: ["-s", serial, "shell", command], environment: environment)
+        let complaints = try await child.run { output in
             var decoder = Decoder()
             onStarted()
-            for try await buffer in execution.standardOutput {
-                let bytes = buffer.withUnsafeBytes { Array($0) }
+            for try await bytes in output {
                 for line in decoder.feed(bytes) {
                     switch line {
                     case .changed(let path): onChange(path)
@@ -89,9 +74,9 @@ public struct AppChangeStream: Sendable {
                 }
             }
             return decoder.complaints
-        }
+        }.value
         try Task.checkCancellation()
-        if let refusal = Self.refusal(in: result.closureResult) {
+        if let refusal = Self.refusal(in: complaints) {
             throw FlippioError.deviceWatchUnavailable(serial: serial, appID: appID, detail: refusal)
         }
     }

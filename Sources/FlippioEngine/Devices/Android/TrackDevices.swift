@@ -1,18 +1,11 @@
 import Foundation
 import Logging
-import Subprocess
-
-#if canImport(System)
-import System
-#else
-import SystemPackage
-#endif
 
 /// Follows `adb track-devices`: the device list, each time it changes.
 ///
 /// `adb track-devices` keeps running and prints the whole list (`serial<TAB>state` lines) as a
 /// message prefixed by its length in four hex digits, once at start and again on every change.
-/// The tracker runs it as a long-lived child in its own process group, yields each list that
+/// The tracker runs it as a ``StreamingProcess`` (its own process group, no cost while silent), yields each list that
 /// differs from the previous one, and starts it again (after ``restartDelay``, doubling up to
 /// ``maximumRestartDelay``) when it exits, yielding an empty list meanwhile because the devices
 /// are then unknown. Cancelling the consuming task, or dropping the stream, kills the child with
@@ -84,26 +77,17 @@ public struct DeviceTracker: Sendable {
 
     /// Runs one `adb track-devices` until it exits; returns whether it printed any list.
     private func track(_ publish: ([Device]) -> Void) async throws -> Bool {
-        let result = try await Subprocess.run(
-            .path(FilePath(adbPath)),
-            arguments: ["track-devices"],
-            environment: LongLivedAdb.environment(environment),
-            platformOptions: LongLivedAdb.platformOptions,
-            input: .none,
-            output: .sequence,
-            error: .discarded
-        ) { execution in
+        let child = StreamingProcess(executable: adbPath, arguments: ["track-devices"], environment: environment)
+        return try await child.run { output in
             var decoder = AndroidOutputParser.TrackDevicesDecoder()
             var sawList = false
-            for try await buffer in execution.standardOutput {
-                let bytes = buffer.withUnsafeBytes { Array($0) }
+            for try await bytes in output {
                 for list in try decoder.feed(bytes) {
                     sawList = true
                     publish(list)
                 }
             }
             return sawList
-        }
-        return result.closureResult
+        }.value
     }
 }
