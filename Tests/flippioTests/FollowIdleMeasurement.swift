@@ -46,10 +46,10 @@ struct FollowIdleMeasurement {
                 #expect(pulled.status == 0, "\(pulled.err)")
             }
         }
-        let agent = try harness.startAgent(["--no-stop-app"])
+        let agent = try harness.startAgent(["--no-stop-app"], environment: ["FLIPPIO_FOLLOW": "1"])
         try await agent.waitForLog("ready")
         try await waitUntil("start-up checks of 20 databases", timeout: .seconds(60)) { agent.occurrences(of: "nothing pushed") >= 20 }
-        try await waitUntil("one watcher per app (4)") {
+        try await waitUntil("one watcher per app (4)\n\(agent.log)") {
             (try harness.sim.requests().filter { ($0.command ?? "").contains("inotifyd") }.count) >= 4
         }
         try await Task.sleep(for: .seconds(2))  // let start-up work drain before the window
