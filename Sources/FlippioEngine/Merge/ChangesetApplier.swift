@@ -79,6 +79,19 @@ public struct ChangesetApplier: Sendable {
         return try apply(base: base, device: device, using: queue)
     }
 
+    /// ``apply(base:device:toLiveDatabaseAt:)`` on a thread of its own.
+    ///
+    /// Waiting for an editor's write lock blocks the calling thread for up to ``busyTimeout`` per
+    /// attempt (SQLite's busy handler sleeps): on a thread of the cooperative pool, which has one
+    /// thread per core, that would stall every other database's work meanwhile.
+    public func applyOnOwnThread(base: URL, device: URL, toLiveDatabaseAt live: URL) async throws -> Outcome {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try self.apply(base: base, device: device, toLiveDatabaseAt: live) })
+            }
+        }
+    }
+
     /// Applies the changes base→`device` through `writer`, a writable connection the caller
     /// owns on the live file, in one IMMEDIATE transaction.
     ///

@@ -93,7 +93,7 @@ extension PushPipeline {
         }
 
         let rows: Int
-        switch try ChangesetApplier().apply(base: base, device: pulled.mainFile, toLiveDatabaseAt: database) {
+        switch try await ChangesetApplier().applyOnOwnThread(base: base, device: pulled.mainFile, toLiveDatabaseAt: database) {
         case .applied(let count):
             rows = count
         case .conflict(let detail):

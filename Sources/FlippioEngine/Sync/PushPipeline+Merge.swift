@@ -145,9 +145,9 @@ extension PushPipeline {
     /// before the merge stays the expected one: the next check finds the device "changed" and
     /// merges again, with the newer local rows. Nothing is lost either way.
     func bringMergedRowsIn(_ merge: MergedPush, to database: URL, expectedAtSwap: DeviceFingerprint, snapshot: Snapshot,
-                           remote: RemoteDatabase, sidecar: inout Sidecar, logger: Logger) {
+                           remote: RemoteDatabase, sidecar: inout Sidecar, logger: Logger) async {
         do {
-            switch try ChangesetApplier().apply(base: snapshot.url, device: merge.file, toLiveDatabaseAt: database) {
+            switch try await ChangesetApplier().applyOnOwnThread(base: snapshot.url, device: merge.file, toLiveDatabaseAt: database) {
             case .applied:
                 sidecar.localWrittenByMerge = true
                 return

@@ -269,7 +269,7 @@ public struct PushPipeline: Sendable {
         if let merge {
             record.merged = .init(rowsFromDevice: merge.result.rowsFromDevice, rowsFromDesktop: merge.result.rowsFromDesktop)
             AgentMetrics.shared.merged()
-            bringMergedRowsIn(merge, to: database, expectedAtSwap: expectedAtSwap, snapshot: snapshot,
+            await bringMergedRowsIn(merge, to: database, expectedAtSwap: expectedAtSwap, snapshot: snapshot,
                               remote: remote, sidecar: &sidecar, logger: logger)
         }
         sidecar.lastRowCounts = upload.rowCounts
