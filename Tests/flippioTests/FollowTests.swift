@@ -65,7 +65,7 @@ struct FollowTests {
         try await waitUntil("the app's update in the local copy\n\(agent.log)", timeout: .seconds(10)) {
             (try? await reader.execute("SELECT title FROM notes WHERE id = 1;")) == "one (app)\n"
         }
-        #expect(try watcherStarts(scenario) == 1, "one watcher, never restarted")
+        #expect(try watcherStarts(scenario) == 1, "one watcher, never restarted\n\(agent.log)")
         #expect(try scenario.uploadCount() == uploads)
     }
 

@@ -105,6 +105,7 @@ actor DeviceFollower {
         let paths = followed[app] ?? [:]
         let wanted = !paths.isEmpty && isConnected(app)
         if let running = watchers[app], !wanted || running.paths != paths {
+            logger.debug("stopping the device-side watcher of \(app): \(wanted ? "the followed databases changed" : "nothing to follow while the device is away")")
             running.task.cancel()
             watchers[app] = nil
         }

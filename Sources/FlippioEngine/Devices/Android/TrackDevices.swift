@@ -68,6 +68,7 @@ public struct DeviceTracker: Sendable {
                 logger.debug("adb track-devices ended: \(error)")
             }
             if Task.isCancelled { return }
+            logger.debug("adb track-devices ended; the devices are unknown until it runs again in \(delay)")
             publish([])
             if sawList { delay = restartDelay }
             try? await Task.sleep(for: delay)
