@@ -179,6 +179,25 @@ struct DeviceFollowerTests {
         #expect(clock.sleepingDeadlines.isEmpty, "no restart timer while the device is gone")
     }
 
+    @Test func followingAgainWhatIsFollowedKeepsTheWatcher_movingADatabaseRestartsIt() async throws {
+        let follower = makeFollower()
+        await follower.setFollowed(notes, remote: remote("notes.db"))
+        await follower.devicesChanged(ready: ["emulator-5554"], platform: .android)
+        try await waitUntil("running") { watcher.runs == 1 }
+        // The engine says it again each time it reads the sidecar.
+        await follower.setFollowed(notes, remote: remote("notes.db"))
+        await follower.setFollowed(notes, remote: remote("notes.db"))
+        #expect(await follower.runningApps.count == 1)
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(watcher.runs == 1, "the same database followed again: the watcher keeps running")
+
+        // The same local copy now stands for another device file: the watcher follows the new set.
+        await follower.setFollowed(notes, remote: remote("renamed.db"))
+        try await waitUntil("started for the new set") { watcher.runs == 2 }
+        await follower.setFollowed(notes, remote: nil)
+        #expect(await follower.runningApps.isEmpty, "nothing left to follow")
+    }
+
     @Test func aStreamThatEndsIsStartedAgainWithBackoff() async throws {
         let follower = makeFollower()
         await follower.setFollowed(notes, remote: remote("notes.db"))

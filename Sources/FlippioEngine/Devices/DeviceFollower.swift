@@ -71,18 +71,26 @@ actor DeviceFollower {
     // MARK: - Routing
 
     /// Follows `database` (its device path `remote`), or stops following it (`remote` nil).
+    ///
+    /// Idempotent: the engine calls it each time it reads the database's sidecar, and following
+    /// what is already followed must not restart the app's watcher (a restart is a gap in which
+    /// the app's writes are found only by the look that follows it).
     func setFollowed(_ database: URL, remote: RemoteDatabase?) {
-        for app in followed.keys {
-            let before = followed[app]?.count
-            followed[app] = followed[app]?.filter { $0.value != database }
-            if followed[app]?.isEmpty == true { followed[app] = nil }
-            if followed[app]?.count != before { reconcile(app) }
+        var target: (app: App, path: String)?
+        if let remote, !(remote.platform == .ios && dependencies.iosPollInterval == .zero) {
+            target = (App(platform: remote.platform, deviceID: remote.deviceID, appID: remote.appID), remote.path)
         }
-        guard let remote else { return }
-        if remote.platform == .ios && dependencies.iosPollInterval == .zero { return }
-        let app = App(platform: remote.platform, deviceID: remote.deviceID, appID: remote.appID)
-        followed[app, default: [:]][remote.path] = database
-        reconcile(app)
+        for (app, paths) in followed {
+            let kept = paths.filter { path, followedDatabase in
+                followedDatabase != database || (app == target?.app && path == target?.path)
+            }
+            guard kept.count != paths.count else { continue }
+            followed[app] = kept.isEmpty ? nil : kept
+            reconcile(app)
+        }
+        guard let target, followed[target.app]?[target.path] != database else { return }
+        followed[target.app, default: [:]][target.path] = database
+        reconcile(target.app)
     }
 
     /// A platform's device list: watchers run only for devices listed as ready.
