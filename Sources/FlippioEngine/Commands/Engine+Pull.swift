@@ -92,13 +92,14 @@ extension Engine {
             try await bridge.pull(remote, into: staging, progress: progress)
         }
         times.lap("transfer")
+        if !FileManager.default.fileExists(atPath: local.path) {
+            // It will be renamed into place: start writing it to disk now, while it is checked
+            // and snapshotted (LocalReplacement's fsync before the rename then finds it written).
+            DatabaseInspector.startSyncToDisk(fileAt: pulled.mainFile)
+        }
         // Not synced here: LocalReplacement syncs it when it renames it into place (a first pull);
         // otherwise its content goes into the existing copy through SQLite and it is deleted.
         let summary = try PulledDatabase.fold(pulled.mainFile, syncToDisk: false)
-        if !FileManager.default.fileExists(atPath: local.path) {
-            // It will be renamed into place: start writing it to disk while the snapshot is made.
-            DatabaseInspector.startSyncToDisk(fileAt: pulled.mainFile)
-        }
         times.lap("fold")
         // The staging file is ours alone (not a live tracked database), so a short-lived connection is fine.
         let staged = try DatabaseQueue(path: pulled.mainFile.path)
