@@ -59,6 +59,29 @@ struct ConnectionPoolTests {
         #expect(Self.openDescriptors(to: db.path + " (deleted)") == 0)
     }
 
+    @Test func byPath_isTheSameConnectionAsByURL_andStillReopensAfterARenameSave() async throws {
+        let dir = try TemporaryDirectory()
+        let db = try DBFixtures.makeDatabase(dir.child("x.db"), rows: 1)
+        let path = db.standardizedFileURL.path
+        let pool = ConnectionPool()
+        _ = await pool.warm([db])
+        let byURL = try await pool.connection(for: db)
+        #expect(try await pool.connection(atPath: path) === byURL)
+        #expect(await pool.counters.opens == 1)
+
+        let temp = try DBFixtures.makeDatabase(dir.child(".x.db.save-tmp"), rows: 3)
+        #expect(rename(temp.path, db.path) == 0)
+        let reopened = try await pool.connection(atPath: path)
+        #expect(reopened !== byURL)
+        #expect(await pool.counters.reopens == 1)
+        #expect(try await reopened.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 3)
+        #expect(try await pool.connection(for: db) === reopened)
+
+        #expect(unlink(db.path) == 0)
+        await #expect(throws: FlippioError.self) { try await pool.connection(atPath: path) }
+        #expect(await pool.openDatabases.isEmpty, "a missing file's connection is dropped")
+    }
+
     /// How many of this process's file descriptors point at `target` (as /proc/self/fd shows it).
     static func openDescriptors(to target: String) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []

@@ -72,6 +72,36 @@ struct DatabaseIndexTests {
         #expect(index.directories.isEmpty)
     }
 
+    @Test func folderPaths_asTheWatcherReportsThem_classifyLikeURLs() {
+        let index = index()
+        for name in ["notes.db", "notes.db-wal", "notes.db-journal", "notes.db-shm", "notes.db.flippio.json",
+                     "new.db.flippio.json", ".notes.db.flippio.json.tmp-k3j2", "other.sqlite-journal", "unrelated.db"] {
+            #expect(index.classify(directory: folder.path, name: name) == index.classify(directory: folder, name: name), "\(name)")
+        }
+        #expect(index.classify(directory: folder.path, name: "notes.db-wal") == .database(db))
+        #expect(index.classify(directory: root.appendingPathComponent(".flippio/snapshots").path, name: "notes.db") == .ignored)
+    }
+
+    @Test func aTrackedName_winsOverTheFamilyOfAnother_andTheFamilyComesBackWhenItGoes() {
+        // Room names databases without an extension: `cache` and `cache-wal` can both be databases.
+        var index = DatabaseIndex()
+        let plain = folder.appendingPathComponent("cache"), walNamed = folder.appendingPathComponent("cache-wal")
+        index.track(walNamed)
+        index.track(plain)
+        #expect(index.classify(directory: folder.path, name: "cache-wal") == .database(walNamed))
+        #expect(index.classify(directory: folder.path, name: "cache-journal") == .database(plain))
+        #expect(index.classify(directory: folder.path, name: "cache-wal-journal") == .database(walNamed))
+        #expect(index.classify(directory: folder.path, name: "cache-wal.flippio.json") == .sidecar(walNamed))
+        index.untrack(walNamed)
+        #expect(index.classify(directory: folder.path, name: "cache-wal") == .database(plain))
+        #expect(index.classify(directory: folder.path, name: "cache-wal-journal") == .ignored)
+        index.track(walNamed)
+        index.untrack(plain)
+        #expect(index.classify(directory: folder.path, name: "cache-wal") == .database(walNamed))
+        #expect(index.classify(directory: folder.path, name: "cache-journal") == .ignored)
+        #expect(index.classify(directory: folder.path, name: "cache.flippio.json") == .sidecar(plain))  // untracked: still a sidecar
+    }
+
     @Test func aThousandDatabases_stayConstantTimePerLookup() {
         // Not a timing test: checks every lookup of a large index is right (the dictionary does the O(1)).
         var index = DatabaseIndex()

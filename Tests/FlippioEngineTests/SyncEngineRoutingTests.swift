@@ -23,8 +23,8 @@ struct SyncEngineRoutingTests {
         Task { await engine.consumeWatchEvents() }
         #expect(watcher.isWatching(fixture.database.deletingLastPathComponent()))
         let folder = fixture.database.deletingLastPathComponent()
-        watcher.send(.changed(directory: folder, name: "notes.db-wal"))
-        watcher.send(.changed(directory: folder, name: "other.db"))  // not tracked: ignored
+        watcher.send(.changed(directory: folder.path, name: "notes.db-wal"))
+        watcher.send(.changed(directory: folder.path, name: "other.db"))  // not tracked: ignored
         try await fixture.advance(by: fixture.settle, once: 2)
         try await waitUntil("pushed") { fixture.pusher.pushes == [fixture.database] }
         await engine.shutdown(grace: .seconds(5))
@@ -58,7 +58,7 @@ struct SyncEngineRoutingTests {
         Task { await engine.consumeWatchEvents() }
         #expect(await engine.trackedCount == 1)
         try FileManager.default.removeItem(at: Sidecar.url(forDatabase: fixture.database))
-        watcher.send(.changed(directory: fixture.database.deletingLastPathComponent(), name: "notes.db.flippio.json"))
+        watcher.send(.changed(directory: fixture.database.deletingLastPathComponent().path, name: "notes.db.flippio.json"))
         try await waitUntil("untracked") { await engine.trackedCount == 0 }
         await engine.shutdown(grace: .seconds(5))
     }

@@ -90,7 +90,7 @@ struct WatcherTests {
         try Shell.sqlite(temp, "INSERT INTO notes(body) VALUES ('saved by rename');")
         f.log.clear()
         #expect(rename(temp.path, f.db.path) == 0)
-        try await f.log.waitFor("MOVED_TO x.db") { $0 == .changed(directory: f.dir.url, name: "x.db") }
+        try await f.log.waitFor("MOVED_TO x.db") { $0 == .changed(directory: f.dir.url.path, name: "x.db") }
         #expect(f.databasesTouched == [f.db])
         // A second edit after the inode changed is still seen: the watch is on the folder.
         f.log.clear()
@@ -132,10 +132,43 @@ struct WatcherTests {
         #expect(removals.count == 1, "reported once: \(f.log.all)")
     }
 
+    @Test func longNames_recurringInOneRead_keepTheirSpelling() async throws {
+        // Names over 15 bytes are reused from recent events (RecentNames): each must still be its own.
+        let f = try Fixture()
+        f.watcher.suspendReading()
+        let names = ["a-much-longer-database.db-journal", "a-much-longer-database.db", "another-long-name.sqlite-wal",
+                     "caf\u{e9}-\u{1F600}-unicode-name.db"]
+        for round in 0..<3 {
+            for name in names { try Data("\(round)".utf8).write(to: f.dir.child(name)) }
+        }
+        f.watcher.resumeReading()
+        try await waitUntil("events for every name") {
+            Set(f.log.all.compactMap { if case .changed(_, let name) = $0 { name } else { nil } }).isSuperset(of: names)
+        }
+        let seen = Set(f.log.all.compactMap { if case .changed(_, let name) = $0 { name } else { nil } })
+        #expect(seen == Set(names), "\(seen)")
+    }
+
+    @Test func recentNames_reuseOnlyTheSameBytes() {
+        var recent = RecentNames()
+        func decode(_ text: String) -> String {
+            Array(text.utf8).withUnsafeBytes { recent.name(decoding: $0) }
+        }
+        let names = (0..<40).map { "database-number-\($0).db-journal" }
+        for _ in 0..<2 {
+            for name in names { #expect(decode(name) == name) }
+        }
+        #expect(decode("short.db") == "short.db")
+        let malformed: [UInt8] = Array("a-long-name-with-a-bad-byte-".utf8) + [0xFF] + Array(".db".utf8)
+        let decoded = malformed.withUnsafeBytes { recent.name(decoding: $0) }
+        #expect(decoded == String(decoding: malformed, as: UTF8.self))
+        #expect(malformed.withUnsafeBytes { recent.name(decoding: $0) } == decoded)
+    }
+
     @Test func sidecarWrites_areSidecarSignals_andTheirTempsIgnored() async throws {
         let f = try Fixture()
         try await SidecarStore().write(sampleSidecar(), forDatabase: f.db)
-        try await f.log.waitFor("the sidecar's rename") { $0 == .changed(directory: f.dir.url, name: "x.db.flippio.json") }
+        try await f.log.waitFor("the sidecar's rename") { $0 == .changed(directory: f.dir.url.path, name: "x.db.flippio.json") }
         let classes = Set(f.log.all.compactMap { event -> DatabaseIndex.Classification? in
             guard case .changed(let directory, let name) = event else { return nil }
             return f.index.classify(directory: directory, name: name)

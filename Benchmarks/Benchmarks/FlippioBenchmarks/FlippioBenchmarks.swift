@@ -28,8 +28,10 @@ let benchmarks: @Sendable () -> Void = {
 
 // MARK: - Connection pool
 
-/// A warm acquire (a `stat` and a dictionary lookup inside the pool actor) against a cold open
-/// (a new pool, a SQLite open of the file, its schema read, and close).
+/// A warm acquire (a `stat` and a dictionary lookup inside the pool actor, by the path the caller
+/// keeps) against a cold open (a new pool, a SQLite open of the file, its schema read, and close).
+/// "by URL" is the same acquire through ``ConnectionPool/connection(for:)``, which standardizes
+/// the URL each time.
 func poolBenchmarks() {
     let fixtures = Fixtures.shared
     Benchmark("Pool: cold open (new connection, open + close)") { benchmark in
@@ -40,16 +42,19 @@ func poolBenchmarks() {
             await pool.closeAll()
         }
     }
-    Benchmark("Pool: warm acquire") { benchmark in
-        let database = try fixtures.database(megabytes: 1)
-        let pool = ConnectionPool()
-        _ = await pool.warm([database])
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            blackHole(try await pool.connection(for: database))
+    for byURL in [false, true] {
+        Benchmark(byURL ? "Pool: warm acquire by URL" : "Pool: warm acquire") { benchmark in
+            let database = try fixtures.database(megabytes: 1)
+            let path = database.standardizedFileURL.path
+            let pool = ConnectionPool()
+            _ = await pool.warm([database])
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(byURL ? try await pool.connection(for: database) : try await pool.connection(atPath: path))
+            }
+            benchmark.stopMeasurement()
+            await pool.closeAll()
         }
-        benchmark.stopMeasurement()
-        await pool.closeAll()
     }
 }
 
@@ -87,7 +92,8 @@ func snapshotBenchmarks() {
 // MARK: - Watch event → database
 
 /// One inotify event mapped to its database with 10,000 tracked databases (100 folders of 100),
-/// for the four kinds of names an event can carry.
+/// for the four kinds of names an event can carry, by the folder path the watcher's events carry
+/// (what the agent does per event); "by URL" standardizes a folder URL first (the older API).
 func indexBenchmarks() {
     let root = URL(fileURLWithPath: "/home/dev/.local/share/flippio/emulator-5554", isDirectory: true)
     var index = DatabaseIndex(stateDirectory: root.appendingPathComponent(".flippio", isDirectory: true))
@@ -100,11 +106,17 @@ func indexBenchmarks() {
     let folder = root.appendingPathComponent("com.example.app57/data/data/com.example.app57/databases", isDirectory: true)
     let configuration = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal, .throughput],
                                                 timeUnits: .nanoseconds, scalingFactor: .kilo)
+    let folderPath = folder.standardizedFileURL.path
     for name in ["db42.db", "db42.db-wal", "db42.db.flippio.json", "db42.db-shm"] {
         Benchmark("Index: classify \(name) among 10,000 databases", configuration: configuration) { benchmark in
             for _ in benchmark.scaledIterations {
-                blackHole(frozen.classify(directory: folder, name: name))
+                blackHole(frozen.classify(directory: folderPath, name: name))
             }
+        }
+    }
+    Benchmark("Index by URL: classify db42.db-wal among 10,000 databases", configuration: configuration) { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(frozen.classify(directory: folder, name: "db42.db-wal"))
         }
     }
 }

@@ -26,12 +26,16 @@ extension Engine {
     ///   `pull --no-follow` passes false).
     public func pull(device query: String, app: String, paths: [String], overwrite: Bool = false, follow: Bool? = nil,
                      progress: TransferProgress? = nil) async throws -> [PullReport] {
+        var times = StepTimes()
         let device = try await device(query)
+        times.lap("device")
         let bridge = try await bridges.bridge(for: device.platform)
         let available = try await configuration.retry.run("find databases") {
             try await bridge.databases(deviceID: device.id, appID: app)
         }
         let selected = try Self.select(paths, from: available, app: app)
+        times.lap("listing")
+        logger.debug("pull from \(device.id) \(app): \(times)")
         var reports: [PullReport] = []
         for remote in selected {
             reports.append(try await pull(remote, device: device, bridge: bridge, overwrite: overwrite, follow: follow, progress: progress))
@@ -72,6 +76,7 @@ extension Engine {
     /// new rows and nothing writes to an unlinked file.
     func pull(_ remote: RemoteDatabase, device: Device, bridge: any DeviceBridge, overwrite: Bool, follow: Bool? = nil,
               progress: TransferProgress?) async throws -> PullReport {
+        var times = StepTimes()
         let local = try workspace.localURL(for: remote)
         let lock = try workspace.lock(for: remote)
         try await lock.acquire(timeout: .seconds(120))
@@ -79,37 +84,56 @@ extension Engine {
 
         let replacement = LocalReplacement(database: local, pipeline: pipeline)
         if !overwrite { try await replacement.refuseUnpushedEdits() }
+        times.lap("lock and local check")
 
         let staging = try workspace.scratchDirectory("pull")
         defer { try? FileManager.default.removeItem(at: staging) }
         let pulled = try await configuration.retry.run("pull \(remote.path)") {
             try await bridge.pull(remote, into: staging, progress: progress)
         }
-        let summary = try PulledDatabase.fold(pulled.mainFile)
+        times.lap("transfer")
+        if !FileManager.default.fileExists(atPath: local.path) {
+            // It will be renamed into place: start writing it to disk now, while it is checked
+            // and snapshotted (LocalReplacement's fsync before the rename then finds it written).
+            DatabaseInspector.startSyncToDisk(fileAt: pulled.mainFile)
+        }
+        // Not synced here: LocalReplacement syncs it when it renames it into place (a first pull);
+        // otherwise its content goes into the existing copy through SQLite and it is deleted.
+        let summary = try PulledDatabase.fold(pulled.mainFile, syncToDisk: false)
+        times.lap("fold")
         // The staging file is ours alone (not a live tracked database), so a short-lived connection is fine.
         let staged = try DatabaseQueue(path: pulled.mainFile.path)
         defer { try? staged.close() }
-        let snapshot = try Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
-            .snapshot(of: staged, named: "pulled")
+        var snapshotter = Snapshotter(directory: staging.appendingPathComponent("snapshot", isDirectory: true))
+        // fold() has just quick_checked and counted the staged file, which only this process
+        // writes: the snapshot is its page-for-page copy, made for its content hash.
+        snapshotter.checksCopy = false
+        let snapshot = try snapshotter.snapshot(of: staged, named: "pulled")
+        times.lap("snapshot")
 
         // A save during the transfer counts too.
         if !overwrite { try await replacement.refuseUnpushedEdits() }
         let kept = try await replacement.replace(with: staged, stagedFile: pulled.mainFile, keepingOld: overwrite)
+        times.lap("into place")
 
         var sidecar = Sidecar(
             origin: .init(platform: remote.platform, deviceID: device.id, deviceModel: device.model, appID: remote.appID,
                           remotePath: remote.path, access: remote.access),
             pulledAt: Date(), fingerprintAtPull: pulled.fingerprint, contentHash: snapshot.contentHash)
-        sidecar.lastRowCounts = snapshot.tableRowCounts
+        sidecar.lastRowCounts = summary.tableRowCounts
         // The common ancestor of later merges: exactly what the device and the copy now agree on.
-        try BaseStore(workspace: workspace).save(snapshot.url, for: remote)
+        // The snapshot is not needed after this, and it is synced: moved, not copied.
+        try BaseStore(workspace: workspace).adopt(snapshot.url, for: remote)
+        times.lap("base")
         sidecar.baseHash = snapshot.contentHash
         sidecar.deviceJournalWAL = summary.wasWAL
         sidecar.follow = follow
         try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
+        times.lap("sidecar")
         logger.info("pulled \(remote.path) to \(local.path)")
+        logger.debug("pull \(remote.path): \(times)")
         return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,
-                          foldedWAL: pulled.walFile != nil, tables: snapshot.tableRowCounts, contentHash: snapshot.contentHash,
+                          foldedWAL: pulled.walFile != nil, tables: summary.tableRowCounts, contentHash: snapshot.contentHash,
                           keptLocalCopy: kept?.path)
     }
 }

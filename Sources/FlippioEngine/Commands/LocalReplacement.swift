@@ -54,6 +54,7 @@ struct LocalReplacement {
         guard FileManager.default.fileExists(atPath: database.path) else {
             // First pull: nothing is open yet, so one rename puts the file in place.
             try Self.removeSideFiles(of: database)
+            try DatabaseInspector.syncToDisk(fileAt: stagedFile)
             guard rename(stagedFile.path, database.path) == 0 else {
                 throw FlippioError.workspaceWriteFailed(path: database.path, errno: errno)
             }
@@ -74,6 +75,7 @@ struct LocalReplacement {
             // the pulled file takes its place.
             guard kept != nil, failure.code == .notSQLite || failure.code == .corruptDatabase else { throw failure }
             try Self.removeSideFiles(of: database)
+            try DatabaseInspector.syncToDisk(fileAt: stagedFile)
             guard rename(stagedFile.path, database.path) == 0 else {
                 throw FlippioError.workspaceWriteFailed(path: database.path, errno: errno)
             }

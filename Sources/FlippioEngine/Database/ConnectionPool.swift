@@ -97,29 +97,43 @@ public actor ConnectionPool {
     /// The connection is read-only. It is reopened when the file's device or inode changed since
     /// it was opened (an editor saved by writing a new file and renaming it over the old one).
     ///
+    /// Standardizing the URL costs more than the rest of a warm acquire: a caller that acquires
+    /// often keeps the path and calls ``connection(atPath:)``.
+    ///
     /// - throws: ``FlippioError/Code/databaseMissing``, ``FlippioError/Code/notSQLite``,
     ///   ``FlippioError/Code/permissionDenied``.
     public func connection(for database: URL) throws -> DatabaseQueue {
-        let key = database.standardizedFileURL.path
+        try connection(atPath: Self.key(database))
+    }
+
+    /// The warm connection to the database at `path`, opened (or reopened) when needed.
+    ///
+    /// The same as ``connection(for:)`` without building the key: when warm, one `stat` (the
+    /// check that the file is still the one opened: a save by rename replaces the inode) and one
+    /// dictionary lookup.
+    ///
+    /// - parameter path: the database's standardized absolute path (`standardizedFileURL.path`
+    ///   of its URL); another spelling of the same file gets a connection of its own.
+    /// - throws: ``FlippioError/Code/databaseMissing``, ``FlippioError/Code/notSQLite``,
+    ///   ``FlippioError/Code/permissionDenied``.
+    public func connection(atPath key: String) throws -> DatabaseQueue {
         useClock += 1
         guard let identity = FileIdentity(path: key) else {
-            close(database)
+            closeEntry(key)
             throw FlippioError(.databaseMissing, "\(key) does not exist.",
                                remedy: "Pull the database again, or run `flippio forget` to stop tracking it.",
                                context: ["path": key])
         }
-        switch entries[key]?.identity {
-        case identity?:
-            entries[key]?.lastUse = useClock
-            return entries[key]!.queue
-        case _?:
+        if let index = entries.index(forKey: key) {
+            if entries.values[index].identity == identity {
+                entries.values[index].lastUse = useClock
+                return entries.values[index].queue
+            }
             // Close the old connection BEFORE opening the new one (when nobody else holds it):
             // both would open the same `x.db-shm` path, and closing the old descriptor later
             // would drop the new connection's locks on it (POSIX locks belong to the process).
             closeEntry(key)
             counters.reopens += 1
-        case nil:
-            break
         }
         let queue = try open(key, expected: identity)
         entries[key] = Entry(queue: queue.queue, identity: queue.identity, lastUse: useClock)
@@ -132,7 +146,7 @@ public actor ConnectionPool {
     /// A connection still held by a caller (a snapshot in progress) stays usable and closes when
     /// the caller releases it.
     public func close(_ database: URL) {
-        closeEntry(database.standardizedFileURL.path)
+        closeEntry(Self.key(database))
     }
 
     /// Closes every connection.
@@ -150,7 +164,7 @@ public actor ConnectionPool {
     ///
     /// - throws: ``FlippioError/Code/databaseMissing`` when the file does not exist.
     public func isWriterActive(_ database: URL) throws -> Bool {
-        let key = database.standardizedFileURL.path
+        let key = Self.key(database)
         guard FileIdentity(path: key) != nil else {
             throw FlippioError(.databaseMissing, "\(key) does not exist.",
                                remedy: "Pull the database again, or run `flippio forget` to stop tracking it.",
@@ -159,11 +173,16 @@ public actor ConnectionPool {
         if let locks = WriterLockProbe.heldLocks() {
             return WriterLockProbe.writerActive(path: key, locks: locks)
         }
-        let queue = try connection(for: database)
+        let queue = try connection(atPath: key)
         return queue.inDatabase { WriterLockProbe.reservedLockHeld($0) }
     }
 
     // MARK: - Private
+
+    /// The key of a database: its standardized path.
+    private static func key(_ database: URL) -> String {
+        database.standardizedFileURL.path
+    }
 
     private func open(_ path: String, expected: FileIdentity) throws -> (queue: DatabaseQueue, identity: FileIdentity) {
         var configuration = Configuration()

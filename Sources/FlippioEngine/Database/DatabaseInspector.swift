@@ -68,6 +68,24 @@ enum DatabaseInspector {
         ["-wal", "-shm", "-journal"].map { URL(fileURLWithPath: database.path + $0) }
     }
 
+    /// Starts writing a file we own to disk (an fsync on a thread of its own) and returns at once,
+    /// so that the whole-file pass that comes next overlaps with the disk: the later
+    /// ``syncToDisk(fileAt:)``, which is what makes the file durable, then finds little left to write.
+    /// Best effort: errors are left to that later call.
+    ///
+    /// - Important: only for files no other process opens (a snapshot, a pulled copy in the
+    ///   scratch folder), never for a live database: closing this descriptor drops the POSIX locks
+    ///   this process holds on the file, which a SQLite connection here may hold at that moment.
+    ///   They keep out other processes only, and no other process knows a private file.
+    static func startSyncToDisk(fileAt url: URL) {
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        Thread.detachNewThread {
+            _ = fsync(fd)
+            close(fd)
+        }
+    }
+
     /// fsync a file we own (a snapshot or folded copy, never a live database), then its folder.
     static func syncToDisk(fileAt url: URL) throws {
         for path in [url.path, url.deletingLastPathComponent().path] {

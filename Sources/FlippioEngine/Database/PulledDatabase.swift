@@ -40,12 +40,15 @@ public enum PulledDatabase {
 
     /// Folds `database` and its pulled `-wal`/`-journal` into one checked, self-contained file.
     ///
-    /// - parameter database: the pulled main file; its side files, if any, sit beside it.
+    /// - parameters:
+    ///     - database: the pulled main file; its side files, if any, sit beside it.
+    ///     - syncToDisk: whether the folded file is fsynced before returning. The default is true;
+    ///       a caller that renames it into place later can sync it then (and only then).
     /// - returns: tables and row counts, page count, size.
     /// - throws: ``FlippioError/Code/notSQLite`` (the header is not SQLite's; a text file's first
     ///   line is quoted), ``FlippioError/Code/corruptDatabase`` (with the quick_check output),
     ///   ``FlippioError/Code/databaseMissing``.
-    public static func fold(_ database: URL) throws -> Summary {
+    public static func fold(_ database: URL, syncToDisk: Bool = true) throws -> Summary {
         let path = database.path
         let header = try SQLiteHeader.read(fileAt: database)
         let wal = URL(fileURLWithPath: path + "-wal"), journal = URL(fileURLWithPath: path + "-journal")
@@ -91,7 +94,7 @@ public enum PulledDatabase {
         for side in DatabaseInspector.sideFiles(of: database) where unlink(side.path) != 0 && errno != ENOENT {
             throw FlippioError.workspaceWriteFailed(path: side.path, errno: errno)
         }
-        try DatabaseInspector.syncToDisk(fileAt: database)
+        if syncToDisk { try DatabaseInspector.syncToDisk(fileAt: database) }
         summary.size = DatabaseInspector.fileSize(database)
         return summary
     }

@@ -44,64 +44,125 @@ public struct DatabaseIndex: Sendable {
     /// Suffixes of a database's family that never mean a change (reads write `-shm`).
     public static let ignoredSuffixes = ["-shm"]
 
-    /// folder path → file name → database.
-    private var byDirectory: [String: [String: URL]] = [:]
+    /// The tracked databases of one folder, and what an event for each name that concerns them means.
+    private struct Folder: Sendable {
+        /// file name → tracked database.
+        var databases: [String: URL] = [:]
+        /// Every name whose event concerns a tracked database here (`x.db`, `x.db-wal`,
+        /// `x.db-journal`, `x.db.flippio.json`) → its classification, computed when tracking, so that
+        /// `classify(directory: String, name:)` is two lookups: no string is
+        /// built, nothing is allocated.
+        var names: [String: Classification] = [:]
+    }
+
+    /// folder path → its tracked databases.
+    private var folders: [String: Folder] = [:]
     private let stateDirectoryPath: String?
+    /// `stateDirectoryPath + "/"`, built once.
+    private let stateDirectoryPrefix: String?
 
     /// - parameter stateDirectory: the workspace's state folder (``Workspace/stateDirectory``);
     ///   events in it or below are always ignored.
     public init(stateDirectory: URL? = nil) {
         stateDirectoryPath = stateDirectory.map { Self.key($0) }
+        stateDirectoryPrefix = stateDirectoryPath.map { $0 + "/" }
     }
 
     /// Starts mapping events for `database`'s family to it. Tracking twice is harmless.
     public mutating func track(_ database: URL) {
         let database = database.standardizedFileURL
-        byDirectory[Self.key(database.deletingLastPathComponent()), default: [:]][database.lastPathComponent] = database
+        let directory = Self.key(database.deletingLastPathComponent()), name = database.lastPathComponent
+        folders[directory, default: Folder()].databases[name] = database
+        refreshNames(around: name, in: directory)
     }
 
     /// Stops mapping events for `database`.
     public mutating func untrack(_ database: URL) {
         let database = database.standardizedFileURL
-        let directory = Self.key(database.deletingLastPathComponent())
-        byDirectory[directory]?[database.lastPathComponent] = nil
-        if byDirectory[directory]?.isEmpty == true { byDirectory[directory] = nil }
+        let directory = Self.key(database.deletingLastPathComponent()), name = database.lastPathComponent
+        guard folders[directory]?.databases.removeValue(forKey: name) != nil else { return }
+        if folders[directory]?.databases.isEmpty == true {
+            folders[directory] = nil
+        } else {
+            refreshNames(around: name, in: directory)
+        }
     }
 
     /// Whether `database` is tracked.
     public func contains(_ database: URL) -> Bool {
         let database = database.standardizedFileURL
-        return byDirectory[Self.key(database.deletingLastPathComponent())]?[database.lastPathComponent] != nil
+        return folders[Self.key(database.deletingLastPathComponent())]?.databases[database.lastPathComponent] != nil
     }
 
     /// Every tracked database.
     public var databases: [URL] {
-        byDirectory.values.flatMap(\.values).sorted { $0.path < $1.path }
+        folders.values.flatMap(\.databases.values).sorted { $0.path < $1.path }
     }
 
     /// The folders that hold tracked databases (each must be watched), as directory URLs.
     public var directories: Set<URL> {
-        Set(byDirectory.keys.map { URL(fileURLWithPath: $0, isDirectory: true) })
+        Set(folders.keys.map { URL(fileURLWithPath: $0, isDirectory: true) })
     }
 
     /// Which database (or sidecar) an event for `name` in `directory` concerns.
+    ///
+    /// Standardizes `directory` first (5 to 10 µs): the watcher's events carry the folder's path
+    /// already, for `classify(directory: String, name:)`.
     public func classify(directory: URL, name: String) -> Classification {
-        let directoryKey = Self.key(directory)
-        if let state = stateDirectoryPath, directoryKey == state || directoryKey.hasPrefix(state + "/") {
+        classify(directory: Self.key(directory), name: name)
+    }
+
+    /// Which database (or sidecar) an event for `name` in the folder at `directory` concerns.
+    ///
+    /// The hot path of every inotify event: two dictionary lookups, no allocation, except for
+    /// the sidecar of a database that is not tracked yet (its URL is built).
+    ///
+    /// - parameter directory: the folder's standardized path without a trailing slash, as
+    ///   ``WatchEvent/changed(directory:name:)`` carries it.
+    public func classify(directory: String, name: String) -> Classification {
+        if let state = stateDirectoryPath, let prefix = stateDirectoryPrefix,
+           directory == state || directory.hasPrefix(prefix) {
             return .ignored
         }
         if SidecarStore.isTemporaryFileName(name) { return .ignored }
-        if name.hasSuffix(Sidecar.fileSuffix), name.utf8.count > Sidecar.fileSuffix.utf8.count {
-            let database = String(name.dropLast(Sidecar.fileSuffix.count))
-            if let tracked = byDirectory[directoryKey]?[database] { return .sidecar(tracked) }
-            return .sidecar(URL(fileURLWithPath: directoryKey, isDirectory: true).appendingPathComponent(database, isDirectory: false))
-        }
-        guard let family = byDirectory[directoryKey] else { return .ignored }
-        if let database = family[name] { return .database(database) }
-        for suffix in Self.contentSuffixes where name.hasSuffix(suffix) {
-            if let database = family[String(name.dropLast(suffix.count))] { return .database(database) }
+        if let known = folders[directory]?.names[name] { return known }
+        // Not about a tracked database: only the sidecar of one not tracked yet still counts.
+        if let database = Self.sidecarDatabaseName(name) {
+            return .sidecar(URL(fileURLWithPath: directory, isDirectory: true).appendingPathComponent(database, isDirectory: false))
         }
         return .ignored  // -shm, editors' temp files, conflict copies, unrelated files
+    }
+
+    // MARK: - Private
+
+    /// Recomputes the names whose meaning depends on whether `name` is tracked in `directory`:
+    /// itself, its `-wal`/`-journal` and its sidecar.
+    private mutating func refreshNames(around name: String, in directory: String) {
+        guard var folder = folders.removeValue(forKey: directory) else { return }
+        for candidate in [name, name + Sidecar.fileSuffix] + Self.contentSuffixes.map({ name + $0 }) {
+            folder.names[candidate] = Self.resolve(candidate, among: folder.databases)
+        }
+        folders[directory] = folder
+    }
+
+    /// What an event for `name` means among the tracked `databases` of its folder; nil when it
+    /// concerns none of them. The order matters: a sidecar name is a sidecar, an exact name is
+    /// that database, and only then a `-wal`/`-journal` belongs to the database it extends.
+    private static func resolve(_ name: String, among databases: [String: URL]) -> Classification? {
+        if let database = sidecarDatabaseName(name) {
+            return databases[database].map { .sidecar($0) }
+        }
+        if let database = databases[name] { return .database(database) }
+        for suffix in contentSuffixes where name.hasSuffix(suffix) {
+            if let database = databases[String(name.dropLast(suffix.count))] { return .database(database) }
+        }
+        return nil
+    }
+
+    /// `x.db.flippio.json` → `x.db`; nil for any other name (and for `.flippio.json` alone).
+    private static func sidecarDatabaseName(_ name: String) -> String? {
+        guard name.hasSuffix(Sidecar.fileSuffix), name.utf8.count > Sidecar.fileSuffix.utf8.count else { return nil }
+        return String(name.dropLast(Sidecar.fileSuffix.count))
     }
 
     /// A folder's path without a trailing slash, as dictionary key.

@@ -5,9 +5,13 @@ import Foundation
 /// Folder URLs in events are directory URLs (`hasDirectoryPath`, standardized); compare
 /// folders by `path`, not by URL equality.
 public enum WatchEvent: Sendable, Hashable {
-    /// A file in `directory` was created, written, renamed to or from `name`, removed, or had
-    /// its attributes changed. Which of these is not told: callers look at the file.
-    case changed(directory: URL, name: String)
+    /// A file in the folder at `directory` was created, written, renamed to or from `name`,
+    /// removed, or had its attributes changed. Which of these is not told: callers look at the file.
+    ///
+    /// `directory` is the folder's standardized path without a trailing slash, kept by the watcher
+    /// per watch: the event of every write carries it, so it is not built per event (and
+    /// ``DatabaseIndex/classify(directory:name:)`` looks it up as it is).
+    case changed(directory: String, name: String)
     /// A folder appeared in a watched folder (created or moved in): watch it too.
     case directoryCreated(URL)
     /// A watched folder was removed or moved away; its watch is gone. Reported once per folder.

@@ -37,11 +37,21 @@ public final class InotifyWatcher: FileWatching {
 
     public let events: AsyncStream<WatchEvent>
 
+    /// A watched folder: its URL and its path, both built once when the watch is added.
+    private struct Folder {
+        let url: URL
+        let path: String
+    }
+
     private struct State {
-        var directoryByWatch: [Int32: URL] = [:]
+        var directoryByWatch: [Int32: Folder] = [:]
         var watchByPath: [String: Int32] = [:]
         var closed = false
         var suspended = false
+        /// Storage reused by every read of the kernel queue (only the watcher's queue uses it).
+        var batch: [WatchEvent] = []
+        var seen = Set<WatchEvent>()
+        var names = RecentNames()
     }
 
     private let fd: Int32
@@ -88,7 +98,7 @@ public final class InotifyWatcher: FileWatching {
             guard wd >= 0 else { throw Self.watchError(errno: errno, directory: directory) }
             if let old = state.directoryByWatch[wd], old.path != path { state.watchByPath[old.path] = nil }
             if let oldWatch = state.watchByPath[path], oldWatch != wd { state.directoryByWatch[oldWatch] = nil }
-            state.directoryByWatch[wd] = directory
+            state.directoryByWatch[wd] = Folder(url: directory, path: path)
             state.watchByPath[path] = wd
         }
     }
@@ -103,7 +113,7 @@ public final class InotifyWatcher: FileWatching {
     }
 
     public var watchedDirectories: [URL] {
-        state.withLock { Array($0.directoryByWatch.values) }.sorted { $0.path < $1.path }
+        state.withLock { $0.directoryByWatch.values.map(\.url) }.sorted { $0.path < $1.path }
     }
 
     public func close() {
@@ -181,80 +191,85 @@ public final class InotifyWatcher: FileWatching {
                     return  // EAGAIN: drained; EBADF: closed
                 }
                 if count == 0 { return }
-                let batch = parse(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                for event in batch { continuation.yield(event) }
+                parse(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
         }
     }
 
     private static let headerSize = MemoryLayout<inotify_event>.size  // 16: wd, mask, cookie, len
 
-    /// Turns a buffer of variable-length `struct inotify_event` records into events.
-    private func parse(_ bytes: UnsafeRawBufferPointer) -> [WatchEvent] {
-        var raw: [(wd: Int32, mask: UInt32, name: String)] = []
-        var offset = 0
-        while offset + Self.headerSize <= bytes.count {
-            let wd = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
-            let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
-            let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
-            let nameStart = offset + Self.headerSize
-            guard nameStart + length <= bytes.count else { break }  // never happens: the kernel writes whole records
-            // The name is NUL-terminated and padded with NULs to an aligned length.
-            let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[nameStart..<(nameStart + length)])
-            let end = nameBytes.firstIndex(of: 0) ?? nameBytes.count
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: nameBytes[0..<end]), as: UTF8.self)
-            raw.append((wd, mask, name))
-            offset = nameStart + length
-        }
-        var events: [WatchEvent] = []
-        var seen = Set<WatchEvent>()
-        func emit(_ event: WatchEvent) {
-            if case .changed = event {
-                guard seen.insert(event).inserted else { return }
-            }
-            events.append(event)
-        }
+    /// Turns a buffer of variable-length `struct inotify_event` records into events and yields them.
+    ///
+    /// Per event of a file, nothing is allocated once the watcher has warmed up: the folder's path
+    /// comes from the watch, a name is decoded once and reused while it recurs (``RecentNames``),
+    /// and the batch storage is kept between reads. Events are yielded under the state's lock:
+    /// the stream's consumer never waits for that lock while holding the stream's.
+    private func parse(_ bytes: UnsafeRawBufferPointer) {
         state.withLock { state in
-            for (wd, mask, name) in raw {
-                if mask & UInt32(IN_Q_OVERFLOW) != 0 {
-                    emit(.overflow)
-                    continue
-                }
-                guard let directory = state.directoryByWatch[wd] else { continue }  // a watch we dropped
-                if mask & UInt32(IN_IGNORED) != 0 {
-                    // The kernel removed the watch (folder gone, file system unmounted).
-                    state.directoryByWatch[wd] = nil
-                    state.watchByPath[directory.path] = nil
-                    emit(.directoryRemoved(directory))
-                    continue
-                }
-                if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF)) != 0 {
-                    state.directoryByWatch[wd] = nil
-                    state.watchByPath[directory.path] = nil
-                    // A moved folder lives on elsewhere; its old path is meaningless, so stop.
-                    if mask & UInt32(IN_MOVE_SELF) != 0 { _ = inotify_rm_watch(fd, wd) }
-                    emit(.directoryRemoved(directory))
-                    continue
-                }
-                guard !name.isEmpty else { continue }  // an event on the folder itself
-                if mask & UInt32(IN_ISDIR) != 0 {
-                    let child = directory.appendingPathComponent(name, isDirectory: true)
-                    if mask & (UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) != 0 {
-                        emit(.directoryCreated(child))
-                    } else if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0,
-                              let childWatch = state.watchByPath.removeValue(forKey: child.path) {
-                        // Reported once: by whichever of this event and the child's own
-                        // DELETE_SELF/MOVE_SELF comes first (the other finds no watch).
-                        state.directoryByWatch[childWatch] = nil
-                        _ = inotify_rm_watch(fd, childWatch)
-                        emit(.directoryRemoved(child))
-                    }
-                    continue
-                }
-                emit(.changed(directory: directory, name: name))
+            state.batch.removeAll(keepingCapacity: true)
+            state.seen.removeAll(keepingCapacity: true)
+            var offset = 0
+            while offset + Self.headerSize <= bytes.count {
+                let wd = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+                let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                let nameStart = offset + Self.headerSize
+                guard nameStart + length <= bytes.count else { break }  // never happens: the kernel writes whole records
+                offset = nameStart + length
+                // The name is NUL-terminated and padded with NULs to an aligned length.
+                let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[nameStart..<(nameStart + length)])
+                let nameBytesUsed = UnsafeRawBufferPointer(rebasing: nameBytes[0..<(nameBytes.firstIndex(of: 0) ?? nameBytes.count)])
+                handle(wd: wd, mask: mask, nameBytes: nameBytesUsed, state: &state)
             }
+            for event in state.batch { continuation.yield(event) }
         }
-        return events
+    }
+
+    /// One kernel record: updates the watches and appends its event, if any, to the batch.
+    private func handle(wd: Int32, mask: UInt32, nameBytes: UnsafeRawBufferPointer, state: inout State) {
+        func emit(_ event: WatchEvent, _ state: inout State) {
+            if case .changed = event {
+                guard state.seen.insert(event).inserted else { return }  // identical within one read: merged
+            }
+            state.batch.append(event)
+        }
+        if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+            emit(.overflow, &state)
+            return
+        }
+        guard let directory = state.directoryByWatch[wd] else { return }  // a watch we dropped
+        if mask & UInt32(IN_IGNORED) != 0 {
+            // The kernel removed the watch (folder gone, file system unmounted).
+            state.directoryByWatch[wd] = nil
+            state.watchByPath[directory.path] = nil
+            emit(.directoryRemoved(directory.url), &state)
+            return
+        }
+        if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF)) != 0 {
+            state.directoryByWatch[wd] = nil
+            state.watchByPath[directory.path] = nil
+            // A moved folder lives on elsewhere; its old path is meaningless, so stop.
+            if mask & UInt32(IN_MOVE_SELF) != 0 { _ = inotify_rm_watch(fd, wd) }
+            emit(.directoryRemoved(directory.url), &state)
+            return
+        }
+        guard !nameBytes.isEmpty else { return }  // an event on the folder itself
+        let name = state.names.name(decoding: nameBytes)
+        if mask & UInt32(IN_ISDIR) != 0 {
+            let child = directory.url.appendingPathComponent(name, isDirectory: true)
+            if mask & (UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) != 0 {
+                emit(.directoryCreated(child), &state)
+            } else if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0,
+                      let childWatch = state.watchByPath.removeValue(forKey: child.path) {
+                // Reported once: by whichever of this event and the child's own
+                // DELETE_SELF/MOVE_SELF comes first (the other finds no watch).
+                state.directoryByWatch[childWatch] = nil
+                _ = inotify_rm_watch(fd, childWatch)
+                emit(.directoryRemoved(child), &state)
+            }
+            return
+        }
+        emit(.changed(directory: directory.path, name: name), &state)
     }
 
     // MARK: - Errors
@@ -320,5 +335,41 @@ public struct InotifyLimits: Sendable, Equatable, Codable {
         return InotifyLimits(maxUserWatches: value("max_user_watches"),
                              maxUserInstances: value("max_user_instances"),
                              maxQueuedEvents: value("max_queued_events"))
+    }
+}
+
+/// The file names of recent events, decoded once.
+///
+/// A save or a commit produces a burst of events for the same few names (`x.db-journal` created,
+/// written, deleted; `x.db` written). A name longer than 15 UTF-8 bytes is a heap-allocated
+/// `String`; this keeps the last few so that a recurring name is compared, not decoded and
+/// allocated again. Shorter names are stored inline in the `String` and never allocate.
+struct RecentNames {
+    private var names: [String] = []
+    private var next = 0
+    static let capacity = 16
+    /// The longest name stored inline in a `String` (no heap allocation) on 64-bit platforms.
+    static let inlineLimit = 15
+
+    /// The name spelled by `bytes` (UTF-8, no NUL), reused when it was seen recently.
+    mutating func name(decoding bytes: UnsafeRawBufferPointer) -> String {
+        if bytes.count <= Self.inlineLimit { return String(decoding: bytes, as: UTF8.self) }
+        for candidate in names where candidate.utf8.count == bytes.count {
+            let equal = candidate.utf8.withContiguousStorageIfAvailable { stored in
+                memcmp(stored.baseAddress!, bytes.baseAddress!, bytes.count) == 0
+            } ?? candidate.utf8.elementsEqual(bytes)
+            if equal { return candidate }
+        }
+        let name = String(decoding: bytes, as: UTF8.self)
+        // Only names that decode losslessly are kept: a malformed name decodes with U+FFFD and
+        // would not compare equal to its own bytes next time (it is decoded each time instead).
+        guard name.utf8.count == bytes.count else { return name }
+        if names.count < Self.capacity {
+            names.append(name)
+        } else {
+            names[next] = name
+            next = (next + 1) % Self.capacity
+        }
+        return name
     }
 }

@@ -60,6 +60,18 @@ public struct BaseStore: Sendable {
         }
     }
 
+    /// Makes `file` the base of `database` by renaming it into place, instead of copying it: for
+    /// a file already synced to disk that nobody uses afterwards (a pull's snapshot). Across file
+    /// systems it is copied (``save(_:for:)``) and left where it was.
+    public func adopt(_ file: URL, for database: RemoteDatabase) throws {
+        let target = url(for: database)
+        _ = try workspace.stateSubdirectory("base")
+        if rename(file.path, target.path) == 0 { return }
+        let code = errno
+        guard code == EXDEV else { throw FlippioError.workspaceWriteFailed(path: target.path, errno: code) }
+        try save(file, for: database)
+    }
+
     /// Removes the base of `database` (`flippio forget`).
     public func remove(for database: RemoteDatabase) {
         unlink(url(for: database).path)

@@ -201,7 +201,13 @@ extension AndroidBridge {
         let shmURL = directory.appendingPathComponent(name + "-shm")
 
         for attempt in 1...Self.pullAttempts {
+            var times = StepTimes()
+            // Sizes (for the progress and the transfer's deadline) do not depend on the hashes:
+            // one device round trip instead of two in a row.
+            async let sizesOfAll = sizes(of: [database.path, database.path + "-wal", database.path + "-journal"],
+                                         prefix: prefix, serial: database.deviceID)
             let fingerprint = try await fingerprint(database)
+            times.lap("fingerprint")
             guard let mainHash = fingerprint.mainHash else {
                 throw FlippioError(.noSuchFile, "\(database.path) does not exist on device \(database.deviceID).",
                                    remedy: "List the app's databases again with `flippio dbs \(database.deviceID) \(database.appID)`.",
@@ -210,7 +216,8 @@ extension AndroidBridge {
             var remote: [(path: String, url: URL, hash: String)] = [(database.path, mainURL, mainHash)]
             if let hash = fingerprint.walHash { remote.append((database.path + "-wal", walURL, hash)) }
             if let hash = fingerprint.journalHash { remote.append((database.path + "-journal", journalURL, hash)) }
-            let sizes = await sizes(of: remote.map(\.path), prefix: prefix, serial: database.deviceID)
+            let sizes = await sizesOfAll
+            times.lap("sizes")
             let total: Int64? = remote.allSatisfy({ sizes[$0.path] != nil }) ? remote.reduce(0) { $0 + sizes[$1.path]! } : nil
 
             // Stale companions from an earlier pull would be replayed over the new main file.
@@ -221,12 +228,14 @@ extension AndroidBridge {
             var consistent = true
             for file in remote {
                 let size = sizes[file.path] ?? (file.path == database.path ? database.size : nil)
-                try await cat(file.path, to: file.url, prefix: prefix, size: size, subject: .init(
+                // Hashed as it arrives: the file is not read a second time to check it.
+                let received = try await cat(file.path, to: file.url, prefix: prefix, size: size, subject: .init(
                     serial: database.deviceID, package: database.appID, path: file.path))
+                times.lap("cat and hash \(file.url.lastPathComponent)")
                 if file.path == database.path {
-                    try checkHeader(of: file.url, expectedHash: file.hash, subject: subject)
+                    try checkHeader(of: file.url, isExpected: received == file.hash, subject: subject)
                 }
-                guard (try? ContentHash.sha256(fileAt: file.url)) == file.hash else {
+                guard received == file.hash else {
                     consistent = false
                     break
                 }
@@ -234,6 +243,7 @@ extension AndroidBridge {
                 progress?(done, total)
             }
             if consistent {
+                logger.debug("pull \(database.path) from \(database.deviceID): \(times)")
                 return PulledFiles(mainFile: mainURL, walFile: fingerprint.walHash == nil ? nil : walURL,
                                    journalFile: fingerprint.journalHash == nil ? nil : journalURL, fingerprint: fingerprint)
             }
@@ -245,22 +255,36 @@ extension AndroidBridge {
                            remedy: "Stop the app (or let it go idle) and pull again.", context: subject.context)
     }
 
-    /// `adb exec-out [run-as P] cat FILE > local`.
-    func cat(_ path: String, to url: URL, prefix: String, size: Int64?, subject: AndroidErrors.Subject) async throws {
+    /// `adb exec-out [run-as P] cat FILE > local`; returns the SHA-256 (hex) of the bytes that
+    /// arrived, computed while they arrived (``GrowingFileHasher``).
+    func cat(_ path: String, to url: URL, prefix: String, size: Int64?, subject: AndroidErrors.Subject) async throws -> String {
         let arguments = ["exec-out", prefix + "cat " + DeviceShellQuoting.quote(path)]
-        let result = try await adb(arguments, serial: subject.serial, subject: subject,
+        let hasher = try GrowingFileHasher(fileAt: url)
+        let result: ProcessResult
+        do {
+            result = try await adb(arguments, serial: subject.serial, subject: subject,
                                    timeout: timeouts.transfer(bytes: size), output: .file(path: url.path))
-        guard result.succeeded else { throw failure(result, arguments, serial: subject.serial, subject) }
+        } catch {
+            hasher.cancel()
+            throw error
+        }
+        guard result.succeeded else {
+            hasher.cancel()
+            throw failure(result, arguments, serial: subject.serial, subject)
+        }
+        return try await hasher.finish()
     }
 
     /// Checks the SQLite header of a pulled main file. `exec-out` has no stderr: when run-as or
     /// cat failed, their complaint is what the file holds, and it is mapped to its error.
-    func checkHeader(of url: URL, expectedHash: String, subject: AndroidErrors.Subject) throws {
+    ///
+    /// - parameter isExpected: whether the file's hash is the one the device reported for it.
+    func checkHeader(of url: URL, isExpected: Bool, subject: AndroidErrors.Subject) throws {
         let handle = try FileHandle(forReadingFrom: url)
         let head = try handle.read(upToCount: 4096) ?? Data()
         try? handle.close()
         if head.isEmpty || head.starts(with: Array("SQLite format 3\0".utf8)) { return }
-        if (try? ContentHash.sha256(fileAt: url)) == expectedHash {
+        if isExpected {
             throw FlippioError(.notSQLite, "\(subject.file) on \(subject.device) is not an SQLite database.",
                                remedy: "Pick another file from `flippio dbs \(subject.serial ?? "DEVICE") \(subject.package ?? "APP")`.",
                                context: subject.context)
