@@ -55,7 +55,9 @@ extension PushPipeline {
                 logger.debug("push: the device's file is not the base; pushing the whole file")
                 return nil
             }
+            var steps = StepTimer(logger: logger)
             delta = try PageDelta.between(base: base, snapshot: upload.file)
+            steps.done("comparing the snapshot with the base, page by page")
         } catch {
             logger.debug("push: no page delta (\(error)); pushing the whole file")
             return nil

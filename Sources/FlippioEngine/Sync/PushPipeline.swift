@@ -116,7 +116,7 @@ public struct PushPipeline: Sendable {
         }
 
         // 3. Snapshot.
-        logger.trace("push: snapshot")
+        var steps = StepTimer(logger: logger)
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
@@ -127,6 +127,7 @@ public struct PushPipeline: Sendable {
             return .invalid(error)
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
+        steps.done("snapshot (copy, quick_check, hash)")
         Self.migrateContentHashes(&sidecar, snapshot: snapshot)
         sidecar.localContentHash = snapshot.contentHash
 
@@ -152,12 +153,13 @@ public struct PushPipeline: Sendable {
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
-            logger.trace("push: stopping the app")
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
+            steps.done("stopping the app")
         }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
+        steps.done("the device's fingerprint")
         var upload = Upload(snapshot)
         var expectedAtSwap = current
         var merge: MergedPush?
@@ -217,6 +219,7 @@ public struct PushPipeline: Sendable {
         sidecar.state = .pushing
         sidecar.pendingPushHash = upload.fileHash
         try await save(sidecar, database)
+        steps.done("preparing the upload")
 
         // The bridge replaces nothing if the device no longer holds `expectedAtSwap` at the rename
         // (an app that was not stopped wrote meanwhile): that is a conflict like the one above.
@@ -249,6 +252,8 @@ public struct PushPipeline: Sendable {
             try? await save(sidecar, database)
             throw error
         }
+
+        steps.done(sent.viaDelta ? "the page delta push" : "the whole-file push")
 
         // 7. Record it: the pushed content is the new common ancestor.
         let elapsed = ContinuousClock.now - started
@@ -287,6 +292,7 @@ public struct PushPipeline: Sendable {
         }
         sidecar.recordPush(record)
         try await save(sidecar, database)
+        steps.done("the new base and the sidecar")
         return .pushed(record)
     }
 
@@ -389,6 +395,23 @@ public struct PushPipeline: Sendable {
             if lstat(url.path, &info) != 0 { return url }
             counter += 1
         }
+    }
+}
+
+/// How long each step of one push took, logged at trace level: where a push's time goes.
+struct StepTimer {
+    let logger: Logger
+    private var last = ContinuousClock.now
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    /// Logs the time since the previous step (or the timer's start) for `step`.
+    mutating func done(_ step: String) {
+        let now = ContinuousClock.now
+        logger.trace("push: \(step) took \((now - last).milliseconds) ms")
+        last = now
     }
 }
 
