@@ -267,7 +267,13 @@ public struct PushPipeline: Sendable {
         logger.info(sent.viaDelta ? "pushed by page delta" : "pushed the whole file",
                     metadata: ["bytesSent": "\(sent.bytes)", "fileBytes": "\(upload.size)", "ms": "\(record.durationMilliseconds)"])
         let bases = BaseStore(workspace: workspace)
-        try bases.save(upload.file, for: remote)
+        if merge == nil {
+            // The snapshot is not read again (only a merge brings its rows into the local copy):
+            // it becomes the base as it is, without another copy of the whole file.
+            try bases.adopt(upload.file, for: remote)
+        } else {
+            try bases.save(upload.file, for: remote)
+        }
         sidecar.baseHash = upload.contentHash
         sidecar.fingerprintAtLastPush = fingerprint
         sidecar.deviceContentHash = upload.contentHash
