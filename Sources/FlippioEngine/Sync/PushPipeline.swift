@@ -13,7 +13,10 @@ import Logging
 /// 4. Equal to what the device already has? Nothing to push (``Outcome/unchanged``).
 /// 5. Stop the app (configurable), then compare the device's fingerprint with the one expected.
 ///    If the app wrote its copy since, that is a conflict: nothing is overwritten, the device's
-///    version is pulled beside the local one (``Outcome/conflict(copy:)``).
+///    version is pulled beside the local one (``Outcome/conflict(copy:)``). When the sidecar says
+///    the device holds exactly the base, a page delta goes first, without that look: its
+///    device-side script makes the same comparison before its rename and refuses on a difference,
+///    and the look follows (``pushByDeltaFirst(_:sidecar:database:bridge:logger:)``).
 /// 6. Record the push as pending in the sidecar (so a crash after the device `mv` is recognised on
 ///    restart instead of being mistaken for a conflict), push with retries, verify by hash.
 /// 7. Record the new fingerprint and content hash, and the push in the history.
@@ -158,6 +161,22 @@ public struct PushPipeline: Sendable {
             }
             steps.done("stopping the app")
         }
+        // 5a. A device expected to hold exactly the base takes a page delta without a look first
+        // (its script compares the fingerprint before the rename, as for every push).
+        var deltaConsidered = false
+        if mode == .normal {
+            switch try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge, logger: logger) {
+            case .sent(let sent):
+                steps.done("the page delta push")
+                return try await recordPush(sent, upload: Upload(snapshot), merge: nil, expectedAtSwap: sidecar.expectedDeviceFingerprint,
+                                            snapshot: snapshot, sidecar: &sidecar, database: database, started: started,
+                                            steps: &steps, logger: logger)
+            case .fallBack:
+                deltaConsidered = true
+            case .notTried:
+                break
+            }
+        }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
         steps.done("the device's fingerprint")
         var upload = Upload(snapshot)
@@ -225,7 +244,7 @@ public struct PushPipeline: Sendable {
         // (an app that was not stopped wrote meanwhile): that is a conflict like the one above.
         let sent: Sent
         do {
-            if merge == nil, let delta = try await pushByDelta(upload, to: remote, sidecar: sidecar, expecting: expectedAtSwap,
+            if merge == nil, !deltaConsidered, let delta = try await pushByDelta(upload, to: remote, sidecar: sidecar, expecting: expectedAtSwap,
                                                                deviceAsExpected: deviceAsExpected, bridge: bridge, logger: logger) {
                 sent = delta
             } else {
@@ -254,8 +273,16 @@ public struct PushPipeline: Sendable {
         }
 
         steps.done(sent.viaDelta ? "the page delta push" : "the whole-file push")
+        return try await recordPush(sent, upload: upload, merge: merge, expectedAtSwap: expectedAtSwap, snapshot: snapshot,
+                                    sidecar: &sidecar, database: database, started: started, steps: &steps, logger: logger)
+    }
 
-        // 7. Record it: the pushed content is the new common ancestor.
+    /// 7. Records a verified push: the pushed content is the new common ancestor (the base), its
+    /// fingerprint what the device now holds; a merge's rows come into the local copy.
+    private func recordPush(_ sent: Sent, upload: Upload, merge: MergedPush?, expectedAtSwap: DeviceFingerprint, snapshot: Snapshot,
+                            sidecar: inout Sidecar, database: URL, started: ContinuousClock.Instant, steps: inout StepTimer,
+                            logger: Logger) async throws -> Outcome {
+        let remote = sidecar.origin.remoteDatabase
         let elapsed = ContinuousClock.now - started
         var record = Sidecar.PushRecord(
             at: Date(), contentHash: upload.contentHash, bytes: upload.size,
@@ -312,7 +339,7 @@ public struct PushPipeline: Sendable {
     }
 
     /// Writes `sidecar` (read under the lock this push holds, so not stale).
-    private func save(_ sidecar: Sidecar, _ database: URL) async throws {
+    func save(_ sidecar: Sidecar, _ database: URL) async throws {
         var sidecar = sidecar
         sidecar.updatedAt = Date()
         try await sidecars.write(sidecar, forDatabase: database)
