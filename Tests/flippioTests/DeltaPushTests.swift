@@ -68,6 +68,28 @@ struct DeltaPushTests {
         #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id IN (6000, 12000) ORDER BY id") == "edited\nagain\n")
     }
 
+    /// A one-row edit costs the device one copy and two hashes, whatever the file's size: no
+    /// fingerprint before the delta (its script compares the same hashes before the rename) and no
+    /// hash of the target after it (the same script hashed the copy it renames).
+    @Test(.tags(.silentOverwrite, .corruption))
+    func oneRowEdit_deviceHashesOnlyInsideTheDeltaScript() throws {
+        let scenario = try Self.scenario(rows: 250)
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'edited' WHERE id = 120")
+        let pushed = try Self.push(scenario)
+        #expect(pushed.record.viaDelta == true)
+        let commands = try scenario.harness.sim.requests().compactMap(\.command)
+        let hashing = commands.filter { $0.contains("sha256sum") }
+        #expect(hashing.count == 1, "\(hashing)")
+        let script = try #require(hashing.first)
+        #expect(script.contains("dd if="))
+        // Both whole-file hashes sit before the rename: the copy's, then the target's (the app's writes).
+        #expect(script.components(separatedBy: "sha256sum ").count - 1 == 2)
+        let rename = try #require(script.range(of: "mv -f "))
+        #expect(script[rename.upperBound...].contains("sha256sum") == false)
+        try Self.expectDeviceHoldsThePush(scenario)
+        #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id = 120") == "edited\n")
+    }
+
     @Test(.tags(.silentOverwrite))
     func deviceChangedSinceTheBase_takesTheMergePath_notTheDelta() throws {
         let scenario = try Self.scenario(rows: 250)
@@ -76,7 +98,15 @@ struct DeltaPushTests {
         let pushed = try Self.push(scenario)
         #expect(pushed.record.merged != nil)
         #expect(pushed.record.viaDelta == false)
-        #expect(try !scenario.harness.sim.requests().contains { ($0.command ?? "").contains("dd if=") })
+        // The delta goes without a look first (the sidecar says the device holds the base); the
+        // device's script compares its copy with the expected fingerprint before the rename and
+        // refuses (exit 3, nothing replaced). Only then is the device looked at, pulled and merged:
+        // the app's row survives, so the delta was never applied over the app's copy.
+        let commands = try scenario.harness.sim.requests().compactMap(\.command)
+        let delta = try #require(commands.firstIndex { $0.contains("dd if=") })
+        #expect(commands[delta...].filter { $0.contains("dd if=") }.count == 1, "one delta, refused, not retried")
+        #expect(commands[(delta + 1)...].contains { $0.contains("sha256sum") && !$0.contains("sh -c") }, "the look after the refusal")
+        #expect(commands[(delta + 1)...].contains { $0.contains("cat ") }, "the device's copy pulled for the merge")
         #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id IN (3, 200) ORDER BY id") == "by the app\nby the user\n")
         try Self.expectDeviceHoldsThePush(scenario)
     }

@@ -33,6 +33,63 @@ extension PushPipeline {
     ///   push would); no other error: a delta that fails falls back to the full push.
     func pushByDelta(_ upload: Upload, to remote: RemoteDatabase, sidecar: Sidecar, expecting: DeviceFingerprint,
                      deviceAsExpected: Bool, bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
+        guard let delta = plannedDelta(upload, to: remote, sidecar: sidecar, expecting: expecting,
+                                       deviceAsExpected: deviceAsExpected, logger: logger) else { return nil }
+        return try await sendDelta(delta, upload: upload, to: remote, expecting: expecting, bridge: bridge, logger: logger)
+    }
+
+    /// What a page delta sent before looking at the device did.
+    enum DeltaFirst {
+        /// Not tried: the usual order (the device's fingerprint, then a delta or the whole file).
+        case notTried
+        /// Considered, and not sent or not landed: the pipeline looks at the device and goes on
+        /// as usual, with the whole file (a delta would be the same one again).
+        case fallBack
+        case sent(Sent)
+    }
+
+    /// A page delta sent before looking at the device, when the sidecar says the device holds
+    /// exactly the base: no push pending, the last version known without `-wal` or `-journal`.
+    ///
+    /// A separate look first (the fingerprint, a `sha256sum` of the whole file on the device) would
+    /// only repeat what the device-side script does anyway before its rename: compare `x.db`,
+    /// `x.db-wal` and `x.db-journal` with the expected fingerprint, and rename nothing when they
+    /// differ. So the app's writes are kept either way; what changes is the order when the app did
+    /// write: the script refuses the delta (a conflict, nothing replaced), and the pipeline then
+    /// looks at the device as usual: merge, conflict copy, or the whole file.
+    ///
+    /// WAL-mode devices take the usual order: their upload is rewritten to WAL mode first, in place,
+    /// and the merge path that may follow reads the snapshot as taken.
+    func pushByDeltaFirst(_ upload: Upload, sidecar: inout Sidecar, database: URL, bridge: any DeviceBridge,
+                          logger: Logger) async throws -> DeltaFirst {
+        guard sidecar.pendingPushHash == nil, sidecar.deviceJournalWAL != true else { return .notTried }
+        let remote = sidecar.origin.remoteDatabase
+        let expected = sidecar.expectedDeviceFingerprint
+        guard let delta = plannedDelta(upload, to: remote, sidecar: sidecar, expecting: expected,
+                                       deviceAsExpected: true, logger: logger) else { return .fallBack }
+        let stateBefore = sidecar.state
+        sidecar.state = .pushing
+        sidecar.pendingPushHash = upload.fileHash
+        try await save(sidecar, database)
+        do {
+            // Not landed: the pending record stays, as after any failed push (the check after the
+            // rename may have failed with our file in place: the look that follows adopts it).
+            return try await sendDelta(delta, upload: upload, to: remote, expecting: expected, bridge: bridge, logger: logger)
+                .map(DeltaFirst.sent) ?? .fallBack
+        } catch let error as FlippioError where error.code == .conflict {
+            // Refused before the rename: nothing on the device changed.
+            logger.info("the device's copy is not the one last pushed or pulled; looking at it", metadata: ["error": "\(error.message)"])
+            sidecar.state = stateBefore
+            sidecar.pendingPushHash = nil
+            try await save(sidecar, database)
+            return .fallBack
+        }
+    }
+
+    /// The page delta ``pushByDelta(_:to:sidecar:expecting:deviceAsExpected:bridge:logger:)`` would
+    /// send, computed against the base; nil when none is safe or worth it (the log says why).
+    func plannedDelta(_ upload: Upload, to remote: RemoteDatabase, sidecar: Sidecar, expecting: DeviceFingerprint,
+                      deviceAsExpected: Bool, logger: Logger) -> PageDelta? {
         guard deltaThreshold > 0, deviceAsExpected, expecting.walHash == nil, expecting.journalHash == nil,
               expecting.mainHash != nil,
               sidecar.baseHash != nil
@@ -55,7 +112,10 @@ extension PushPipeline {
                 logger.debug("push: the device's file is not the base; pushing the whole file")
                 return nil
             }
+            var steps = StepTimes()
             delta = try PageDelta.between(base: base, snapshot: upload.file)
+            steps.lap("comparing the snapshot with the base, page by page")
+            logger.trace("push: \(steps)")
         } catch {
             logger.debug("push: no page delta (\(error)); pushing the whole file")
             return nil
@@ -64,7 +124,13 @@ extension PushPipeline {
             logger.debug("push: \(delta.changedPages) changed pages (\(delta.patchSize) bytes) are not worth a delta; pushing the whole file")
             return nil
         }
+        return delta
+    }
 
+    /// Sends `delta` (see ``pushByDelta(_:to:sidecar:expecting:deviceAsExpected:bridge:logger:)``);
+    /// nil when it did not land (the log says why): the whole file goes instead.
+    func sendDelta(_ delta: PageDelta, upload: Upload, to remote: RemoteDatabase, expecting: DeviceFingerprint,
+                   bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
         let folder = try workspace.scratchDirectory("delta")
         defer { try? FileManager.default.removeItem(at: folder) }
         let patch = folder.appendingPathComponent("patch.bin")
@@ -82,8 +148,9 @@ extension PushPipeline {
             logger.info("no page delta on this device; pushing the whole file", metadata: ["reason": "\(error.message)"])
             return nil
         } catch {
-            // Nothing on the device changed (the bridge renames only a verified copy): the full
-            // push below starts from the same state.
+            // Nothing on the device changed (the bridge renames only a verified copy), or the
+            // check after the rename failed: the full push below then finds our own file, which
+            // the pipeline takes as the push done.
             logger.notice("the page delta push failed; pushing the whole file instead", metadata: ["error": "\(error)"])
             return nil
         }

@@ -13,7 +13,10 @@ import Logging
 /// 4. Equal to what the device already has? Nothing to push (``Outcome/unchanged``).
 /// 5. Stop the app (configurable), then compare the device's fingerprint with the one expected.
 ///    If the app wrote its copy since, that is a conflict: nothing is overwritten, the device's
-///    version is pulled beside the local one (``Outcome/conflict(copy:)``).
+///    version is pulled beside the local one (``Outcome/conflict(copy:)``). When the sidecar says
+///    the device holds exactly the base, a page delta goes first, without that look: its
+///    device-side script makes the same comparison before its rename and refuses on a difference,
+///    and the look follows (``pushByDeltaFirst(_:sidecar:database:bridge:logger:)``).
 /// 6. Record the push as pending in the sidecar (so a crash after the device `mv` is recognised on
 ///    restart instead of being mistaken for a conflict), push with retries, verify by hash.
 /// 7. Record the new fingerprint and content hash, and the push in the history.
@@ -116,7 +119,7 @@ public struct PushPipeline: Sendable {
         }
 
         // 3. Snapshot.
-        logger.trace("push: snapshot")
+        var steps = StepTimes()
         let snapshot: Snapshot
         do {
             snapshot = try await takeSnapshot(of: database)
@@ -127,6 +130,7 @@ public struct PushPipeline: Sendable {
             return .invalid(error)
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
+        steps.lap("snapshot (copy, quick_check, hash)")
         Self.migrateContentHashes(&sidecar, snapshot: snapshot)
         sidecar.localContentHash = snapshot.contentHash
 
@@ -152,12 +156,29 @@ public struct PushPipeline: Sendable {
 
         // 5. Stop the app, then look at what the device holds now.
         if stopAppBeforePush {
-            logger.trace("push: stopping the app")
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
+            steps.lap("stopping the app")
+        }
+        // 5a. A device expected to hold exactly the base takes a page delta without a look first
+        // (its script compares the fingerprint before the rename, as for every push).
+        var deltaConsidered = false
+        if mode == .normal {
+            switch try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge, logger: logger) {
+            case .sent(let sent):
+                steps.lap("the page delta push")
+                return try await recordPush(sent, upload: Upload(snapshot), merge: nil, expectedAtSwap: sidecar.expectedDeviceFingerprint,
+                                            snapshot: snapshot, sidecar: &sidecar, database: database, started: started,
+                                            steps: &steps, logger: logger)
+            case .fallBack:
+                deltaConsidered = true
+            case .notTried:
+                break
+            }
         }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
+        steps.lap("the device's fingerprint")
         var upload = Upload(snapshot)
         var expectedAtSwap = current
         var merge: MergedPush?
@@ -217,12 +238,13 @@ public struct PushPipeline: Sendable {
         sidecar.state = .pushing
         sidecar.pendingPushHash = upload.fileHash
         try await save(sidecar, database)
+        steps.lap("preparing the upload")
 
         // The bridge replaces nothing if the device no longer holds `expectedAtSwap` at the rename
         // (an app that was not stopped wrote meanwhile): that is a conflict like the one above.
         let sent: Sent
         do {
-            if merge == nil, let delta = try await pushByDelta(upload, to: remote, sidecar: sidecar, expecting: expectedAtSwap,
+            if merge == nil, !deltaConsidered, let delta = try await pushByDelta(upload, to: remote, sidecar: sidecar, expecting: expectedAtSwap,
                                                                deviceAsExpected: deviceAsExpected, bridge: bridge, logger: logger) {
                 sent = delta
             } else {
@@ -250,7 +272,17 @@ public struct PushPipeline: Sendable {
             throw error
         }
 
-        // 7. Record it: the pushed content is the new common ancestor.
+        steps.lap(sent.viaDelta ? "the page delta push" : "the whole-file push")
+        return try await recordPush(sent, upload: upload, merge: merge, expectedAtSwap: expectedAtSwap, snapshot: snapshot,
+                                    sidecar: &sidecar, database: database, started: started, steps: &steps, logger: logger)
+    }
+
+    /// 7. Records a verified push: the pushed content is the new common ancestor (the base), its
+    /// fingerprint what the device now holds; a merge's rows come into the local copy.
+    private func recordPush(_ sent: Sent, upload: Upload, merge: MergedPush?, expectedAtSwap: DeviceFingerprint, snapshot: Snapshot,
+                            sidecar: inout Sidecar, database: URL, started: ContinuousClock.Instant, steps: inout StepTimes,
+                            logger: Logger) async throws -> Outcome {
+        let remote = sidecar.origin.remoteDatabase
         let elapsed = ContinuousClock.now - started
         var record = Sidecar.PushRecord(
             at: Date(), contentHash: upload.contentHash, bytes: upload.size,
@@ -262,7 +294,13 @@ public struct PushPipeline: Sendable {
         logger.info(sent.viaDelta ? "pushed by page delta" : "pushed the whole file",
                     metadata: ["bytesSent": "\(sent.bytes)", "fileBytes": "\(upload.size)", "ms": "\(record.durationMilliseconds)"])
         let bases = BaseStore(workspace: workspace)
-        try bases.save(upload.file, for: remote)
+        if merge == nil {
+            // The snapshot is not read again (only a merge brings its rows into the local copy):
+            // it becomes the base as it is, without another copy of the whole file.
+            try bases.adopt(upload.file, for: remote)
+        } else {
+            try bases.save(upload.file, for: remote)
+        }
         sidecar.baseHash = upload.contentHash
         sidecar.fingerprintAtLastPush = fingerprint
         sidecar.deviceContentHash = upload.contentHash
@@ -287,6 +325,8 @@ public struct PushPipeline: Sendable {
         }
         sidecar.recordPush(record)
         try await save(sidecar, database)
+        steps.lap("the new base and the sidecar")
+        logger.debug("push steps: \(steps)")
         return .pushed(record)
     }
 
@@ -300,7 +340,7 @@ public struct PushPipeline: Sendable {
     }
 
     /// Writes `sidecar` (read under the lock this push holds, so not stale).
-    private func save(_ sidecar: Sidecar, _ database: URL) async throws {
+    func save(_ sidecar: Sidecar, _ database: URL) async throws {
         var sidecar = sidecar
         sidecar.updatedAt = Date()
         try await sidecars.write(sidecar, forDatabase: database)

@@ -60,16 +60,26 @@ public struct BaseStore: Sendable {
         }
     }
 
-    /// Makes `file` the base of `database` by renaming it into place, instead of copying it: for
-    /// a file already synced to disk that nobody uses afterwards (a pull's snapshot). Across file
-    /// systems it is copied (``save(_:for:)``) and left where it was.
+    /// Makes `file` itself the base of `database`, atomically: renamed into place (copied when it
+    /// lies on another file system), so that the snapshot a push sent becomes the base without a
+    /// second whole-file copy. `file` is synced to disk first (a no-op for a snapshot, which the
+    /// ``Snapshotter`` synced, unless the push rewrote its header since).
+    ///
+    /// - Important: `file` is consumed (gone afterwards): only for a file nothing reads after the
+    ///   push, never the live local copy.
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed``.
     public func adopt(_ file: URL, for database: RemoteDatabase) throws {
-        let target = url(for: database)
         _ = try workspace.stateSubdirectory("base")
-        if rename(file.path, target.path) == 0 { return }
+        let target = url(for: database)
+        try DatabaseInspector.syncToDisk(fileAt: file)
+        if rename(file.path, target.path) == 0 {
+            try DatabaseInspector.syncToDisk(fileAt: target)  // the folder's new entry too
+            return
+        }
         let code = errno
         guard code == EXDEV else { throw FlippioError.workspaceWriteFailed(path: target.path, errno: code) }
         try save(file, for: database)
+        unlink(file.path)
     }
 
     /// Removes the base of `database` (`flippio forget`).

@@ -125,9 +125,15 @@ extension AndroidBridge {
     /// (else removed, exit 3), the stale journals are removed and the sibling renamed over the target;
     /// then the result is verified and the staging file removed.
     ///
+    /// The verification is a `sha256sum` of the target after the rename (`hashAfterRename`, a whole
+    /// pass over the file) or, for a page delta, a check that the target is now the very file the
+    /// script hashed as the sibling a few commands before: the same inode (a rename keeps it) and
+    /// `size` bytes, printed by `stat` before and after the `mv` in the same script.
+    ///
     /// Whatever fails, the target is untouched and the sibling and staging files are removed.
     func swap(building: [String], names: PushNames, snapshotHash: String, to database: RemoteDatabase,
-              expecting: DeviceFingerprint, prefix: String, subject: AndroidErrors.Subject, bytes size: Int64?) async throws -> DeviceFingerprint {
+              expecting: DeviceFingerprint, prefix: String, subject: AndroidErrors.Subject, bytes size: Int64?,
+              hashAfterRename: Bool = true) async throws -> DeviceFingerprint {
         let serial = database.deviceID
         let path = database.path
         let q = DeviceShellQuoting.quote
@@ -142,9 +148,11 @@ extension AndroidBridge {
         // Check that the app has not written since the caller's check (a failed check removes the
         // copy, and a missing copy exits 3); drop the stale journals, rename over the target. All in
         // one script, so the window for a write is a few commands.
-        let script = building + copyCheck + guards
-            + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)",
-               "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path))"]
+        var rename = "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path))"
+        if !hashAfterRename {
+            rename = "stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && \(rename) && stat -c \(q(Self.renamedFormat("target"))) \(q(path))"
+        }
+        let script = building + copyCheck + guards + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)", rename]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
         let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
@@ -179,6 +187,11 @@ extension AndroidBridge {
         guard swap.succeeded else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
 
         // c. Verify.
+        if !hashAfterRename {
+            try Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject)
+            try await removeStaging(names, serial: serial, subject: subject)
+            return DeviceFingerprint(mainHash: snapshotHash.lowercased())
+        }
         let verify = try await shellChecked(serial, prefix + "sha256sum " + q(path), subject: subject, timeout: onDevice)
         let deviceHash = AndroidOutputParser.sha256sums(verify.stdoutText)[path]
         guard deviceHash == snapshotHash.lowercased() else {
@@ -188,13 +201,41 @@ extension AndroidBridge {
                                context: subject.context.merging(["expected": snapshotHash, "actual": deviceHash ?? ""]) { $1 })
         }
 
-        // d. Clean up; a failure here leaves only a temp file that the next push overwrites.
+        try await removeStaging(names, serial: serial, subject: subject)
+        return DeviceFingerprint(mainHash: deviceHash)
+    }
+
+    /// d. Clean up; a failure here leaves only a temp file that the next push overwrites.
+    private func removeStaging(_ names: PushNames, serial: String, subject: AndroidErrors.Subject) async throws {
         do {
-            try await shellChecked(serial, "rm -f " + q(names.staging), subject: subject)
+            try await shellChecked(serial, "rm -f " + DeviceShellQuoting.quote(names.staging), subject: subject)
         } catch {
             logger.warning("Could not remove \(names.staging) on \(serial): \(error)")
         }
-        return DeviceFingerprint(mainHash: deviceHash)
+    }
+
+    /// `stat -c` format of the lines the swap prints around its rename when it is not verified by
+    /// hash: `sibling|target INODE SIZE`.
+    static func renamedFormat(_ which: String) -> String { "\(which) %i %s" }
+
+    /// Checks the `stat` lines of a swap without a hash after the rename: the target is the sibling
+    /// (same inode) and has `size` bytes (when known).
+    ///
+    /// - throws: ``FlippioError/Code/verificationFailed``.
+    static func checkRenamed(_ output: String, size: Int64?, path: String, subject: AndroidErrors.Subject) throws {
+        var seen: [String: (inode: String, size: String)] = [:]
+        for line in output.split(whereSeparator: \.isNewline) {
+            let words = line.split(separator: " ").map(String.init)
+            if words.count == 3, ["sibling", "target"].contains(words[0]) { seen[words[0]] = (words[1], words[2]) }
+        }
+        guard let sibling = seen["sibling"], let target = seen["target"], sibling == target,
+              size.map({ String($0) == target.size }) ?? true
+        else {
+            throw FlippioError(.verificationFailed,
+                               "After the push, \(path) on \(subject.device) is not the checked copy (stat: \(AndroidErrors.excerpt(output))).",
+                               remedy: "flippio pushes again by itself; if this repeats, check the device's free space.",
+                               context: subject.context)
+        }
     }
 
     /// The exit status of the device-side script when the device's copy changed: a conflict.

@@ -55,8 +55,10 @@ extension AndroidBridge {
         let building = copy + [writes.joined(separator: " && ") + " || exit \(Self.deltaFailedStatus)"]
         do {
             // The device copies and hashes the whole file: its time grows with the target's size.
+            // No third hash after the rename: the sibling was hashed in the same script just before.
             return try await swap(building: building, names: names, snapshotHash: snapshotHash, to: database,
-                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize)
+                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize,
+                                  hashAfterRename: false)
         } catch let error as FlippioError where error.code == .deltaUnsupported {
             Self.devicesWithoutDelta.withLock { _ = $0.insert(serial) }
             throw error

@@ -92,7 +92,10 @@ public struct AndroidBridge: DeviceBridge {
             timeout: timeout ?? timeouts.control,
             output: output
         )
+        let started = ContinuousClock.now
         let result = try await runner.run(command)
+        // Where a push's time goes, step by step (with --log-level trace).
+        logger.trace("adb \(arguments.joined(separator: " ").prefix(80)) took \((ContinuousClock.now - started).milliseconds) ms")
         if result.timedOut { throw AndroidErrors.timedOut(command, subject) }
         return result
     }
