@@ -107,6 +107,33 @@ struct SidecarStoreTests {
         #expect(try Data(contentsOf: url) == future)
     }
 
+    @Test func loadAll_readsEverySidecar_inOrder_eachWithItsOwnError() async throws {
+        let dir = try TemporaryDirectory()
+        var databases: [URL] = []
+        for index in 0..<40 {
+            let db = dir.child("db\(index).db")
+            makeFile(atPath: db.path, contents: Data())
+            try await SidecarStore().write(sampleSidecar(hash: "h\(index)"), forDatabase: db)
+            databases.append(db)
+        }
+        try Data("{".utf8).write(to: Sidecar.url(forDatabase: databases[7]))
+        try Data("{\"schemaVersion\": 99}".utf8).write(to: Sidecar.url(forDatabase: databases[21]))
+        databases.insert(dir.child("missing.db"), at: 30)
+
+        let results = await SidecarStore.loadAll(forDatabases: databases, concurrency: 3)
+        #expect(results.count == databases.count)
+        for (database, result) in zip(databases, results) {
+            let name = database.deletingPathExtension().lastPathComponent
+            switch (name, result) {
+            case ("db7", .failure(let error)): #expect(error.code == .sidecarUnreadable)
+            case ("db21", .failure(let error)): #expect(error.code == .sidecarTooNew)
+            case ("missing", .failure(let error)): #expect(error.code == .notTracked)
+            case (_, .success(let sidecar)): #expect(sidecar.deviceContentHash == "h" + name.dropFirst(2), "in the order asked")
+            case (_, .failure(let error)): Issue.record("\(name): \(error)")
+            }
+        }
+    }
+
     @Test func enqueue_coalesces_toTheNewestPendingWrite() async throws {
         let dir = try TemporaryDirectory()
         let db = database(in: dir)
