@@ -129,11 +129,16 @@ actor DatabaseSync {
     private var lastCheckID = 0
 
     init(database: URL, sidecar: Sidecar, dependencies: Dependencies) {
+        self.init(database: database, origin: sidecar.origin, state: sidecar.state, dependencies: dependencies)
+    }
+
+    /// - parameter state: the sidecar's state (the loop starts from ``StateMachine/resumable(_:)`` of it).
+    init(database: URL, origin: Sidecar.Origin, state: SyncState, dependencies: Dependencies) {
         self.database = database
-        self.origin = sidecar.origin
+        self.origin = origin
         self.dependencies = dependencies
-        self.logger = Logger.forDatabase(sidecar.origin, file: database, base: dependencies.logger)
-        self.machine = StateMachine(state: sidecar.state)
+        self.logger = Logger.forDatabase(origin, file: database, base: dependencies.logger)
+        self.machine = StateMachine(state: state)
         (inputs, inputContinuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
     }
 

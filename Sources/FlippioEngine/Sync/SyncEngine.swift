@@ -125,13 +125,15 @@ actor SyncEngine {
         let scan = try workspace.scan { watch(directory: $0) }
         let removed = workspace.removeLeftovers(scan: scan)
         if removed > 0 { logger.info("removed \(removed) leftovers of an earlier run (snapshots, staging, temp files)") }
-        let sidecars = await SidecarStore.loadAll(forDatabases: scan.databases)
-        var followed: [(URL, Sidecar)] = []
-        for (database, sidecar) in zip(scan.databases, sidecars) {
-            switch sidecar {
-            case .success(let sidecar):
+        let summaries = await SidecarStore.loadSummaries(forDatabases: scan.databases)
+        var followed: [(URL, Sidecar.Summary)] = []
+        for (database, summary) in zip(scan.databases, summaries) {
+            switch summary {
+            case .success(let summary):
                 // Its folder is one the scan just watched.
-                if track(database, sidecar: sidecar, folderWatched: true) { followed.append((database, sidecar)) }
+                if track(database, origin: summary.origin, state: summary.state, folderWatched: true) {
+                    followed.append((database, summary))
+                }
             case .failure(let error):
                 // A corrupt or too-new sidecar is reported, never overwritten; the others go on.
                 logger.error("not tracking \(database.path): \(error)")
@@ -195,7 +197,7 @@ actor SyncEngine {
             logger.error("not tracking \(database.path): \(error)")
             return
         }
-        guard track(database, sidecar: sidecar) else { return }
+        guard track(database, origin: sidecar.origin, state: sidecar.state) else { return }
         await route(follow: sidecar, of: database)
         logger.info("now tracking \(database.path)")
         publishStatus()
@@ -209,7 +211,7 @@ actor SyncEngine {
     ///
     /// - parameter folderWatched: whether a watch on its folder was just asked for (start-up's
     ///   scan); URL work per database was a fifth of the start-up.
-    private func track(_ database: URL, sidecar: Sidecar, folderWatched: Bool = false) -> Bool {
+    private func track(_ database: URL, origin: Sidecar.Origin, state: SyncState, folderWatched: Bool = false) -> Bool {
         guard syncs[database] == nil else { return false }
         // Tracked even when its folder cannot be watched: the unwatched rescan covers it, comparing
         // with what the files look like now (an edit before the first rescan still counts).
@@ -218,15 +220,15 @@ actor SyncEngine {
             unwatchedSignatures[database] = FileSignature(database)
         }
         index.track(database)
-        let sync = DatabaseSync(database: database, sidecar: sidecar, dependencies: syncDependencies())
+        let sync = DatabaseSync(database: database, origin: origin, state: state, dependencies: syncDependencies())
         syncs[database] = sync
         // Detached: the loop needs none of the caller's task-local values, and inheriting them
         // copied them into every one of 1,000 loops (1 KB each).
         loops[database] = Task.detached { await sync.run() }
-        let device = DeviceKey(platform: sidecar.origin.platform, id: sidecar.origin.deviceID)
+        let device = DeviceKey(platform: origin.platform, id: origin.deviceID)
         deviceOf[database] = device
         databasesOn[device, default: 0] += 1
-        count(DatabaseSync.StateMachine.resumable(sidecar.state), on: device, by: 1)
+        count(DatabaseSync.StateMachine.resumable(state), on: device, by: 1)
         if let ready = readyDevices[device.platform] { sync.send(.deviceListed(ready: ready.contains(device.id))) }
         return true
     }
@@ -278,10 +280,10 @@ actor SyncEngine {
     /// The start-up's databases, routed in one call: ``DeviceFollower/setFollowed(_:remote:)``
     /// looks through every followed database of every app, so one call per database made
     /// start-up quadratic.
-    private func route(follow databases: [(URL, Sidecar)]) async {
+    private func route(follow databases: [(URL, Sidecar.Summary)]) async {
         guard let follower, let follow = dependencies.follow else { return }
-        let followed = databases.compactMap { database, sidecar in
-            (sidecar.follow ?? follow.byDefault) ? (database, sidecar.origin.remoteDatabase) : nil
+        let followed = databases.compactMap { database, summary in
+            (summary.follow ?? follow.byDefault) ? (database, summary.origin.remoteDatabase) : nil
         }
         await follower.follow(followed)
     }

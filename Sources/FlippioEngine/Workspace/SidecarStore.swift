@@ -142,38 +142,29 @@ public actor SidecarStore {
 
     /// Reads a sidecar from disk, without a store. See ``read(forDatabase:)`` for the errors.
     public static func load(forDatabase database: URL) throws -> Sidecar {
-        let url = Sidecar.url(forDatabase: database)
-        let data: Data
-        switch readFile(url.path) {
-        case .success(let bytes): data = bytes
-        case .failure(let code) where code == ENOENT || code == ENOTDIR:
-            throw FlippioError(.notTracked, "\(database.path) is not tracked by flippio: there is no \(url.lastPathComponent) beside it.",
-                               remedy: "Pull it first with `flippio pull DEVICE APP PATH`, or pass a tracked file (see `flippio status`).",
-                               context: ["path": database.path])
-        case .failure(let code):
-            throw unreadable(url, problem: String(cString: strerror(code)))
-        }
+        let (data, url) = try readSidecar(forDatabase: database)
         return try decode(data, from: url)
     }
 
-    /// Reads the sidecars of `databases`, several at a time, off the caller's actor.
+    /// Reads the summaries of the sidecars of `databases` (what the agent needs to track them),
+    /// several at a time, off the caller's actor.
     ///
-    /// The agent's start-up reads every sidecar of the workspace before it is ready; decoding
-    /// one (JSON with ISO-8601 dates) costs about 0.1 ms, so 1,000 of them one after another on
-    /// the engine's actor were a tenth of the start-up. Split into `concurrency` slices, they
-    /// decode in parallel on the cooperative pool.
+    /// The agent's start-up reads every sidecar of the workspace before it is ready. Decoding a
+    /// whole sidecar (about 25 keys, eight ISO-8601 dates, the push history) costs about 0.1 ms,
+    /// so 1,000 of them one after another on the engine's actor were a tenth of the start-up.
+    /// A ``Sidecar/Summary`` decodes four keys, and the slices decode in parallel on the cooperative pool.
     ///
-    /// - returns: one result per database, in the order of `databases`: the sidecar, or why it
-    ///   could not be read (the errors of ``load(forDatabase:)``).
-    public static func loadAll(forDatabases databases: [URL],
-                               concurrency: Int = ProcessInfo.processInfo.activeProcessorCount) async -> [Result<Sidecar, FlippioError>] {
+    /// - returns: one result per database, in the order of `databases`: the summary, or why it
+    ///   could not be read (the errors of ``load(forDatabase:)``, for what the summary holds).
+    public static func loadSummaries(forDatabases databases: [URL],
+                                     concurrency: Int = ProcessInfo.processInfo.activeProcessorCount) async -> [Result<Sidecar.Summary, FlippioError>] {
         let slices = max(1, min(concurrency, databases.count / 16))
         let size = (databases.count + slices - 1) / max(1, slices)
-        var results = [Result<Sidecar, FlippioError>?](repeating: nil, count: databases.count)
-        await withTaskGroup(of: (Int, [Result<Sidecar, FlippioError>]).self) { group in
+        var results = [Result<Sidecar.Summary, FlippioError>?](repeating: nil, count: databases.count)
+        await withTaskGroup(of: (Int, [Result<Sidecar.Summary, FlippioError>]).self) { group in
             for start in stride(from: 0, to: databases.count, by: max(1, size)) {
                 let slice = databases[start..<min(start + size, databases.count)]
-                group.addTask { (start, slice.map(loadResult)) }
+                group.addTask { (start, slice.map(loadSummary)) }
             }
             for await (start, slice) in group {
                 for (offset, result) in slice.enumerated() { results[start + offset] = result }
@@ -182,38 +173,63 @@ public actor SidecarStore {
         return results.map { $0! }
     }
 
-    private static func loadResult(_ database: URL) -> Result<Sidecar, FlippioError> {
-        do { return .success(try load(forDatabase: database)) } catch let error as FlippioError {
+    private static func loadSummary(_ database: URL) -> Result<Sidecar.Summary, FlippioError> {
+        do {
+            let (data, url) = try readSidecar(forDatabase: database)
+            return .success(try decode(Sidecar.Summary.self, data, from: url, version: \.schemaVersion))
+        } catch let error as FlippioError {
             return .failure(error)
         } catch {
             return .failure(unreadable(Sidecar.url(forDatabase: database), problem: "\(error)"))
         }
     }
 
+    /// The sidecar file's bytes, and its URL.
+    private static func readSidecar(forDatabase database: URL) throws -> (Data, URL) {
+        let url = Sidecar.url(forDatabase: database)
+        switch readFile(url.path) {
+        case .success(let bytes): return (bytes, url)
+        case .failure(let code) where code == ENOENT || code == ENOTDIR:
+            throw FlippioError(.notTracked, "\(database.path) is not tracked by flippio: there is no \(url.lastPathComponent) beside it.",
+                               remedy: "Pull it first with `flippio pull DEVICE APP PATH`, or pass a tracked file (see `flippio status`).",
+                               context: ["path": database.path])
+        case .failure(let code):
+            throw unreadable(url, problem: String(cString: strerror(code)))
+        }
+    }
+
     /// Decodes sidecar JSON; `url` names the file in errors.
     public static func decode(_ data: Data, from url: URL) throws -> Sidecar {
+        try decode(Sidecar.self, data, from: url, version: \.schemaVersion)
+    }
+
+    /// Decodes a sidecar, or the part of it `Value` reads, refusing a newer schema than this flippio's.
+    private static func decode<Value: Decodable>(_ type: Value.Type, _ data: Data, from url: URL,
+                                                 version: (Value) -> Int) throws -> Value {
         // One parse for a good sidecar; the version alone is looked at only to tell a newer
         // flippio's file (whose new fields may not decode) from a broken one.
         let decodeError: any Error
         do {
-            let sidecar = try decoder.decode(Sidecar.self, from: data)
-            if sidecar.schemaVersion > Sidecar.currentSchemaVersion { throw tooNew(url, version: sidecar.schemaVersion) }
-            return sidecar
+            let value = try decoder.decode(Value.self, from: data)
+            if version(value) > Sidecar.currentSchemaVersion { throw tooNew(url, version: version(value)) }
+            return value
         } catch let error as FlippioError {
             throw error
         } catch {
             decodeError = error
         }
-        struct Version: Decodable { var schemaVersion: Int }
         let version: Int
         do {
-            version = try JSONDecoder().decode(Version.self, from: data).schemaVersion
+            version = try JSONDecoder().decode(SchemaVersion.self, from: data).schemaVersion
         } catch {
             throw unreadable(url, problem: describe(error))
         }
         if version > Sidecar.currentSchemaVersion { throw tooNew(url, version: version) }
         throw unreadable(url, problem: describe(decodeError))
     }
+
+    /// The one key every sidecar version has.
+    private struct SchemaVersion: Decodable { var schemaVersion: Int }
 
     private static func tooNew(_ url: URL, version: Int) -> FlippioError {
         FlippioError(.sidecarTooNew,
@@ -314,6 +330,24 @@ public actor SidecarStore {
             if n == 0 { return .success(Data(buffer[0..<length])) }
             length += n
         }
+    }
+}
+
+// MARK: - Summary
+
+extension Sidecar {
+    /// What the agent needs of a sidecar to track its database: where it came from, the state
+    /// its loop starts in, and whether it follows its device.
+    ///
+    /// Start-up decodes only this for each database (``SidecarStore/loadSummaries(forDatabases:concurrency:)``):
+    /// the rest of a sidecar is read fresh by every push. A sidecar that is valid JSON of a known
+    /// version but damaged outside these keys is therefore tracked, and its first check reports
+    /// it (``FlippioError/Code/sidecarUnreadable``; the file is never overwritten).
+    public struct Summary: Sendable, Decodable, Equatable {
+        public var schemaVersion: Int
+        public var origin: Origin
+        public var state: SyncState
+        public var follow: Bool?
     }
 }
 
