@@ -28,7 +28,9 @@ public struct FlippioConfiguration: Sendable {
     public var settleMaxWait: Duration
     /// Whether `am force-stop` runs before a push. The default is true.
     public var stopAppBeforePush: Bool
-    /// At most this many warm SQLite connections. The default is 256.
+    /// At most this many warm SQLite connections. The default is 32: a connection is worth
+    /// keeping only for a database pushed again soon, and the pool (an LRU) opens the others
+    /// on demand in about 0.4 ms; each kept one costs memory (GRDB's queue, SQLite's caches).
     public var poolCapacity: Int
     /// A push sends only the changed pages (a page delta) when they are less than this fraction
     /// of the file, and the whole file otherwise; 0 always sends the whole file. A delta costs a
@@ -69,7 +71,7 @@ public struct FlippioConfiguration: Sendable {
         self.settleWindow = .milliseconds(300)
         self.settleMaxWait = .seconds(10)
         self.stopAppBeforePush = true
-        self.poolCapacity = 256
+        self.poolCapacity = 32
         self.deltaThreshold = 0.5
         self.commandTimeout = .seconds(20)
         self.retry = RetryPolicy()
@@ -145,7 +147,7 @@ public struct FlippioConfiguration: Sendable {
         if let value = env["FLIPPIO_POOL_SIZE"] {
             guard let n = Int(value), n > 0 else {
                 throw FlippioError(.invalidConfiguration, "FLIPPIO_POOL_SIZE=\(value) is not a positive number.",
-                                   remedy: "FLIPPIO_POOL_SIZE accepts a whole number of at least 1, e.g. 256.")
+                                   remedy: "FLIPPIO_POOL_SIZE accepts a whole number of at least 1, e.g. 32.")
             }
             poolCapacity = n
         }

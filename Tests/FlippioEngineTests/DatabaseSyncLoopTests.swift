@@ -22,6 +22,34 @@ struct DatabaseSyncLoopTests {
         #expect(fixture.pusher.count == 1)
     }
 
+    @Test func check_returnsOnceThePushItStartedEnded() async throws {
+        let fixture = try await SyncLoopFixture(state: .dirty)
+        let sync = try fixture.startSync()
+        fixture.pusher.hold()
+        let checked = Task { () -> (SyncState, Bool) in
+            await sync.check()
+            return (await sync.state, await sync.isPushing)
+        }
+        try await waitUntil("the check pushes") { fixture.pusher.count == 1 }
+        fixture.pusher.release()
+        let (state, pushing) = await checked.value
+        #expect(state == .clean && !pushing, "not while its push was held")
+        #expect(fixture.pusher.count == 1)
+    }
+
+    @Test func check_endsWhenTheLoopStops_andAtOnceOnAStoppedLoop() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync()
+        fixture.pusher.hold()
+        let checked = Task { await sync.check() }
+        try await waitUntil("the check pushes") { fixture.pusher.count == 1 }
+        await sync.abandon()
+        await checked.value  // would hang if the stop left the check waiting
+        fixture.pusher.release()
+        await sync.check()
+        #expect(fixture.pusher.count == 1, "a stopped loop checks nothing")
+    }
+
     @Test func aChangeIsRecordedAsDirtyInTheSidecar() async throws {
         let fixture = try await SyncLoopFixture()
         let sync = try fixture.startSync()

@@ -107,6 +107,39 @@ struct SidecarStoreTests {
         #expect(try Data(contentsOf: url) == future)
     }
 
+    @Test func loadSummaries_readsEverySidecar_inOrder_eachWithItsOwnError() async throws {
+        let dir = try TemporaryDirectory()
+        var databases: [URL] = []
+        for index in 0..<40 {
+            let db = dir.child("db\(index).db")
+            makeFile(atPath: db.path, contents: Data())
+            var sidecar = sampleSidecar(state: index == 5 ? .conflict : .clean)
+            sidecar.origin.remotePath = "/data/data/com.example.notes/databases/db\(index).db"
+            sidecar.follow = index == 6 ? false : nil
+            try await SidecarStore().write(sidecar, forDatabase: db)
+            databases.append(db)
+        }
+        try Data("{".utf8).write(to: Sidecar.url(forDatabase: databases[7]))
+        try Data("{\"schemaVersion\": 99}".utf8).write(to: Sidecar.url(forDatabase: databases[21]))
+        databases.insert(dir.child("missing.db"), at: 30)
+
+        let results = await SidecarStore.loadSummaries(forDatabases: databases, concurrency: 3)
+        #expect(results.count == databases.count)
+        for (database, result) in zip(databases, results) {
+            let name = database.deletingPathExtension().lastPathComponent
+            switch (name, result) {
+            case ("db7", .failure(let error)): #expect(error.code == .sidecarUnreadable)
+            case ("db21", .failure(let error)): #expect(error.code == .sidecarTooNew)
+            case ("missing", .failure(let error)): #expect(error.code == .notTracked)
+            case (_, .success(let summary)):
+                #expect(summary.origin.remotePath.hasSuffix("/\(name).db"), "in the order asked")
+                #expect(summary.state == (name == "db5" ? .conflict : .clean))
+                #expect(summary.follow == (name == "db6" ? false : nil))
+            case (_, .failure(let error)): Issue.record("\(name): \(error)")
+            }
+        }
+    }
+
     @Test func enqueue_coalesces_toTheNewestPendingWrite() async throws {
         let dir = try TemporaryDirectory()
         let db = database(in: dir)

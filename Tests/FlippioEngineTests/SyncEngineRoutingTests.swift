@@ -37,7 +37,7 @@ struct SyncEngineRoutingTests {
         let engine = engine(fixture, watcher: watcher)
         try await engine.start()
         await engine.devicesChanged([], platform: .android)
-        await engine.resumeAll()
+        await engine.checkAll()
         let sync = try #require(await engine.sync(for: fixture.database))
         try await waitUntil("waiting for the device") { await sync.state == .waitingForDevice }
         #expect(await engine.statusLine().contains("1 waiting for a device"))

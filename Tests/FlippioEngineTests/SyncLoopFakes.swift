@@ -12,6 +12,8 @@ final class RecordingPusher: DatabasePushing, Sendable {
         var outcomes: [PushPipeline.Outcome] = []
         var holding = false
         var held: [CheckedContinuation<Void, Never>] = []
+        var inFlight = 0
+        var maxInFlight = 0
     }
 
     private let state = Mutex(State())
@@ -31,12 +33,17 @@ final class RecordingPusher: DatabasePushing, Sendable {
 
     var pushes: [URL] { state.withLock { $0.pushes } }
     var count: Int { pushes.count }
+    /// The most pushes that were in progress at the same time.
+    var maxInFlight: Int { state.withLock { $0.maxInFlight } }
 
     func push(_ database: URL, mode: PushPipeline.Mode) async -> PushPipeline.Outcome {
         let holding = state.withLock { state in
             state.pushes.append(database)
+            state.inFlight += 1
+            state.maxInFlight = max(state.maxInFlight, state.inFlight)
             return state.holding
         }
+        defer { state.withLock { $0.inFlight -= 1 } }
         if holding {
             await withCheckedContinuation { continuation in
                 let resumeNow = state.withLock { state -> Bool in

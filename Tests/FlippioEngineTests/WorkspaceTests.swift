@@ -194,6 +194,38 @@ struct WorkspaceTests {
         #expect(FileManager.default.fileExists(atPath: real.appendingPathComponent("emulator-5554").path))
     }
 
+    @Test func scan_findsFoldersDatabasesAndTemps_inOneWalk_enteringEveryFolder() throws {
+        let dir = try TemporaryDirectory()
+        let workspace = Workspace(root: dir.url)
+        let a = try workspace.localURL(for: remote("/data/a.db"))
+        let b = try workspace.localURL(for: remote("/data/.cache/b.db"))
+        for db in [a, b] {
+            makeFile(atPath: db.path, contents: Data())
+            makeFile(atPath: Sidecar.url(forDatabase: db).path, contents: Data("{}".utf8))
+        }
+        let temp = b.deletingLastPathComponent().appendingPathComponent(".b.db.flippio.json.tmp-1")
+        makeFile(atPath: temp.path, contents: Data("{".utf8))
+        try FileManager.default.createDirectory(at: workspace.stateDirectory.appendingPathComponent("locks"), withIntermediateDirectories: true)
+
+        var entered: [String] = []
+        let scan = try workspace.scan { entered.append($0.path) }
+        #expect(scan.databases == [b, a], "sorted by path")
+        #expect(scan.temporaryFiles == [temp.path])
+        #expect(scan.directories.first == workspace.root)
+        #expect(scan.directories.contains(b.deletingLastPathComponent()), "hidden folders below the device folder count")
+        #expect(entered.sorted() == scan.directories.map(\.path).sorted(), "each folder found is entered (and watched) once")
+        #expect(!entered.contains { $0.hasPrefix(workspace.stateDirectory.path) })
+
+        // Below a folder (a new one the watcher reported), nothing hidden is skipped.
+        let data = a.deletingLastPathComponent()
+        let below = try workspace.scan(below: data)
+        #expect(below.directories.map(\.path) == [data.path, b.deletingLastPathComponent().path])
+        #expect(below.databases == [b, a])
+
+        #expect(workspace.removeStaleTemporaryFiles(olderThan: 0, found: scan.temporaryFiles) == 1)
+        #expect(!FileManager.default.fileExists(atPath: temp.path))
+    }
+
     @Test func removeStaleTemporaryFiles_removesOnlyOldTemps() throws {
         let dir = try TemporaryDirectory()
         let workspace = Workspace(root: dir.url)

@@ -14,7 +14,7 @@ import GRDB
 /// - a read-only connection still sees WAL content that is not checkpointed yet. To do so SQLite
 ///   needs the `-shm` (and `-wal`): if they are missing it creates them, empty, like any reader.
 ///
-/// Connections are opened at start-up (``warm(_:)``), handed out by ``connection(for:)``, which
+/// Connections are opened on first use (or ahead with ``warm(_:)``), handed out by ``connection(for:)``, which
 /// compares the file's device and inode (`stat`, which opens nothing) with those at open time and
 /// reopens after an atomic-rename save, and evicted least-recently-used beyond ``capacity``.
 ///
@@ -64,11 +64,11 @@ public actor ConnectionPool {
     ///
     /// - parameters:
     ///     - capacity: the most connections kept open; the least recently used is closed beyond it.
-    ///       The default is 256.
+    ///       The default is 32.
     ///     - busyTimeout: how long a read waits for a writer's EXCLUSIVE lock (rollback mode)
     ///       before failing with ``FlippioError/Code/databaseBusy``. Waiting never blocks the writer.
     ///       The default is 1 second.
-    public init(capacity: Int = 256, busyTimeout: TimeInterval = 1) {
+    public init(capacity: Int = 32, busyTimeout: TimeInterval = 1) {
         self.capacity = max(1, capacity)
         self.busyTimeout = busyTimeout
     }
@@ -189,6 +189,9 @@ public actor ConnectionPool {
         configuration.readonly = true
         configuration.label = "flippio.pool"
         configuration.busyMode = .timeout(busyTimeout)
+        // A page cache of 64 KiB instead of SQLite's 2 MB: a snapshot reads each page once, so a
+        // cache kept between pushes only holds memory (up to 2 MB per warm connection).
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -64") }
         var identity = expected
         // A save may replace the file between our stat and SQLite's open: check again after opening.
         for _ in 0..<3 {

@@ -93,6 +93,19 @@ actor DeviceFollower {
         reconcile(target.app)
     }
 
+    /// Follows databases not followed yet, all at once (the agent's start-up): each app's watcher
+    /// is reconciled once, not once per database, and no other app is searched for them.
+    func follow(_ databases: [(database: URL, remote: RemoteDatabase)]) {
+        var apps: Set<App> = []
+        for (database, remote) in databases {
+            if remote.platform == .ios && dependencies.iosPollInterval == .zero { continue }
+            let app = App(platform: remote.platform, deviceID: remote.deviceID, appID: remote.appID)
+            followed[app, default: [:]][remote.path] = database
+            apps.insert(app)
+        }
+        for app in apps { reconcile(app) }
+    }
+
     /// A platform's device list: watchers run only for devices listed as ready.
     func devicesChanged(ready devices: Set<String>, platform: Platform) {
         ready[platform] = devices

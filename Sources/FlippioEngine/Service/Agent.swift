@@ -4,11 +4,13 @@ import ServiceLifecycle
 
 /// `flippio agent`: the long-running service, for systemd or a terminal.
 ///
-/// It loads the workspace, arms the watches, warms the pool, and only then tells systemd
-/// `READY=1`. While it runs it keeps `STATUS=` current and sends `WATCHDOG=1` from the loop that
-/// does the work (a stuck agent stops pinging and systemd restarts it). On graceful shutdown
-/// (SIGTERM/SIGINT through ``ServiceGroup``) it stops taking work, lets an in-flight push finish
-/// within ``Options/shutdownGrace`` or abandons it safely, flushes sidecars, and returns.
+/// It loads the workspace and arms the watches, and only then tells systemd `READY=1`; every
+/// database's start-up check (an edit saved while the agent was down is pushed) runs after
+/// that, a few at a time (``Options/startupCheckConcurrency``). While it runs it keeps `STATUS=`
+/// current and sends `WATCHDOG=1` from the loop that does the work (a stuck agent stops pinging
+/// and systemd restarts it). On graceful shutdown (SIGTERM/SIGINT through ``ServiceGroup``) it
+/// stops taking work, lets an in-flight push finish within ``Options/shutdownGrace`` or abandons
+/// it safely, flushes sidecars, and returns.
 public struct Agent: Service {
     public struct Options: Sendable {
         /// How long an in-flight push may take to finish on shutdown. The default is 10 s
@@ -17,6 +19,10 @@ public struct Agent: Service {
         /// How often the agent asks `idevice_id -l` for iOS devices while some iOS database waits
         /// for its device (it does not ask otherwise). The default is 2 s.
         public var iosDevicePollInterval: Duration = .seconds(2)
+        /// How many databases the start-up check looks at together. The default is 4: enough to
+        /// overlap one database's I/O with another's hashing on a small machine, few enough that
+        /// 1,000 databases do not hold 1,000 connections, page caches and snapshots at once.
+        public var startupCheckConcurrency = 4
         public init() {}
     }
 
@@ -64,10 +70,7 @@ public struct Agent: Service {
 
         await withDiscardingTaskGroup { group in
             group.addTask { await engine.consumeWatchEvents() }
-            group.addTask {
-                await engine.warmPool()
-                await engine.resumeAll()
-            }
+            group.addTask { await self.checkAll(engine) }
             group.addTask { await self.trackDevices(engine) }
             group.addTask { await self.pollIOSDevices(engine) }
             if let url = MetricsFile.defaultURL(environment: configuration.environment) {
@@ -93,6 +96,28 @@ public struct Agent: Service {
         // The device watchers' tasks may not have stopped their `adb` yet: nothing outlives us.
         StreamingProcess.terminateAll()
         logger.info("stopped")
+    }
+
+    /// The start-up check of every database, after READY; then the heap the checks used goes
+    /// back to the kernel.
+    private func checkAll(_ engine: SyncEngine) async {
+        let started = ContinuousClock.now
+        await engine.checkAll(concurrency: options.startupCheckConcurrency)
+        let count = await engine.trackedCount
+        logger.info("start-up check of \(count) databases done in \((ContinuousClock.now - started).milliseconds) ms")
+        Self.releaseFreeHeap()
+    }
+
+    /// Gives the heap's free memory back to the kernel: glibc's `malloc_trim(0)`.
+    ///
+    /// glibc keeps freed memory in its arenas for reuse; after the burst of start-up checks
+    /// (snapshots, hashes, page caches) most of it is not needed again, yet it stays resident.
+    /// Looked up at run time: `<malloc.h>` is not part of Swift's Glibc module, and other C
+    /// libraries (musl, in a fully static build) have no such call; there it does nothing.
+    static func releaseFreeHeap() {
+        typealias Trim = @convention(c) (Int) -> Int32
+        guard let trim = dlsym(nil, "malloc_trim") else { return }  // nil: RTLD_DEFAULT
+        _ = unsafeBitCast(trim, to: Trim.self)(0)
     }
 
     /// How databases follow their device: Android through `run-as PKG inotifyd` (``AppChangeStream``),

@@ -77,6 +77,8 @@ actor DatabaseSync {
         case sidecarChanged
         /// Check now and push what differs (start-up, `flippio push` through the agent, a rescan).
         case pushRequested
+        /// ``pushRequested`` for ``check()``, whose caller waits (by `id`) until the check is over.
+        case checkRequested(id: Int)
         /// The device tracker lists this database's device as ready, or not.
         case deviceListed(ready: Bool)
         case pushFinished(PushPipeline.Outcome)
@@ -120,13 +122,23 @@ actor DatabaseSync {
     private(set) var pushesStarted = 0
     /// Inputs the loop has handled (tests wait on it before moving a manual clock).
     private(set) var inputsHandled = 0
+    /// Callers of ``check()`` whose request the loop has not handled yet, by id.
+    private var checksQueued: [Int: CheckedContinuation<Void, Never>] = [:]
+    /// Callers of ``check()`` waiting for the push their check started (or found in flight).
+    private var checksPushing: [CheckedContinuation<Void, Never>] = []
+    private var lastCheckID = 0
 
     init(database: URL, sidecar: Sidecar, dependencies: Dependencies) {
+        self.init(database: database, origin: sidecar.origin, state: sidecar.state, dependencies: dependencies)
+    }
+
+    /// - parameter state: the sidecar's state (the loop starts from ``StateMachine/resumable(_:)`` of it).
+    init(database: URL, origin: Sidecar.Origin, state: SyncState, dependencies: Dependencies) {
         self.database = database
-        self.origin = sidecar.origin
+        self.origin = origin
         self.dependencies = dependencies
-        self.logger = Logger.forDatabase(sidecar.origin, file: database, base: dependencies.logger)
-        self.machine = StateMachine(state: sidecar.state)
+        self.logger = Logger.forDatabase(origin, file: database, base: dependencies.logger)
+        self.machine = StateMachine(state: state)
         (inputs, inputContinuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
     }
 
@@ -138,6 +150,33 @@ actor DatabaseSync {
     /// Hands an input to the loop. Never blocks, never reorders.
     nonisolated func send(_ input: Input) {
         inputContinuation.yield(input)
+    }
+
+    /// Checks the database now, as ``Input/pushRequested`` does, and returns once the check is
+    /// over: the push it started (or found in flight) ended, or it needed none (a conflict waits
+    /// for the user; an edit settling pushes on its own timer).
+    ///
+    /// The engine's start-up check (``SyncEngine/checkAll(concurrency:)``) waits on it to run a
+    /// few databases at a time. Returns at once when the loop has stopped, or when it stops meanwhile.
+    func check() async {
+        guard !stopped else { return }
+        lastCheckID += 1
+        let id = lastCheckID
+        await withCheckedContinuation { continuation in
+            checksQueued[id] = continuation
+            send(.checkRequested(id: id))
+        }
+    }
+
+    /// Ends the checks waiting for a push (none is in flight now), or every check when stopping.
+    private func endChecks(all: Bool = false) {
+        var ended = checksPushing
+        checksPushing = []
+        if all {
+            ended += checksQueued.values
+            checksQueued = [:]
+        }
+        for check in ended { check.resume() }
     }
 
     /// The loop: handles inputs one at a time until ``stop()``.
@@ -155,6 +194,7 @@ actor DatabaseSync {
         stopped = true
         cancelTimers(everything: true)
         inputContinuation.finish()
+        endChecks(all: true)
         await pushTask?.value
         await bringInTask?.value
         await persistTask?.value
@@ -166,6 +206,7 @@ actor DatabaseSync {
         stopped = true
         cancelTimers(everything: true)
         inputContinuation.finish()
+        endChecks(all: true)
         pushTask?.cancel()
         bringInTask?.cancel()
     }
@@ -180,6 +221,10 @@ actor DatabaseSync {
             await sidecarChanged()
         case .pushRequested:
             await apply(.pushRequested)
+        case .checkRequested(let id):
+            await apply(.pushRequested)
+            guard let check = checksQueued.removeValue(forKey: id) else { return }
+            if pushTask == nil { check.resume() } else { checksPushing.append(check) }
         case .deviceListed(let ready):
             await apply(.deviceListed(ready: ready))
         case .pushFinished(let outcome):
@@ -187,6 +232,7 @@ actor DatabaseSync {
             report(outcome)
             await dependencies.onOutcome(database, outcome)
             await apply(.pushFinished(outcome))
+            if pushTask == nil { endChecks() }  // else a change during the push queued one more
         case .deviceChanged:
             // The first event of a burst arms the window; later ones fall inside it. It is not
             // pushed back by each event: an app that writes all the time is still followed, one
@@ -333,6 +379,7 @@ actor DatabaseSync {
         stopped = true
         cancelTimers(everything: true)
         inputContinuation.finish()
+        endChecks(all: true)
         await dependencies.onForgotten(database)
     }
 

@@ -70,8 +70,12 @@ actor SyncEngine {
     /// How many databases are in each state, and how many wait for each device.
     private var stateCounts: [SyncState: Int] = [:]
     private var waitingOn: [DeviceKey: Int] = [:]
+    /// How many databases each device has (the status line's device count, without a walk over all).
+    private var databasesOn: [DeviceKey: Int] = [:]
     private var started = false
     private var lastStatus = ""
+    /// A status publication is queued (``publishStatus()``): later changes join it.
+    private var statusPending = false
     /// The device-side watchers of followed apps (routing only: events become ``DatabaseSync/Input/deviceChanged``).
     private let follower: DeviceFollower?
     private let deviceChanges: AsyncStream<FollowEvent>
@@ -107,16 +111,35 @@ actor SyncEngine {
     // MARK: - Start-up
 
     /// Removes what a killed agent left, loads every tracked database and arms the watches.
-    /// Returns when the agent is ready (the moment for `READY=1`); the pool is warmed afterwards
-    /// (``warmPool()``). A folder inotify refuses is reported and rescanned, never fatal.
+    ///
+    /// Returns when the agent is ready (the moment for `READY=1`). Nothing slow happens before
+    /// that: one walk of the workspace arms the watches and finds the sidecars, which are decoded
+    /// in parallel off this actor, and each database gets its loop. No SQLite connection is
+    /// opened and no database is looked at: the start-up check of every database (``checkAll(concurrency:)``)
+    /// runs after READY, and the pool opens connections on demand. A folder inotify refuses is
+    /// reported and rescanned, never fatal.
     func start() async throws {
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
-        let removed = workspace.removeLeftovers()
+        // Each folder is watched before it is listed: a sidecar that appears meanwhile is either
+        // listed here or reported by its watch.
+        let scan = try workspace.scan { watch(directory: $0) }
+        let removed = workspace.removeLeftovers(scan: scan)
         if removed > 0 { logger.info("removed \(removed) leftovers of an earlier run (snapshots, staging, temp files)") }
-        watchTree(workspace.root)
-        for database in try workspace.trackedDatabases() {
-            await track(database)
+        let summaries = await SidecarStore.loadSummaries(forDatabases: scan.databases)
+        var followed: [(URL, Sidecar.Summary)] = []
+        for (database, summary) in zip(scan.databases, summaries) {
+            switch summary {
+            case .success(let summary):
+                // Its folder is one the scan just watched.
+                if track(database, origin: summary.origin, state: summary.state, folderWatched: true) {
+                    followed.append((database, summary))
+                }
+            case .failure(let error):
+                // A corrupt or too-new sidecar is reported, never overwritten; the others go on.
+                logger.error("not tracking \(database.path): \(error)")
+            }
         }
+        await route(follow: followed)
         started = true
         if follower != nil {
             let changes = deviceChanges
@@ -130,22 +153,40 @@ actor SyncEngine {
             }
         }
         logger.info("\(statusLine()) in \(workspace.root.path)")
-        publishStatus()
+        publishStatusNow()
     }
 
-    /// Opens the warm connections (after READY: start-up does not wait for them).
-    func warmPool() async {
-        for (database, error) in await dependencies.pool.warm(Array(syncs.keys)) {
-            logger.error("cannot open \(database.path): \(error.message)")
+    /// Checks every database once, at most `concurrency` at a time, and returns when all are checked.
+    ///
+    /// A crash or stop loses no edit: a database whose content differs from its last push
+    /// (an edit saved while the agent was down) is pushed now; an unchanged one costs a snapshot.
+    /// The agent runs this right after READY. Bounded because each check opens a connection and
+    /// snapshots the file: 1,000 at once took every core for seconds, kept 1,000 connections'
+    /// page caches and scratch copies alive together, and left the allocator's arenas grown.
+    ///
+    /// A database tracked meanwhile (a new sidecar) is checked as it is tracked; one untracked
+    /// meanwhile ends its check at once.
+    nonisolated func checkAll(concurrency: Int = 4) async {
+        let all = await self.syncsByPath()
+        let width = max(1, concurrency)
+        await withTaskGroup(of: Void.self) { group in
+            var next = all.makeIterator()
+            for _ in 0..<width {
+                guard let sync = next.next() else { break }
+                group.addTask { await sync.check() }
+            }
+            while await group.next() != nil {
+                if let sync = next.next() { group.addTask { await sync.check() } }
+            }
         }
     }
 
-    /// Asks every database to check itself: a crash or stop loses no edit, because any database
-    /// whose content differs from its last push is pushed now (unchanged ones cost one snapshot).
-    func resumeAll() {
-        for sync in syncs.values { sync.send(.pushRequested) }
+    private func syncsByPath() -> [DatabaseSync] {
+        syncs.map { (path: $0.key.path, sync: $0.value) }.sorted { $0.path < $1.path }.map(\.sync)
     }
 
+    /// Tracks a database found after start-up (a new sidecar, a rescan): its sidecar is read
+    /// here, its follow routed, and it is checked at once.
     private func track(_ database: URL) async {
         guard syncs[database] == nil else { return }
         let sidecar: Sidecar
@@ -156,23 +197,40 @@ actor SyncEngine {
             logger.error("not tracking \(database.path): \(error)")
             return
         }
+        guard track(database, origin: sidecar.origin, state: sidecar.state) else { return }
+        await route(follow: sidecar, of: database)
+        logger.info("now tracking \(database.path)")
+        publishStatus()
+    }
+
+    /// Gives `database` its ``DatabaseSync`` and routing; returns false when it was tracked already.
+    ///
+    /// Synchronous, so that start-up tracks 1,000 databases without an actor hop each: the
+    /// state counted is the one the loop starts in (``DatabaseSync/StateMachine/resumable(_:)``),
+    /// and the loop's own changes come later through ``stateChanged(_:from:to:)``.
+    ///
+    /// - parameter folderWatched: whether a watch on its folder was just asked for (start-up's
+    ///   scan); URL work per database was a fifth of the start-up.
+    private func track(_ database: URL, origin: Sidecar.Origin, state: SyncState, folderWatched: Bool = false) -> Bool {
+        guard syncs[database] == nil else { return false }
         // Tracked even when its folder cannot be watched: the unwatched rescan covers it, comparing
         // with what the files look like now (an edit before the first rescan still counts).
-        watch(directory: database.deletingLastPathComponent())
-        if unwatched[database.deletingLastPathComponent().standardizedFileURL.path] != nil {
+        if !folderWatched { watch(directory: database.deletingLastPathComponent()) }
+        if !unwatched.isEmpty, unwatched[database.deletingLastPathComponent().standardizedFileURL.path] != nil {
             unwatchedSignatures[database] = FileSignature(database)
         }
         index.track(database)
-        let sync = DatabaseSync(database: database, sidecar: sidecar, dependencies: syncDependencies())
+        let sync = DatabaseSync(database: database, origin: origin, state: state, dependencies: syncDependencies())
         syncs[database] = sync
-        loops[database] = Task { await sync.run() }
-        let device = DeviceKey(platform: sidecar.origin.platform, id: sidecar.origin.deviceID)
+        // Detached: the loop needs none of the caller's task-local values, and inheriting them
+        // copied them into every one of 1,000 loops (1 KB each).
+        loops[database] = Task.detached { await sync.run() }
+        let device = DeviceKey(platform: origin.platform, id: origin.deviceID)
         deviceOf[database] = device
-        count(await sync.state, on: device, by: 1)
+        databasesOn[device, default: 0] += 1
+        count(DatabaseSync.StateMachine.resumable(state), on: device, by: 1)
         if let ready = readyDevices[device.platform] { sync.send(.deviceListed(ready: ready.contains(device.id))) }
-        await route(follow: sidecar, of: database)
-        if started { logger.info("now tracking \(database.path)") }
-        publishStatus()
+        return true
     }
 
     private func untrack(_ database: URL) async {
@@ -181,7 +239,11 @@ actor SyncEngine {
         let state = await sync.state
         await sync.stop()
         loops.removeValue(forKey: database)?.cancel()
-        if let device { count(state, on: device, by: -1) }
+        if let device {
+            count(state, on: device, by: -1)
+            databasesOn[device, default: 0] -= 1
+            if databasesOn[device] == 0 { databasesOn[device] = nil }
+        }
         index.untrack(database)
         unwatchedSignatures[database] = nil
         await follower?.setFollowed(database, remote: nil)
@@ -215,6 +277,17 @@ actor SyncEngine {
         await follower.setFollowed(database, remote: follows ? sidecar.origin.remoteDatabase : nil)
     }
 
+    /// The start-up's databases, routed in one call: ``DeviceFollower/setFollowed(_:remote:)``
+    /// looks through every followed database of every app, so one call per database made
+    /// start-up quadratic.
+    private func route(follow databases: [(URL, Sidecar.Summary)]) async {
+        guard let follower, let follow = dependencies.follow else { return }
+        let followed = databases.compactMap { database, summary in
+            (summary.follow ?? follow.byDefault) ? (database, summary.origin.remoteDatabase) : nil
+        }
+        await follower.follow(followed)
+    }
+
     /// The device reported a change to a followed database (or its poll is due).
     private func deviceChanged(_ database: URL) {
         syncs[database]?.send(.deviceChanged)
@@ -231,16 +304,9 @@ actor SyncEngine {
 
     // MARK: - Watches
 
-    /// Watches `root` and every folder below it, except the agent's own state folder.
+    /// Watches `root` and every folder below it (each before it is listed), never following symlinks.
     private func watchTree(_ root: URL) {
-        watch(directory: root)
-        guard let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: [.isDirectoryKey, .isSymbolicLinkKey],
-                                                          options: [.skipsHiddenFiles]) else { return }
-        for case let url as URL in walker {
-            let values = try? url.resourceValues(forKeys: [.isDirectoryKey, .isSymbolicLinkKey])
-            guard values?.isDirectory == true, values?.isSymbolicLink != true else { continue }
-            watch(directory: url)
-        }
+        _ = try? workspace.scan(below: root) { watch(directory: $0) }
     }
 
     private func watch(directory: URL) {
@@ -329,7 +395,6 @@ actor SyncEngine {
                     sync.send(.sidecarChanged)
                 } else if FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: database).path) {
                     await track(database)
-                    _ = await dependencies.pool.warm([database])
                     syncs[database]?.send(.pushRequested)
                 }
             case .ignored:
@@ -446,8 +511,8 @@ actor SyncEngine {
     // MARK: - Status
 
     func statusLine() -> String {
-        let devices = Set(deviceOf.values)
-        var line = "watching \(syncs.count) database\(syncs.count == 1 ? "" : "s") on \(devices.count) device\(devices.count == 1 ? "" : "s")"
+        let devices = databasesOn.count
+        var line = "watching \(syncs.count) database\(syncs.count == 1 ? "" : "s") on \(devices) device\(devices == 1 ? "" : "s")"
         let conflicts = stateCounts[.conflict, default: 0]
         let waiting = stateCounts[.waitingForDevice, default: 0]
         let failed = stateCounts[.failed, default: 0] + stateCounts[.invalid, default: 0]
@@ -464,10 +529,21 @@ actor SyncEngine {
     /// The sync of a tracked database (tests).
     func sync(for database: URL) -> DatabaseSync? { syncs[database] }
 
+    /// Publishes the status soon: every change calls this, and changes that come together (the
+    /// start-up checks move 1,000 databases through `pushing` and back) make one publication.
+    ///
+    /// At most one publication is queued; it runs on this actor after the work in hand, and
+    /// reads the counts as they are then. During start-up nothing is published: ``start()``
+    /// publishes once at its end.
     private func publishStatus() {
+        guard started, !statusPending else { return }
+        statusPending = true
+        Task { self.publishStatusNow() }
+    }
+
+    private func publishStatusNow() {
+        statusPending = false
         AgentMetrics.shared.trackedDatabases(syncs.count)
-        // During start-up every database is tracked one by one; one status at the end will do.
-        guard started else { return }
         let line = statusLine()
         guard line != lastStatus else { return }
         lastStatus = line

@@ -125,6 +125,57 @@ public struct Workspace: Sendable {
 
     // MARK: - Tracked databases
 
+    /// What one walk of the workspace finds: the folders to watch, the tracked databases and the
+    /// sidecar temporary files a crash may have left.
+    ///
+    /// The agent's start-up needs all three; one walk gives them (it used to take three, each
+    /// with an `lstat` per entry, which was a tenth of the start-up time with 1,000 databases).
+    public struct Scan: Sendable, Equatable {
+        /// The folder the walk started from (when it is a folder) and every folder below it,
+        /// sorted by path; without ``stateDirectory`` and hidden folders directly under ``root``.
+        public var directories: [URL] = []
+        /// Every database that has a sidecar beside it, sorted by path.
+        public var databases: [URL] = []
+        /// Sidecar temporary files (`.x.db.flippio.json.tmp-*`), by path.
+        public var temporaryFiles: [String] = []
+    }
+
+    /// Walks the tree below `start` (the default is ``root``) once, without following symlinks.
+    ///
+    /// Folders are listed with `readdir` and its `d_type`, so an entry costs no `lstat` (only on
+    /// file systems that do not fill `d_type` in). `entering` is called with each folder before
+    /// it is listed: the agent arms its watch there, so a file created after the listing is
+    /// reported by the watch, and one created before it is listed: none falls between the two.
+    ///
+    /// - parameters:
+    ///   - start: the folder to walk; ``stateDirectory`` and hidden folders directly under
+    ///     ``root`` are left out only when it is ``root``.
+    ///   - entering: called with each folder, `start` first, before its entries are read.
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed`` only when `start` exists but cannot be
+    ///   read. A missing `start` is an empty tree.
+    public func scan(below start: URL? = nil, entering: (URL) -> Void = { _ in }) throws -> Scan {
+        let start = start?.standardizedFileURL ?? root
+        var scan = Scan()
+        var directories: [(path: String, url: URL)] = []
+        var databases: [String] = []
+        try walk(from: start) { directory in
+            // The start keeps the caller's URL (a root spelled with its trailing slash stays equal).
+            let url = directory == start.path ? start : URL(fileURLWithPath: directory, isDirectory: true)
+            directories.append((directory, url))
+            entering(url)
+        } file: { directory, name in
+            if name.hasSuffix(Sidecar.fileSuffix), name.utf8.count > Sidecar.fileSuffix.utf8.count {
+                databases.append(directory + "/" + name.dropLast(Sidecar.fileSuffix.count))
+            } else if SidecarStore.isTemporaryFileName(name) {
+                scan.temporaryFiles.append(directory + "/" + name)
+            }
+        }
+        // Sorted as strings: `URL.path` is rebuilt on every call, and a sort calls it 20,000 times for 1,000 URLs.
+        scan.directories = directories.sorted { $0.path < $1.path }.map(\.url)
+        scan.databases = databases.sorted().map { URL(fileURLWithPath: $0, isDirectory: false) }
+        return scan
+    }
+
     /// Every database in the workspace that has a sidecar beside it, sorted by path.
     ///
     /// The walk does not enter ``stateDirectory`` or other hidden folders directly under
@@ -134,26 +185,13 @@ public struct Workspace: Sendable {
     /// - throws: ``FlippioError/Code/workspaceWriteFailed`` only when ``root`` exists but cannot be read.
     ///   A missing root is an empty workspace.
     public func trackedDatabases() throws -> [URL] {
-        var result: [URL] = []
-        try walk { directory, name, isDirectory in
-            if !isDirectory, name.hasSuffix(Sidecar.fileSuffix),
-               let database = Sidecar.databaseURL(forSidecar: directory.appendingPathComponent(name)) {
-                result.append(database)
-            }
-        }
-        return result.sorted { $0.path < $1.path }
+        try scan().databases
     }
 
     /// Every folder of the workspace that the watcher should watch: ``root`` and all folders
     /// below it, except ``stateDirectory`` and hidden folders directly under ``root``; sorted.
     public func watchableDirectories() throws -> [URL] {
-        var result: [URL] = []
-        var info = stat()
-        if stat(root.path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { result.append(root) }  // the root may be a symlink
-        try walk { directory, name, isDirectory in
-            if isDirectory { result.append(directory.appendingPathComponent(name, isDirectory: true)) }
-        }
-        return result.sorted { $0.path < $1.path }
+        try scan().directories
     }
 
     /// Removes sidecar temporary files (`.x.db.flippio.json.tmp-*`) left by a crash between
@@ -161,14 +199,15 @@ public struct Workspace: Sendable {
     ///
     /// The age guard keeps another process's write in progress (e.g. `flippio push` while the
     /// agent runs) from losing its temp file.
+    ///
+    /// - parameter found: the temporary files of a ``scan(below:entering:)`` already made; nil
+    ///   walks the workspace for them.
     @discardableResult
-    public func removeStaleTemporaryFiles(olderThan age: TimeInterval = 60, now: Date = Date()) -> Int {
+    public func removeStaleTemporaryFiles(olderThan age: TimeInterval = 60, now: Date = Date(), found: [String]? = nil) -> Int {
         var removed = 0
-        try? walk { directory, name, isDirectory in
-            guard !isDirectory, SidecarStore.isTemporaryFileName(name) else { return }
-            let path = directory.appendingPathComponent(name).path
+        for path in found ?? ((try? scan().temporaryFiles) ?? []) {
             var info = stat()
-            guard lstat(path, &info) == 0 else { return }
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
             let modified = Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec))
             if now.timeIntervalSince(modified) >= age, unlink(path) == 0 { removed += 1 }
         }
@@ -233,10 +272,13 @@ public struct Workspace: Sendable {
 
     /// Removes what killed processes left behind: scratch folders of processes that no longer
     /// run, snapshot and staging folders of older versions, and sidecar temporary files (see
-    /// ``removeStaleTemporaryFiles(olderThan:now:)``). Returns how many entries were removed.
+    /// ``removeStaleTemporaryFiles(olderThan:now:found:)``). Returns how many entries were removed.
+    ///
+    /// - parameter scan: a walk of the workspace already made (the agent's start-up has one);
+    ///   nil walks it again.
     @discardableResult
-    public func removeLeftovers() -> Int {
-        var removed = removeStaleTemporaryFiles()
+    public func removeLeftovers(scan: Scan? = nil) -> Int {
+        var removed = removeStaleTemporaryFiles(found: scan?.temporaryFiles)
         let fileManager = FileManager.default
         let scratch = stateDirectory.appendingPathComponent("scratch", isDirectory: true)
         for name in (try? fileManager.contentsOfDirectory(atPath: scratch.path)) ?? [] {
@@ -270,28 +312,44 @@ public struct Workspace: Sendable {
         }
     }
 
-    /// Walks the workspace without following symlinks; `visit(directory, name, isDirectory)`.
-    private func walk(_ visit: (URL, String, Bool) throws -> Void) throws {
-        guard let mode = Self.lstatMode(root.path), mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK else { return }
-        var stack: [(URL, Int)] = [(root, 0)]
+    /// Walks the tree below `start` without following symlinks: `entering(folder)` before a
+    /// folder is read, then `file(folder, name)` for each regular file in it.
+    ///
+    /// Paths stay `String`s inside the walk: building a `URL` per entry costs more than the
+    /// `readdir` itself, and only the few entries a caller keeps need one.
+    private func walk(from start: URL, entering: (String) -> Void, file: (String, String) -> Void) throws {
+        let startPath = start.path
+        // The start may be a symlink (a root the user pointed elsewhere): followed, only there.
+        guard let mode = Self.lstatMode(startPath), mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK else { return }
+        let skipsHiddenTopFolders = startPath == root.path
+        var stack: [(path: String, depth: Int)] = [(startPath, 0)]
         while let (directory, depth) = stack.popLast() {
-            let names: [String]
-            do {
-                names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-            } catch {
-                if depth == 0 { throw FlippioError.workspaceWriteFailed(path: directory.path, errno: EACCES) }
+            guard let handle = opendir(directory) else {
+                if depth == 0 { throw FlippioError.workspaceWriteFailed(path: directory, errno: errno) }
                 continue  // a folder removed or unreadable mid-walk: skip it
             }
-            for name in names {
-                let child = directory.appendingPathComponent(name)
-                guard let mode = Self.lstatMode(child.path) else { continue }
-                switch mode & S_IFMT {
-                case S_IFDIR:
-                    if depth == 0 && name.hasPrefix(".") { continue }
-                    try visit(directory, name, true)
-                    stack.append((child, depth + 1))
-                case S_IFREG:
-                    try visit(directory, name, false)
+            defer { closedir(handle) }
+            // Before the first readdir (which reads the entries): whatever is created from here
+            // on is both listed or reported by a watch armed in `entering`, never neither.
+            entering(directory)
+            let prefix = directory == "/" ? "" : directory
+            while let entry = readdir(handle) {
+                let name = withUnsafePointer(to: entry.pointee.d_name) {
+                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                }
+                if name == "." || name == ".." { continue }
+                var type = entry.pointee.d_type
+                if type == UInt8(DT_UNKNOWN) {
+                    // Some file systems leave d_type empty: ask, still without following links.
+                    guard let mode = Self.lstatMode(prefix + "/" + name) else { continue }
+                    type = mode & S_IFMT == S_IFDIR ? UInt8(DT_DIR) : mode & S_IFMT == S_IFREG ? UInt8(DT_REG) : UInt8(DT_LNK)
+                }
+                switch type {
+                case UInt8(DT_DIR):
+                    if depth == 0 && skipsHiddenTopFolders && name.hasPrefix(".") { continue }
+                    stack.append((prefix + "/" + name, depth + 1))
+                case UInt8(DT_REG):
+                    file(prefix, name)
                 default:
                     continue  // symlinks, sockets, devices: never followed, never tracked
                 }

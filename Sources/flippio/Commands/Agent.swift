@@ -19,7 +19,7 @@ extension Flippio {
         @Flag(help: "Do not stop the app (am force-stop) before a push.") var noStopApp = false
         @Flag(help: "After a verified push, start the app again (its launcher activity; config restartApp).")
         var restartApp = false
-        @Option(help: ArgumentHelp("Most warm SQLite connections kept open (default 256).", valueName: "n"))
+        @Option(help: ArgumentHelp("Most warm SQLite connections kept open (default 32).", valueName: "n"))
         var poolSize: Int?
 
         func validate() throws {
