@@ -313,9 +313,12 @@ public actor SidecarStore {
         defer { close(fd) }
         let limit = 16 << 20  // no sidecar is this big
         // Sized by fstat, plus one byte that sees the end: one read for the whole file (a fixed
-        // 64 KB buffer, zeroed for every sidecar, cost more than reading a 2 KB one).
+        // 64 KB buffer, zeroed for every sidecar, cost more than reading a 2 KB one). At least a
+        // page: files under /proc/sys report a size of 0 and answer only the first read (a
+        // second read at an offset is the end), so a 1-byte buffer read "16384" as "1".
         var info = stat()
-        var buffer = [UInt8](repeating: 0, count: fstat(fd, &info) == 0 ? min(Int(info.st_size), limit) + 1 : 4096)
+        let size = fstat(fd, &info) == 0 ? Int(info.st_size) : 0
+        var buffer = [UInt8](repeating: 0, count: min(max(size + 1, 4096), limit + 1))
         var length = 0
         while true {
             if length == buffer.count {
