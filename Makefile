@@ -75,13 +75,17 @@ demo: deps
 
 # Performance: the microbenchmarks (Benchmarks/, a package of its own so that `make test` and CI
 # never build ordo-one/benchmark), then the end-to-end run against flippio-devsim with release
-# binaries. Writes docs/PERFORMANCE.md. Takes a while: two release builds, then ~10 minutes.
+# binaries (scripts/bench-e2e writes docs/PERFORMANCE.md, scripts/bench-delta replaces its "Delta push"
+# section, scripts/bench-pull prints the pull against the raw transfer). Takes a while: release
+# builds, then ~20 minutes.
 bench: deps
 	mkdir -p .build-bench
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress --format markdown > ../.build-bench/benchmarks.txt 2>&1 \
 		|| { cat ../.build-bench/benchmarks.txt; exit 1; }
 	cat .build-bench/benchmarks.txt
 	scripts/bench-e2e
+	scripts/bench-delta
+	scripts/bench-pull
 
 clean:
 	rm -rf .build $(RELEASE_SCRATCH)
