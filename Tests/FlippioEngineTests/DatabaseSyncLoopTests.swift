@@ -22,6 +22,25 @@ struct DatabaseSyncLoopTests {
         #expect(fixture.pusher.count == 1)
     }
 
+    @Test func aChangeInsideTheQuietPeriodMovesItsEnd_withoutANewTimer() async throws {
+        let fixture = try await SyncLoopFixture()
+        let sync = try fixture.startSync()
+        let start = fixture.clock.now
+        sync.send(.fileChanged)
+        try await fixture.advance(by: .milliseconds(200), once: 2)  // the settle and the overdue timers
+        sync.send(.fileChanged)
+        try await waitUntil("both changes handled") { await sync.inputsHandled == 2 }
+        #expect(fixture.clock.sleepingDeadlines.first == start.advanced(by: fixture.settle),
+                "the running settle timer is kept, not replaced by one per change")
+        fixture.clock.advance(by: .milliseconds(100))  // the first timer fires: 100 ms after the last change
+        try await waitUntil("it sleeps for the rest of the quiet period") {
+            fixture.clock.sleepingDeadlines.first == start.advanced(by: .milliseconds(500))
+        }
+        #expect(fixture.pusher.count == 0, "not quiet for a whole window yet")
+        fixture.clock.advance(by: .milliseconds(200))
+        try await waitUntil("pushed a window after the last change") { fixture.pusher.count == 1 }
+    }
+
     @Test func check_returnsOnceThePushItStartedEnded() async throws {
         let fixture = try await SyncLoopFixture(state: .dirty)
         let sync = try fixture.startSync()

@@ -109,6 +109,11 @@ actor DatabaseSync {
     private let inputContinuation: AsyncStream<Input>.Continuation
     private var timers: [Timer: Task<Void, Never>] = [:]
     private var generations: [Timer: Int] = [:]
+    /// When the latest change (re)started the quiet period: an instant of the injected clock.
+    /// A change does not re-arm a running settle timer (a burst of 10,000 commits is ~45,000
+    /// events, and a cancelled sleep and a new task each cost more than the event's handling);
+    /// the timer, when it fires, sleeps again for what is left of the quiet period.
+    private var quietSince: Any?
     /// Set when the overdue timer fired: a busy writer no longer delays the push.
     private var overdue = false
     private var pushTask: Task<Void, Never>?
@@ -248,6 +253,11 @@ actor DatabaseSync {
             timers[timer] = nil
             switch timer {
             case .settle:
+                // A change came while the timer ran: the quiet period ends a window after it.
+                if let quiet = Self.elapsed(on: dependencies.clock, since: quietSince), quiet < dependencies.settleWindow {
+                    arm(.settle, after: dependencies.settleWindow - quiet)
+                    return
+                }
                 let writerActive = await dependencies.isWriterActive(database)
                 await apply(.settled(writerActive: writerActive, overdue: overdue))
             case .overdue:
@@ -307,7 +317,8 @@ actor DatabaseSync {
         case .persist:
             persist(nil)
         case .settle:
-            arm(.settle, after: dependencies.settleWindow)
+            quietSince = Self.now(on: dependencies.clock)
+            if timers[.settle] == nil { arm(.settle, after: dependencies.settleWindow) }
         case .cancelTimers:
             cancelTimers()
         case .startPush:
@@ -432,6 +443,15 @@ actor DatabaseSync {
     }
 
     // MARK: - Timers
+
+    /// The injected clock's now, as an opaque mark for ``elapsed(on:since:)``.
+    private static func now<C: Clock>(on clock: C) -> Any { clock.now }
+
+    /// The time since `mark` on `clock`, or nil when `mark` is not one of its instants.
+    private static func elapsed<C: Clock>(on clock: C, since mark: Any?) -> Duration? where C.Duration == Duration {
+        guard let mark = mark as? C.Instant else { return nil }
+        return mark.duration(to: clock.now)
+    }
 
     private func arm(_ timer: Timer, after delay: Duration) {
         timers[timer]?.cancel()
