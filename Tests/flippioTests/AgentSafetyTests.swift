@@ -66,6 +66,14 @@ struct AgentSafetyTests {
         #expect(status.out.contains("invalid"))
         #expect(status.out.lowercased().contains("not a sqlite") || status.out.lowercased().contains("not an sqlite"), "\(status.out)")
         #expect(try scenario.uploadCount() == 0)
+
+        // The user's next action: a real database saved over the broken file is pushed.
+        try deviceBytes.write(to: scenario.localCopy)
+        try Shell.sqlite(scenario.localCopy, "INSERT INTO notes(title) VALUES ('saved after the repair')")
+        try await waitUntil("the repaired copy pushed\n\(agent.log)", timeout: .seconds(30)) {
+            (try? scenario.deviceTitles()) == ["one", "two", "three", "saved after the repair"]
+        }
+        try await waitUntil("clean again") { (try? scenario.sidecar().state) == .clean }
     }
 
     @Test func anEditSavedBeforeASigkillIsPushedAfterARestart() async throws {

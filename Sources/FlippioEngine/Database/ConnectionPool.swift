@@ -22,7 +22,6 @@ import GRDB
 ///
 /// ```swift
 /// let pool = ConnectionPool()
-/// await pool.warm(trackedFiles)
 /// let queue = try await pool.connection(for: file)
 /// if try await !pool.isWriterActive(file) { let snapshot = try snapshotter.snapshot(of: queue, named: "x") }
 /// ```
@@ -78,7 +77,10 @@ public actor ConnectionPool {
         entries.sorted { $0.value.lastUse > $1.value.lastUse }.map { URL(fileURLWithPath: $0.key) }
     }
 
-    /// Opens connections to `databases` (at most ``capacity`` of them), at start-up.
+    /// Opens connections to `databases` (at most ``capacity`` of them) ahead of their use.
+    ///
+    /// The agent no longer calls it: its start-up checks run after READY and open connections on
+    /// demand. Kept for tests and benchmarks that need a warm pool.
     ///
     /// - returns: the databases that could not be opened, with why; the others are warm.
     @discardableResult
