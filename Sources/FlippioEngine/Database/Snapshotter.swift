@@ -106,31 +106,44 @@ public struct Snapshotter: Sendable {
         // SQLite's locks keep out SQLite writers only. A program that rewrites the file in place
         // (truncate, then write) leaves an empty file for a moment, which SQLite reads as a valid
         // empty database: that must never become a snapshot, so the copy counts only when the
-        // file was not written while it was taken.
-        let before = FileSignature(URL(fileURLWithPath: source))
-        if before.size == 0 {
-            throw FlippioError(
-                .notSQLite, "\(source) is empty (0 bytes): not an SQLite database flippio would push over the app's.",
-                remedy: "If a program is rewriting it, let it finish: the agent looks again at the next save. "
-                    + "Otherwise pull it again with `flippio pull`.",
-                context: ["path": source])
-        }
+        // file was not written while it was taken. A save that merely coincided with the copy
+        // (the user's next commit) is copied again at once, a few times, before it is a retry.
+        var attempt = 0
         let tableRowCounts: [String: Int]
-        do {
-            try copy(connection, to: temporary, source: source)
-            afterCopyForTesting?()
-            try Self.ensureUnchanged(source, since: before)
-            do {
-                tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)", check: checksCopy)
-            } catch {
-                throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
+        while true {
+            attempt += 1
+            Self.remove(temporary)  // VACUUM INTO needs a new file
+            let before = FileSignature(URL(fileURLWithPath: source))
+            if before.size == 0 {
+                throw FlippioError(
+                    .notSQLite, "\(source) is empty (0 bytes): not an SQLite database flippio would push over the app's.",
+                    remedy: "If a program is rewriting it, let it finish: the agent looks again at the next save. "
+                        + "Otherwise pull it again with `flippio pull`.",
+                    context: ["path": source])
             }
-        } catch let error as FlippioError where error.code == .databaseBusy {
-            throw error
-        } catch {
-            // A torn read of a file being rewritten is a change, not a damaged database.
-            try Self.ensureUnchanged(source, since: before)
-            throw error
+            do {
+                try copy(connection, to: temporary, source: source)
+                afterCopyForTesting?()
+                if Self.changed(source, since: before) {
+                    if attempt < Self.copyAttempts { continue }
+                    throw Self.changedWhileCopying(source)
+                }
+                do {
+                    tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)", check: checksCopy)
+                } catch {
+                    throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
+                }
+                break
+            } catch let error as FlippioError where error.code == .databaseBusy {
+                throw error
+            } catch {
+                // A torn read of a file being rewritten is a change, not a damaged database.
+                if Self.changed(source, since: before) {
+                    if attempt < Self.copyAttempts { continue }
+                    throw Self.changedWhileCopying(source)
+                }
+                throw error
+            }
         }
         // The copy is complete and nothing writes it any more: hash it while it goes to disk
         // (two whole-file passes, one on the disk and one on the CPU, side by side).
@@ -198,14 +211,19 @@ public struct Snapshotter: Sendable {
         }
     }
 
-    /// Throws ``FlippioError/Code/databaseBusy`` (retryable) when `source` or its side files
-    /// were written since `before` was taken.
-    private static func ensureUnchanged(_ source: String, since before: FileSignature) throws {
-        guard FileSignature(URL(fileURLWithPath: source)) == before else {
-            throw FlippioError(.databaseBusy, "\(source) changed while flippio was copying it.",
-                               remedy: "Nothing to do: the agent copies it again once it is quiet.",
-                               context: ["path": source])
-        }
+    /// How many copies a snapshot takes at most while the original keeps being written.
+    static let copyAttempts = 3
+
+    /// Whether `source` or its side files were written since `before` was taken.
+    private static func changed(_ source: String, since before: FileSignature) -> Bool {
+        FileSignature(URL(fileURLWithPath: source)) != before
+    }
+
+    /// ``FlippioError/Code/databaseBusy`` (retryable): written during every copy.
+    private static func changedWhileCopying(_ source: String) -> FlippioError {
+        FlippioError(.databaseBusy, "\(source) changed while flippio was copying it.",
+                     remedy: "Nothing to do: the agent copies it again once it is quiet.",
+                     context: ["path": source])
     }
 
     /// Our own files only: they are not shared, so a lock means a bug; fail fast.
