@@ -66,4 +66,33 @@ struct ContentIdentityTests {
         let missing = try #require(throws: FlippioError.self) { try ContentIdentity.sameContent(a, dir.child("nope.db")) }
         #expect(missing.code == .databaseMissing)
     }
+
+    /// The file hash is what `sha256sum` on a device prints for the same bytes, and the content
+    /// hash is `sha256sum` of the bytes with the volatile header ranges zeroed: both computed
+    /// side by side over a file of several reads (5 MB), the last one short.
+    @Test func bothHashesOfAFileOfSeveralReads_areWhatSha256sumPrints() throws {
+        let dir = try TemporaryDirectory("identity-sha")
+        let db = dir.child("big.db")
+        try Shell.sqlite(db, """
+            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1500)
+            INSERT INTO t SELECT i, randomblob(4000) FROM c;
+            """)
+        var bytes = try Data(contentsOf: db)
+        #expect(bytes.count > 5 << 20 && bytes.count % (1 << 20) != 0)
+        let hashes = try ContentHash.hashes(ofDatabaseAt: db)
+        #expect(hashes.file == (try Self.sha256sum(db)))
+        for range in ContentHash.volatileHeaderRanges { bytes.replaceSubrange(range, with: repeatElement(0, count: range.count)) }
+        let masked = dir.child("masked.bin")
+        try bytes.write(to: masked)
+        #expect(hashes.content == (try Self.sha256sum(masked)))
+        #expect(hashes.content == (try ContentHash.sha256(databaseAt: db)))
+        #expect(hashes.file == (try ContentHash.sha256(fileAt: db)))
+    }
+
+    static func sha256sum(_ file: URL) throws -> String {
+        let tool = try #require(Products.systemTool("sha256sum"))
+        let result = try Shell.run(tool, [file.path])
+        return String(result.out.prefix(64))
+    }
 }

@@ -64,6 +64,32 @@ struct PageDeltaTests {
         #expect(shrink.targetSize < shrink.baseSize / 4)
     }
 
+    /// The comparison reads both files 4 MiB (1,024 pages) at a time: changes on either side of a
+    /// read's boundary, in the short last read, and pages past the base's end are all found.
+    @Test func changesAtReadBoundariesAndPastTheBasesEnd_areAllFound() throws {
+        let dir = try TemporaryDirectory("delta-boundaries")
+        let base = dir.child("base.db")
+        try Shell.sqlite(base, """
+            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2600)
+            INSERT INTO t SELECT i, randomblob(4000) FROM c;
+            """)
+        var bytes = try Data(contentsOf: base)
+        let pageSize = 4096
+        let pages = bytes.count / pageSize
+        #expect(pages > 2_100 && pages % 1_024 != 0)
+        let touched = [1_023, 1_024, 2_047, 2_048, pages - 1]
+        for page in touched { bytes[page * pageSize + 100] ^= 0xFF }
+        bytes.append(Data(repeating: 7, count: 2 * pageSize))  // two pages the base does not have
+        let snapshot = dir.child("snapshot.db")
+        try bytes.write(to: snapshot)
+
+        let delta = try roundTrip(base: base, snapshot: snapshot, dir: dir)
+        let changed = delta.runs.flatMap { $0.firstPage..<($0.firstPage + $0.count) }
+        #expect(changed == [0] + touched + [pages, pages + 1])
+        #expect(delta.targetSize == Int64(bytes.count))
+    }
+
     @Test func aVacuumedCopy_isNotWorthADelta() throws {
         let dir = try TemporaryDirectory("delta-vacuum")
         let base = try bigDatabase(dir)

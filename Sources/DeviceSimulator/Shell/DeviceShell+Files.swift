@@ -143,8 +143,26 @@ extension DeviceShell {
         let output = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode == 0 ? 0o644 : mode)
         guard output >= 0 else { throw DeviceErrno.current() }
         defer { close(output) }
+        // toybox's cp copies inside the kernel (sendfile); so does this one, else it streams the
+        // bytes through.
+        if try copyInKernel(from: input, to: output) { return }
         let sink = FileSink(fd: output)
         try stream(fd: input, to: sink)
+    }
+
+    /// Copies the rest of `input` to `output` with `sendfile(2)`; false when the kernel
+    /// cannot for these two files before a byte was copied (the caller streams instead).
+    private func copyInKernel(from input: Int32, to output: Int32) throws -> Bool {
+        var copied = 0
+        while true {
+            if cancelled() { throw ConnectionClosed() }
+            let n = sendfile(output, input, nil, 1 << 30)
+            if n > 0 { copied += n; continue }
+            if n == 0 { return true }
+            if errno == EINTR { continue }
+            if copied == 0 && [EXDEV, ENOSYS, EINVAL, EOPNOTSUPP].contains(errno) { return false }
+            throw DeviceErrno.current()
+        }
     }
 
     private func copyTree(_ src: DeviceFileSystem.Resolved, to target: DeviceFileSystem.Resolved) throws {
@@ -394,12 +412,14 @@ extension DeviceShell {
                 } else {
                     let fd = try openForReading(file)
                     defer { close(fd) }
-                    var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
+                    let size = 1 << 20
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+                    defer { buffer.deallocate() }
                     while true {
-                        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, Self.chunkSize) }
+                        let n = read(fd, buffer.baseAddress!, size)
                         if n < 0 { if errno == EINTR { continue }; throw DeviceErrno.current() }
                         if n == 0 { break }
-                        digest.update(buffer[0..<n])
+                        digest.update(raw: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                     }
                 }
                 try io.out("\(digest.hex())  \(file)\n")
@@ -419,6 +439,14 @@ private final class Digester {
     private var md5 = Insecure.MD5()
     private let kind: String
     init(_ name: String) { kind = name }
+
+    func update(raw bytes: UnsafeRawBufferPointer) {
+        switch kind {
+        case "md5sum": md5.update(bufferPointer: bytes)
+        case "sha1sum": sha1.update(bufferPointer: bytes)
+        default: sha256.update(bufferPointer: bytes)
+        }
+    }
 
     func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         let data = Data(bytes)

@@ -25,6 +25,19 @@ enum DatabaseInspector {
         }
     }
 
+    /// Lets SQLite read a file flippio alone writes (a snapshot, a pulled copy in its staging
+    /// folder) through a memory map instead of a `pread` per page: `quick_check` and the row
+    /// counts of a 200 MB file took 250 ms, 45 ms mapped (most of it was system calls).
+    ///
+    /// - Important: never for the live local copy: a program that truncates a mapped file makes
+    ///   the next read a SIGBUS, and the user's tools may rewrite their database any way they like.
+    static func mapWholeFile(_ configuration: inout Configuration) {
+        configuration.prepareDatabase { db in
+            // SQLite caps it at its SQLITE_MAX_MMAP_SIZE (0x7fff0000 in Debian's build).
+            try db.execute(sql: "PRAGMA mmap_size = 2147418112")
+        }
+    }
+
     static func corrupt(path: String, what: String, output: String) -> FlippioError {
         let excerpt = output.count > 2000 ? String(output.prefix(2000)) + "…" : output
         return FlippioError(

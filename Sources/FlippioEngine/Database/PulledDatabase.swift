@@ -58,6 +58,7 @@ public enum PulledDatabase {
         configuration.label = "flippio.fold"
         // Nobody else has the file open; a lock means something is wrong, so fail fast.
         configuration.busyMode = .immediateError
+        DatabaseInspector.mapWholeFile(&configuration)
         var summary: Summary
         do {
             // Opening read-write is what lets SQLite roll back a hot journal and recover the WAL.

@@ -1,5 +1,7 @@
+import Dispatch
 import Foundation
 import GRDB
+import Synchronization
 
 /// A checked, self-contained copy of a database's committed state, ready to push.
 public struct Snapshot: Sendable, Equatable {
@@ -14,6 +16,12 @@ public struct Snapshot: Sendable, Equatable {
     public var size: Int64
     /// Row counts per ordinary table, read from the snapshot.
     public var tableRowCounts: [String: Int]
+    /// How long the copy and its checks took (for the trace log; not part of equality).
+    var steps = StepTimes()
+
+    public static func == (a: Snapshot, b: Snapshot) -> Bool {
+        (a.url, a.contentHash, a.fileHash, a.size, a.tableRowCounts) == (b.url, b.contentHash, b.fileHash, b.size, b.tableRowCounts)
+    }
 }
 
 /// How a ``Snapshotter`` copies a database.
@@ -32,7 +40,7 @@ public enum SnapshotMethod: String, Sendable, CaseIterable {
 /// A snapshot is the committed state as a reader sees it (WAL content that is not checkpointed
 /// yet included, an open write transaction excluded), written to a new file in a private folder,
 /// set to `journal_mode=DELETE` (header bytes 18/19 are 1: a plain file with no side files),
-/// fsynced, checked with `PRAGMA quick_check`, and hashed.
+/// checked with `PRAGMA quick_check`, and hashed (not fsynced: nothing trusts it without its hash).
 ///
 /// The hash is deterministic: snapshotting an unchanged database gives the same bytes, whether
 /// or not it was opened, read, `touch`ed, or checkpointed by another connection in between.
@@ -109,7 +117,7 @@ public struct Snapshotter: Sendable {
         // file was not written while it was taken. A save that merely coincided with the copy
         // (the user's next commit) is copied again at once, a few times, before it is a retry.
         var attempt = 0
-        let tableRowCounts: [String: Int]
+        var steps = StepTimes()
         while true {
             attempt += 1
             Self.remove(temporary)  // VACUUM INTO needs a new file
@@ -129,7 +137,7 @@ public struct Snapshotter: Sendable {
                     throw Self.changedWhileCopying(source)
                 }
                 do {
-                    tableRowCounts = try Self.finish(temporary, what: "The snapshot of \(source)", check: checksCopy)
+                    try Self.prepare(temporary)
                 } catch {
                     throw FlippioError.database(error, path: temporary.path, action: "check the snapshot")
                 }
@@ -145,20 +153,20 @@ public struct Snapshotter: Sendable {
                 throw error
             }
         }
-        // The copy is complete and nothing writes it any more: hash it while it goes to disk
-        // (two whole-file passes, one on the disk and one on the CPU, side by side).
-        DatabaseInspector.startSyncToDisk(fileAt: temporary)
-        let hash: (content: String, file: String)
-        do { hash = try ContentHash.hashes(ofDatabaseAt: temporary) } catch {
-            throw FlippioError.workspaceWriteFailed(path: final.path, errno: EIO)
-        }
-        try DatabaseInspector.syncToDisk(fileAt: temporary)
+        steps.lap("copy")
+        // The copy is complete and nothing writes it any more: check it and hash it side by side
+        // (three whole-file passes, on as many threads; the file is in the page cache).
+        let (tableRowCounts, hash) = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy)
+        steps.lap(checksCopy ? "quick_check and hashes" : "hashes")
+        // Not fsynced: a snapshot is a transient file that is sent, then kept as the base, and
+        // neither is trusted without its hash (the device checks the SHA-256 of what it received;
+        // a base is re-hashed before a merge, and a page delta against a damaged base fails the
+        // device's check and goes as a whole file). Syncing 200 MB cost more than the rest.
         guard rename(temporary.path, final.path) == 0 else {
             throw FlippioError.workspaceWriteFailed(path: final.path, errno: errno)
         }
-        try DatabaseInspector.syncToDisk(fileAt: final)
         return Snapshot(url: final, contentHash: hash.content, fileHash: hash.file, size: DatabaseInspector.fileSize(final),
-                        tableRowCounts: tableRowCounts)
+                        tableRowCounts: tableRowCounts, steps: steps)
     }
 
     /// Describes how row counts changed, for the agent's log: `["users": "3 → 4"]`.
@@ -190,10 +198,9 @@ public struct Snapshotter: Sendable {
             switch method {
             case .backup:
                 let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
-                // A new private file, deleted on any failure and fsynced by us once complete: no
+                // A new private file, deleted on any failure and never trusted without its hash: no
                 // rollback journal and no fsync per commit while it is filled (with them the copy
-                // took 2.5× as long and its fsync could not overlap the hashing). Neither setting is
-                // stored in the file, whose bytes are the same.
+                // took 2.5× as long). Neither setting is stored in the file, whose bytes are the same.
                 try destination.writeWithoutTransaction { db in
                     try db.execute(sql: "PRAGMA journal_mode = OFF")
                     try db.execute(sql: "PRAGMA synchronous = OFF")
@@ -234,26 +241,54 @@ public struct Snapshotter: Sendable {
         return configuration
     }
 
-    /// Makes the copy a plain rollback-journal file, checks it, and counts its rows (unless `check` is false).
-    private static func finish(_ file: URL, what: String, check: Bool) throws -> [String: Int] {
-        // The header is checked first: SQLite would open some damaged headers as an empty database.
-        _ = try SQLiteHeader.read(fileAt: file)
+    /// Makes the copy a plain rollback-journal file: the backup API copies page 1 as it is, so a
+    /// WAL original gives a copy marked WAL (bytes 18/19 = 2); leaving WAL mode rewrites them to 1
+    /// and removes the -wal/-shm. The header is checked first: SQLite would open some damaged
+    /// headers as an empty database.
+    private static func prepare(_ file: URL) throws {
+        guard try SQLiteHeader.read(fileAt: file).isWAL else { return }
         let queue = try DatabaseQueue(path: file.path, configuration: privateConfiguration)
-        let counts = try queue.writeWithoutTransaction { db -> [String: Int] in
-            // The backup API copies page 1 as it is: a WAL original gives a copy marked WAL
-            // (bytes 18/19 = 2). Leaving WAL mode rewrites them to 1 and removes the -wal/-shm.
-            if try String.fetchOne(db, sql: "PRAGMA journal_mode") == "wal" {
-                let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
-                guard mode == "delete" else {
-                    throw FlippioError.internalError("Could not switch the snapshot \(file.path) out of WAL mode (got \(mode ?? "nil")).")
-                }
+        try queue.writeWithoutTransaction { db in
+            let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
+            guard mode == "delete" else {
+                throw FlippioError.internalError("Could not switch the snapshot \(file.path) out of WAL mode (got \(mode ?? "nil")).")
             }
-            guard check else { return [:] }
-            try DatabaseInspector.quickCheck(db, path: file.path, what: what)
-            return try DatabaseInspector.tableRowCounts(db)
         }
         try queue.close()
-        return counts
+    }
+
+    /// `quick_check` and row counts of the finished copy (unless `check` is false), and its two
+    /// hashes, on three threads: each is a whole pass over the file, and none needs another.
+    private static func checkAndHash(_ file: URL, what: String, check: Bool)
+        throws -> (rowCounts: [String: Int], hash: (content: String, file: String)) {
+        let counts = Mutex<Result<[String: Int], any Error>>(.success([:]))
+        let hash = Mutex<Result<(content: String, file: String), any Error>?>(nil)
+        DispatchQueue.concurrentPerform(iterations: 2) { part in
+            if part == 0 {
+                let result = Result { try ContentHash.hashes(ofDatabaseAt: file) }
+                hash.withLock { $0 = result }
+            } else if check {
+                let result = Result { () throws -> [String: Int] in
+                    var configuration = privateConfiguration
+                    DatabaseInspector.mapWholeFile(&configuration)
+                    let queue = try DatabaseQueue(path: file.path, configuration: configuration)
+                    defer { try? queue.close() }
+                    return try queue.read { db in
+                        try DatabaseInspector.quickCheck(db, path: file.path, what: what)
+                        return try DatabaseInspector.tableRowCounts(db)
+                    }
+                }
+                counts.withLock { $0 = result }
+            }
+        }
+        let rowCounts: [String: Int]
+        do { rowCounts = try counts.withLock { $0 }.get() } catch {
+            throw FlippioError.database(error, path: file.path, action: "check the snapshot")
+        }
+        guard let hashes = try? hash.withLock({ $0 })?.get() else {
+            throw FlippioError.workspaceWriteFailed(path: file.path, errno: EIO)
+        }
+        return (rowCounts, hashes)
     }
 
     private static func remove(_ file: URL) {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The pages of a snapshot that differ from the base: what a delta push sends.
 ///
@@ -85,30 +88,7 @@ public struct PageDelta: Sendable, Equatable, Codable {
         if pageSizeChanged {
             changed = Array(0..<pageCount)
         } else {
-            let hb = try ContentIdentity.open(base), hs = try ContentIdentity.open(snapshot)
-            defer { try? hb.close(); try? hs.close() }
-            // Read 256 pages at a time; compare page slices.
-            let batch = 256
-            var page = 0
-            while page < pageCount {
-                let s = try hs.read(upToCount: batch * pageSize) ?? Data()
-                let b = try hb.read(upToCount: batch * pageSize) ?? Data()
-                if s.isEmpty { break }
-                // memcmp per page: a 200 MB file is 50,000 pages, and comparing Data slices
-                // element by element costs more than reading them.
-                s.withUnsafeBytes { sb in
-                    b.withUnsafeBytes { bb in
-                        var offset = 0
-                        while offset < sb.count {
-                            let end = min(offset + pageSize, sb.count)
-                            let same = end <= bb.count && memcmp(sb.baseAddress! + offset, bb.baseAddress! + offset, end - offset) == 0
-                            if !same { changed.append(page) }
-                            offset = end
-                            page += 1
-                        }
-                    }
-                }
-            }
+            changed = try changedPages(base: base, snapshot: snapshot, pageSize: pageSize, pageCount: pageCount)
         }
 
         // Page 0 goes with every non-empty patch (it changes with every commit anyway: the
@@ -129,6 +109,70 @@ public struct PageDelta: Sendable, Equatable, Codable {
         }
         return PageDelta(pageSize: pageSize, runs: runs, targetSize: targetSize, baseSize: baseSize,
                          pageSizeChanged: pageSizeChanged)
+    }
+
+    /// The pages of `snapshot` that differ from `base` (a page past the base's end differs).
+    ///
+    /// Both files are read with `pread`, 4 MiB at a time into two buffers allocated once, and
+    /// compared page by page with `memcmp`: at 200 MB this is two reads from the page cache, well
+    /// under the time of one SHA-256 pass (through `FileHandle` and a `Data` per read it was 4×).
+    static func changedPages(base: URL, snapshot: URL, pageSize: Int, pageCount: Int) throws -> [Int] {
+        let baseFD = try openForReading(base)
+        defer { close(baseFD) }
+        let snapshotFD = try openForReading(snapshot)
+        defer { close(snapshotFD) }
+        let pagesPerRead = max(1, (4 << 20) / pageSize)
+        let bytesPerRead = pagesPerRead * pageSize
+        let baseBuffer = UnsafeMutableRawPointer.allocate(byteCount: bytesPerRead, alignment: 4096)
+        defer { baseBuffer.deallocate() }
+        let snapshotBuffer = UnsafeMutableRawPointer.allocate(byteCount: bytesPerRead, alignment: 4096)
+        defer { snapshotBuffer.deallocate() }
+
+        var changed: [Int] = []
+        var page = 0
+        while page < pageCount {
+            let offset = off_t(page) * off_t(pageSize)
+            let snapshotBytes = try readFully(snapshotFD, into: snapshotBuffer, count: bytesPerRead, at: offset, path: snapshot.path)
+            if snapshotBytes == 0 { break }
+            let baseBytes = try readFully(baseFD, into: baseBuffer, count: bytesPerRead, at: offset, path: base.path)
+            var start = 0
+            while start < snapshotBytes {
+                let end = min(start + pageSize, snapshotBytes)
+                if end > baseBytes || memcmp(snapshotBuffer + start, baseBuffer + start, end - start) != 0 {
+                    changed.append(page)
+                }
+                start = end
+                page += 1
+            }
+        }
+        return changed
+    }
+
+    private static func openForReading(_ url: URL) throws -> Int32 {
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw unreadable(url.path, errno: errno) }
+        return fd
+    }
+
+    private static func unreadable(_ path: String, errno code: Int32) -> FlippioError {
+        FlippioError(.databaseMissing, "Could not read \(path): \(String(cString: strerror(code))).",
+                     remedy: "Pull the database again.", context: ["path": path])
+    }
+
+    /// Reads up to `count` bytes at `offset`, fewer only at the end of the file.
+    private static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, at offset: off_t,
+                                  path: String) throws -> Int {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, offset + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw unreadable(path, errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 
     /// Writes the patch: the snapshot's changed pages, run after run, to `patch` (replaced).

@@ -105,9 +105,16 @@ public struct ProcessRunner: ProcessRunning {
         let timedOut: Bool
         if case .deadline = first { timedOut = true } else { timedOut = false }
         // A call that finished before the caller was cancelled keeps its result (the caller sees
-        // the cancellation at its next suspension point), and nothing of it is killed.
+        // the cancellation at its next suspension point), and nothing of it is killed. One that
+        // the cancellation's teardown ended (killed by a signal) may still come first: it is a
+        // cancellation, not a result.
         let cancelled: Bool
-        if case .finished = first { cancelled = false } else { cancelled = Task.isCancelled }
+        switch first {
+        case .finished(let status):
+            if case .signalled = Self.termination(status) { cancelled = Task.isCancelled } else { cancelled = false }
+        default:
+            cancelled = Task.isCancelled
+        }
         if timedOut || cancelled {
             // Step 3 of the teardown: the leader has been reaped, but a grandchild that caught
             // SIGTERM may still hold the group. While any member lives the kernel does not reuse

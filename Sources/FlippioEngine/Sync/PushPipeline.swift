@@ -131,6 +131,7 @@ public struct PushPipeline: Sendable {
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
         steps.lap("snapshot (copy, quick_check, hash)")
+        logger.trace("push: snapshot: \(snapshot.steps)")
         Self.migrateContentHashes(&sidecar, snapshot: snapshot)
         sidecar.localContentHash = snapshot.contentHash
 
