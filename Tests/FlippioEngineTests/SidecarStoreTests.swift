@@ -140,6 +140,40 @@ struct SidecarStoreTests {
         }
     }
 
+    /// The agent records a write's digest before its rename; until the rename lands the file still
+    /// holds the write before, and a look then must see our own write, not another process's (it
+    /// would adopt a state the agent had left). Anything else on disk is another process's.
+    @Test func diskState_ownsTheWriteBeforeTheOneInFlight_notAnOlderOneNorAForeignOne() async throws {
+        let dir = try TemporaryDirectory()
+        let db = database(in: dir)
+        let url = Sidecar.url(forDatabase: db)
+        let store = SidecarStore()
+        var first = sampleSidecar(state: .clean, hash: "a1")
+        try await store.write(first, forDatabase: db)
+        let firstBytes = try Data(contentsOf: url)
+        first.state = .dirty
+        try await store.write(first, forDatabase: db)
+        let secondBytes = try Data(contentsOf: url)
+        #expect(store.diskState(forDatabase: db) == .ownWrite)
+
+        // As if the second write's rename had not landed yet: the file holds the first.
+        try firstBytes.write(to: url)
+        #expect(store.diskState(forDatabase: db) == .ownWrite)
+
+        // A third write: the first is now two writes back, so the same bytes are someone else's.
+        first.state = .pushing
+        try await store.write(first, forDatabase: db)
+        try firstBytes.write(to: url)
+        #expect(store.diskState(forDatabase: db) == .changed(sampleSidecar(state: .clean, hash: "a1")))
+        try secondBytes.write(to: url)
+        #expect(store.diskState(forDatabase: db) == .ownWrite)
+
+        var foreign = first
+        foreign.state = .conflict
+        try SidecarFile.write(foreign, to: url, replacingUnreadable: false)
+        #expect(store.diskState(forDatabase: db) == .changed(foreign))
+    }
+
     @Test func enqueue_coalesces_toTheNewestPendingWrite() async throws {
         let dir = try TemporaryDirectory()
         let db = database(in: dir)

@@ -109,7 +109,7 @@ public actor SidecarStore {
 
     /// What the sidecar file holds now, compared with what this process last wrote to it.
     public enum DiskState: Sendable, Equatable {
-        /// The file is what this process wrote last: an echo of its own write.
+        /// The file is what this process wrote last (or just before the write in flight): an echo of its own write.
         case ownWrite
         /// Another process wrote it (or this process never did): adopt it.
         case changed(Sidecar)
@@ -373,10 +373,24 @@ final class SidecarWriteQueue: Sendable {
         var inFlight: (path: String, sidecar: Sidecar)?
         var draining = false
         var flushWaiters: [CheckedContinuation<Void, Never>] = []
-        /// A digest of the bytes last written to each file, to recognise our own writes when the
-        /// watcher reports them. A digest, not the bytes: the agent writes every sidecar at least
+        /// Digests of the bytes last written to each file, to recognise our own writes when the
+        /// watcher reports them. Digests, not the bytes: the agent writes every sidecar at least
         /// once (its start-up check), and 1,000 of them (1 to 2 KB each) stayed in memory.
-        var lastWritten: [String: Data] = [:]
+        var lastWritten: [String: OwnWrites] = [:]
+    }
+
+    /// The digests of the last two writes to one file: the write in flight, and the one before it.
+    ///
+    /// Both, because a write's digest is recorded before its rename (the watcher may report the
+    /// new file before `write` returns): until the rename lands, the file still holds the write
+    /// before, and a look at it then must not take our own older write for another process's and
+    /// adopt it (the agent would go back to a state it had left). Writes to one file never
+    /// overlap, so the file always holds one of these two while they are the last.
+    struct OwnWrites {
+        var latest: Data
+        var previous: Data?
+
+        func contains(_ digest: Data) -> Bool { digest == latest || digest == previous }
     }
 
     private let state = Mutex(State())
@@ -396,10 +410,11 @@ final class SidecarWriteQueue: Sendable {
     func holdForTesting() { queue.suspend() }
     func releaseForTesting() { queue.resume() }
 
-    /// Whether `data` is what this process wrote last to `path`.
+    /// Whether `data` is what this process wrote last to `path`, or wrote just before the write
+    /// still in flight (see ``OwnWrites``).
     func wroteLast(_ data: Data, to path: String) -> Bool {
-        guard let digest = state.withLock({ $0.lastWritten[path] }) else { return false }
-        return Data(SHA256.hash(data: data)) == digest
+        guard let own = state.withLock({ $0.lastWritten[path] }) else { return false }
+        return own.contains(Data(SHA256.hash(data: data)))
     }
 
     func pendingSidecar(for path: String) -> Sidecar? {
@@ -469,7 +484,7 @@ final class SidecarWriteQueue: Sendable {
                     // `write` returns, and it must already be recognised as ours.
                     let data = try SidecarStore.encode(pending.sidecar)
                     let digest = Data(SHA256.hash(data: data))
-                    state.withLock { $0.lastWritten[path] = digest }
+                    state.withLock { $0.lastWritten[path] = OwnWrites(latest: digest, previous: $0.lastWritten[path]?.latest) }
                     try SidecarFile.write(pending.sidecar, to: url, replacingUnreadable: pending.replacingUnreadable)
                     performed.add(1, ordering: .relaxed)
                     for waiter in pending.waiters { waiter.resume() }
