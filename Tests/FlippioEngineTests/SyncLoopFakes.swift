@@ -148,12 +148,19 @@ struct SyncLoopFixture {
     func startSync(writerActive: @escaping @Sendable () -> Bool = { false },
                    onForgotten: @escaping @Sendable (URL) async -> Void = { _ in },
                    importer: RecordingImporter? = nil) throws -> DatabaseSync {
+        let sync = try makeSync(writerActive: writerActive, onForgotten: onForgotten, importer: importer)
+        Task { await sync.run() }
+        return sync
+    }
+
+    /// A loop for the database that does not run yet (inputs sent to it wait in its queue).
+    func makeSync(writerActive: @escaping @Sendable () -> Bool = { false },
+                  onForgotten: @escaping @Sendable (URL) async -> Void = { _ in },
+                  importer: RecordingImporter? = nil) throws -> DatabaseSync {
         var dependencies = dependencies(writerActive: writerActive)
         dependencies.onForgotten = onForgotten
         dependencies.importer = importer
-        let sync = DatabaseSync(database: database, sidecar: try SidecarStore.load(forDatabase: database), dependencies: dependencies)
-        Task { await sync.run() }
-        return sync
+        return DatabaseSync(database: database, sidecar: try SidecarStore.load(forDatabase: database), dependencies: dependencies)
     }
 
     /// Waits until the code under test sleeps on the manual clock (it armed a timer), then moves
