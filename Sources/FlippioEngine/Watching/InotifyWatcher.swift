@@ -176,7 +176,8 @@ public final class InotifyWatcher: FileWatching {
     /// isolated to nothing (they run on the watcher's queue).
     private static func install(on source: any DispatchSourceRead, fd: Int32, watcher: WeakWatcher) {
         source.setEventHandler { @Sendable in
-            watcher.watcher?.drainKernelQueue()
+            guard let watcher = watcher.watcher, watcher.drainKernelQueue() else { return }
+            watcher.pauseReading()
         }
         source.setCancelHandler { @Sendable in
             _ = Glibc.close(fd)
@@ -185,18 +186,53 @@ public final class InotifyWatcher: FileWatching {
 
     private static let bufferSize = 64 * 1024
 
-    private func drainKernelQueue() {
+    /// How long the kernel queue is left alone after a read that found records, before it is read
+    /// again.
+    ///
+    /// Read as soon as it is readable, the queue yields one or two records per read during a burst
+    /// of commits (sqlite3 writes ~4 records per commit, ~20,000 a second): 28,000 reads for
+    /// 10,000 commits, each a wake-up of this queue's thread and of the consumer's task, which
+    /// cost the agent more than handling the events. Paused, a read takes what came meanwhile
+    /// (~100 records at that pace), as one batch. The first record after a quiet time is still
+    /// read at once; the next ones are at most this late, nothing next to a settle window of
+    /// hundreds of milliseconds. The kernel keeps records meanwhile (`max_queued_events`, 16,384
+    /// by default, is many pauses' worth).
+    static let readPause = DispatchTimeInterval.milliseconds(5)
+
+    /// Reads the kernel queue until it is empty; returns whether it held anything.
+    private func drainKernelQueue() -> Bool {
         withUnsafeTemporaryAllocation(byteCount: Self.bufferSize, alignment: 8) { buffer in
+            var readSome = false
             while true {
                 let count = read(fd, buffer.baseAddress, buffer.count)
                 if count < 0 {
                     if errno == EINTR { continue }
-                    return  // EAGAIN: drained; EBADF: closed
+                    return readSome  // EAGAIN: drained; EBADF: closed
                 }
-                if count == 0 { return }
+                if count == 0 { return readSome }
+                readSome = true
                 parse(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
         }
+    }
+
+    /// Stops the read source for ``readPause`` (see there). Nothing to do once closed; a close
+    /// during the pause cancels the source, whose cancel handler runs when the pause ends.
+    private func pauseReading() {
+        let suspended = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            source.suspend()  // under the lock: close() sees it either before or after
+            return true
+        }
+        guard suspended else { return }
+        // Held strongly: a watcher released meanwhile still gets its source resumed, and cancelled.
+        let paused = ReadSource(source: source)
+        queue.asyncAfter(deadline: .now() + Self.readPause) { @Sendable in paused.source.resume() }
+    }
+
+    /// The read source, to resume from a closure (DispatchSource is thread-safe but not annotated Sendable).
+    private struct ReadSource: @unchecked Sendable {
+        let source: any DispatchSourceRead
     }
 
     private static let headerSize = MemoryLayout<inotify_event>.size  // 16: wd, mask, cookie, len
