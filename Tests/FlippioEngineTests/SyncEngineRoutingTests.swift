@@ -30,6 +30,30 @@ struct SyncEngineRoutingTests {
         await engine.shutdown(grace: .seconds(5))
     }
 
+    @Test func aBatchOfEventsFromOneReadIsRouted_andBecomesOnePush() async throws {
+        let fixture = try await SyncLoopFixture()
+        let watcher = FakeWatcher()
+        let engine = engine(fixture, watcher: watcher)
+        try await engine.start()
+        Task { await engine.consumeWatchEvents() }
+        let folder = fixture.database.deletingLastPathComponent().path
+        // What a read during a burst of commits holds: the journal and the database, over and over.
+        let commit: [WatchEvent] = [.changed(directory: folder, name: "notes.db-journal"),
+                                    .changed(directory: folder, name: "notes.db"),
+                                    .changed(directory: folder, name: "other.db")]
+        watcher.send(batch: Array(repeating: commit, count: 500).flatMap { $0 })
+        let sync = try #require(await engine.sync(for: fixture.database))
+        try await waitUntil("dirty") { await sync.state == .dirty }
+        // The engine routes a batch in one turn of its actor: once it answers, the batch is routed;
+        // then the loop's queue drains, and the quiet period runs from the last change.
+        _ = await engine.trackedCount
+        try await waitUntil("every change queued handled") { await sync.inputsHandled == sync.inputsSent }
+        try await fixture.advance(by: fixture.settle, once: 2)
+        try await waitUntil("pushed") { fixture.pusher.pushes == [fixture.database] }
+        await engine.shutdown(grace: .seconds(5))
+        #expect(fixture.pusher.pushes == [fixture.database])
+    }
+
     @Test func aDeviceListRoutesToTheDatabasesOnThatDevice() async throws {
         let fixture = try await SyncLoopFixture()
         fixture.pusher.script(.failed(FlippioError(.deviceOffline, "device offline")))

@@ -75,7 +75,8 @@ final class RecordingImporter: DeviceChangeImporting, Sendable {
 }
 
 /// A watcher that records the folders it is asked to watch, refuses those listed in
-/// ``refused`` with the kernel's watch-limit error, and delivers events the test sends.
+/// ``refused`` with the kernel's watch-limit error, and delivers events the test sends (each
+/// ``send(_:)`` as a batch of one, as if each were a read of its own).
 final class FakeWatcher: FileWatching, Sendable {
     private struct State {
         var watched: Set<String> = []
@@ -83,18 +84,20 @@ final class FakeWatcher: FileWatching, Sendable {
     }
 
     private let state = Mutex(State())
-    let events: AsyncStream<WatchEvent>
-    private let continuation: AsyncStream<WatchEvent>.Continuation
+    let eventBatches: AsyncStream<[WatchEvent]>
+    private let continuation: AsyncStream<[WatchEvent]>.Continuation
 
     init() {
-        (events, continuation) = AsyncStream.makeStream(of: WatchEvent.self)
+        (eventBatches, continuation) = AsyncStream.makeStream(of: [WatchEvent].self)
     }
 
     /// Folders that fail with ENOSPC, as when `fs.inotify.max_user_watches` is used up.
     func refuse(_ folders: [URL]) { state.withLock { $0.refused = Set(folders.map(\.standardizedFileURL.path)) } }
     func allowAll() { state.withLock { $0.refused = [] } }
 
-    func send(_ event: WatchEvent) { continuation.yield(event) }
+    func send(_ event: WatchEvent) { continuation.yield([event]) }
+    /// Delivers `events` as one read of the kernel queue would.
+    func send(batch events: [WatchEvent]) { continuation.yield(events) }
 
     func watch(directory: URL) throws {
         let path = directory.standardizedFileURL.path
@@ -148,12 +151,19 @@ struct SyncLoopFixture {
     func startSync(writerActive: @escaping @Sendable () -> Bool = { false },
                    onForgotten: @escaping @Sendable (URL) async -> Void = { _ in },
                    importer: RecordingImporter? = nil) throws -> DatabaseSync {
+        let sync = try makeSync(writerActive: writerActive, onForgotten: onForgotten, importer: importer)
+        Task { await sync.run() }
+        return sync
+    }
+
+    /// A loop for the database that does not run yet (inputs sent to it wait in its queue).
+    func makeSync(writerActive: @escaping @Sendable () -> Bool = { false },
+                  onForgotten: @escaping @Sendable (URL) async -> Void = { _ in },
+                  importer: RecordingImporter? = nil) throws -> DatabaseSync {
         var dependencies = dependencies(writerActive: writerActive)
         dependencies.onForgotten = onForgotten
         dependencies.importer = importer
-        let sync = DatabaseSync(database: database, sidecar: try SidecarStore.load(forDatabase: database), dependencies: dependencies)
-        Task { await sync.run() }
-        return sync
+        return DatabaseSync(database: database, sidecar: try SidecarStore.load(forDatabase: database), dependencies: dependencies)
     }
 
     /// Waits until the code under test sleeps on the manual clock (it armed a timer), then moves

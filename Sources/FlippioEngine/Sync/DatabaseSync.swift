@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// What pushes a database: ``PushPipeline`` in the agent, a recording fake in tests.
 protocol DatabasePushing: Sendable {
@@ -89,6 +90,17 @@ actor DatabaseSync {
         case timerFired(Timer, generation: Int)
     }
 
+    /// The loop's queue, counted: what ``send(_:)`` coalesces by.
+    private struct InputQueue {
+        /// Inputs queued, and taken by the loop, since it was made.
+        var sent = 0
+        var taken = 0
+        var lastSentIsFileChange = false
+        /// The last input queued is a ``Input/fileChanged`` still in the queue (the loop takes in
+        /// order: what it has not taken is the tail, and that tail ends with the last input sent).
+        var endsWithUntakenFileChange: Bool { lastSentIsFileChange && taken < sent }
+    }
+
     enum Timer: Sendable, CaseIterable {
         /// The quiet period after the last change.
         case settle
@@ -107,6 +119,8 @@ actor DatabaseSync {
     private var machine: StateMachine
     private let inputs: AsyncStream<Input>
     private let inputContinuation: AsyncStream<Input>.Continuation
+    /// What is queued for the loop, as far as ``send(_:)`` needs to know to coalesce changes.
+    private let queue = Mutex(InputQueue())
     private var timers: [Timer: Task<Void, Never>] = [:]
     private var generations: [Timer: Int] = [:]
     /// When the latest change (re)started the quiet period: an instant of the injected clock.
@@ -153,9 +167,27 @@ actor DatabaseSync {
     var isPushing: Bool { pushTask != nil }
 
     /// Hands an input to the loop. Never blocks, never reorders.
+    ///
+    /// A ``Input/fileChanged`` sent while the last input queued is a `.fileChanged` the loop has
+    /// not taken yet is dropped: handling that one starts the quiet period no earlier than this
+    /// change, so this one would add nothing. A burst of commits is tens of thousands of events,
+    /// and each input queued resumes the loop's task (a thread wake-up) to do nothing new. Only an
+    /// adjacent one is dropped, so a change after any other input (a push's end, a sidecar
+    /// adopted from another process) is still handled after it.
     nonisolated func send(_ input: Input) {
-        inputContinuation.yield(input)
+        queue.withLock { queue in
+            let isFileChange = if case .fileChanged = input { true } else { false }
+            if isFileChange && queue.endsWithUntakenFileChange { return }
+            queue.sent += 1
+            queue.lastSentIsFileChange = isFileChange
+            // Under the lock, so that the stream's order is the order counted here.
+            inputContinuation.yield(input)
+        }
     }
+
+    /// Inputs queued since the loop was made (after coalescing), including the loop's own (timers,
+    /// a push's end). Tests wait for ``inputsHandled`` to reach it.
+    nonisolated var inputsSent: Int { queue.withLock { $0.sent } }
 
     /// Checks the database now, as ``Input/pushRequested`` does, and returns once the check is
     /// over: the push it started (or found in flight) ended, or it needed none (a conflict waits
@@ -187,6 +219,8 @@ actor DatabaseSync {
     /// The loop: handles inputs one at a time until ``stop()``.
     func run() async {
         for await input in inputs {
+            // Taken: a change from now on is queued behind it, and restarts the quiet period again.
+            queue.withLock { $0.taken += 1 }
             guard !stopped else { break }
             await handle(input)
             inputsHandled += 1

@@ -376,10 +376,11 @@ actor SyncEngine {
 
     // MARK: - Events
 
-    /// Consumes the watcher's events until it closes.
+    /// Consumes the watcher's events until it closes, a whole read of the kernel queue per
+    /// wake-up (a burst of commits is tens of thousands of events; see ``FileWatching/eventBatches``).
     func consumeWatchEvents() async {
-        for await event in dependencies.watcher.events {
-            await handle(event)
+        for await batch in dependencies.watcher.eventBatches {
+            for event in batch { await handle(event) }
         }
     }
 

@@ -27,8 +27,13 @@ public enum WatchEvent: Sendable, Hashable {
 /// - Important: watch folders, not files: editors that save by writing a temporary file and
 ///   renaming it over the original replace the inode, and a watch on the old file goes quiet.
 public protocol FileWatching: Sendable {
-    /// Every event, in kernel order. Ends after ``close()``.
-    var events: AsyncStream<WatchEvent> { get }
+    /// Every event, in kernel order, in batches: one element per read of the kernel queue, never
+    /// empty. Ends after ``close()``.
+    ///
+    /// Batches, not single events: a burst of commits is tens of thousands of events, and every
+    /// element of the stream resumes its consumer (a thread wake-up, a context switch), which
+    /// costs more than handling the event. The consumer handles a whole read per wake-up.
+    var eventBatches: AsyncStream<[WatchEvent]> { get }
     /// Starts watching one folder (not its subfolders). Watching a folder twice is harmless.
     ///
     /// - throws: ``FlippioError/Code/watchLimitReached`` when the kernel limit on watches is hit,
@@ -38,6 +43,6 @@ public protocol FileWatching: Sendable {
     func unwatch(directory: URL)
     /// The folders watched now.
     var watchedDirectories: [URL] { get }
-    /// Stops watching everything and ends ``events``.
+    /// Stops watching everything and ends ``eventBatches``.
     func close()
 }

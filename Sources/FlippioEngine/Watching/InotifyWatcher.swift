@@ -8,10 +8,11 @@ import Glibc
 /// Watches folders with Linux inotify, through the kernel API directly.
 ///
 /// One inotify instance (`inotify_init1(IN_NONBLOCK | IN_CLOEXEC)`) per watcher; a
-/// `DispatchSource` read source drains it on a private serial queue into ``events``. Watches
-/// are on folders, with create, modify, attribute, move, delete and close-for-write events:
-/// `IN_CLOSE_WRITE` alone would miss GUI tools that keep the database open, and a read-only
-/// open also closes. Identical `.changed` events within one read of the queue are merged.
+/// `DispatchSource` read source drains it on a private serial queue into ``eventBatches``, one
+/// batch per `read()` of the kernel queue, and rests ``readPause`` after a read that found
+/// something. Watches are on folders, with create, modify, attribute, move, delete and
+/// close-for-write events: `IN_CLOSE_WRITE` alone would miss GUI tools that keep the database
+/// open, and a read-only open also closes. Identical `.changed` events within one read of the queue are merged.
 ///
 /// Not libinotifytools: that library keeps process-global state, is not thread-safe, uses
 /// `select()` (which fails on descriptors ≥ 1024) and does not watch new subfolders.
@@ -21,8 +22,8 @@ import Glibc
 /// ```swift
 /// let watcher = try InotifyWatcher()
 /// try watcher.watch(directory: folder)
-/// for await event in watcher.events {
-///     if case .directoryCreated(let sub) = event { try watcher.watch(directory: sub) }
+/// for await batch in watcher.eventBatches {
+///     for case .directoryCreated(let sub) in batch { try watcher.watch(directory: sub) }
 /// }
 /// ```
 ///
@@ -35,7 +36,7 @@ public final class InotifyWatcher: FileWatching {
         | UInt32(IN_MOVED_FROM) | UInt32(IN_DELETE) | UInt32(IN_CLOSE_WRITE) | UInt32(IN_ATTRIB)
         | UInt32(IN_DELETE_SELF) | UInt32(IN_MOVE_SELF) | UInt32(IN_ONLYDIR)
 
-    public let events: AsyncStream<WatchEvent>
+    public let eventBatches: AsyncStream<[WatchEvent]>
 
     /// A watched folder: its URL and its path, both built once when the watch is added.
     private struct Folder {
@@ -48,15 +49,17 @@ public final class InotifyWatcher: FileWatching {
         var watchByPath: [String: Int32] = [:]
         var closed = false
         var suspended = false
-        /// Storage reused by every read of the kernel queue (only the watcher's queue uses it).
+        /// The events of the read being parsed (only the watcher's queue uses it). Handed to the
+        /// stream whole, so its storage is new for each read.
         var batch: [WatchEvent] = []
+        /// Storage reused by every read of the kernel queue.
         var seen = Set<WatchEvent>()
         var names = RecentNames()
     }
 
     private let fd: Int32
     private let state = Mutex(State())
-    private let continuation: AsyncStream<WatchEvent>.Continuation
+    private let continuation: AsyncStream<[WatchEvent]>.Continuation
     // DispatchSource is thread-safe (suspend/resume/cancel may be called from any thread) but not annotated Sendable.
     nonisolated(unsafe) private let source: any DispatchSourceRead
     private let queue = DispatchQueue(label: "flippio.inotify")
@@ -75,7 +78,7 @@ public final class InotifyWatcher: FileWatching {
         self.fd = fd
         // Unbounded: the kernel queue (fs.inotify.max_queued_events) is the real bound, and
         // dropping here would lose edits without an overflow signal.
-        (events, continuation) = AsyncStream.makeStream(of: WatchEvent.self, bufferingPolicy: .unbounded)
+        (eventBatches, continuation) = AsyncStream.makeStream(of: [WatchEvent].self, bufferingPolicy: .unbounded)
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         Self.install(on: source, fd: fd, watcher: WeakWatcher(self))
         source.resume()
@@ -173,7 +176,8 @@ public final class InotifyWatcher: FileWatching {
     /// isolated to nothing (they run on the watcher's queue).
     private static func install(on source: any DispatchSourceRead, fd: Int32, watcher: WeakWatcher) {
         source.setEventHandler { @Sendable in
-            watcher.watcher?.drainKernelQueue()
+            guard let watcher = watcher.watcher, watcher.drainKernelQueue() else { return }
+            watcher.pauseReading()
         }
         source.setCancelHandler { @Sendable in
             _ = Glibc.close(fd)
@@ -182,31 +186,70 @@ public final class InotifyWatcher: FileWatching {
 
     private static let bufferSize = 64 * 1024
 
-    private func drainKernelQueue() {
+    /// How long the kernel queue is left alone after a read that found records, before it is read
+    /// again.
+    ///
+    /// Read as soon as it is readable, the queue yields one or two records per read during a burst
+    /// of commits (sqlite3 writes ~4.5 records per commit, ~20,000 a second): about 28,000 reads
+    /// that found records for 10,000 commits, each a wake-up of this queue's thread and of the
+    /// consumer's task, which cost the agent more than handling the events (1.4 to 1.9 s of CPU;
+    /// with the pause, 0.3 s). Paused, a read takes what came meanwhile
+    /// (~100 records at that pace), as one batch. The first record after a quiet time is still
+    /// read at once; the next ones are at most this late, nothing next to a settle window of
+    /// hundreds of milliseconds. The kernel keeps records meanwhile (`max_queued_events`, 16,384
+    /// by default, is many pauses' worth).
+    static let readPause = DispatchTimeInterval.milliseconds(5)
+
+    /// Reads the kernel queue until it is empty; returns whether it held anything.
+    private func drainKernelQueue() -> Bool {
         withUnsafeTemporaryAllocation(byteCount: Self.bufferSize, alignment: 8) { buffer in
+            var readSome = false
             while true {
                 let count = read(fd, buffer.baseAddress, buffer.count)
                 if count < 0 {
                     if errno == EINTR { continue }
-                    return  // EAGAIN: drained; EBADF: closed
+                    return readSome  // EAGAIN: drained; EBADF: closed
                 }
-                if count == 0 { return }
+                if count == 0 { return readSome }
+                readSome = true
                 parse(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             }
         }
     }
 
+    /// Stops the read source for ``readPause`` (see there). Nothing to do once closed; a close
+    /// during the pause cancels the source, whose cancel handler runs when the pause ends.
+    private func pauseReading() {
+        let suspended = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            source.suspend()  // under the lock: close() sees it either before or after
+            return true
+        }
+        guard suspended else { return }
+        // Held strongly: a watcher released meanwhile still gets its source resumed, and cancelled.
+        let paused = ReadSource(source: source)
+        queue.asyncAfter(deadline: .now() + Self.readPause) { @Sendable in paused.source.resume() }
+    }
+
+    /// The read source, to resume from a closure (DispatchSource is thread-safe but not annotated Sendable).
+    private struct ReadSource: @unchecked Sendable {
+        let source: any DispatchSourceRead
+    }
+
     private static let headerSize = MemoryLayout<inotify_event>.size  // 16: wd, mask, cookie, len
 
-    /// Turns a buffer of variable-length `struct inotify_event` records into events and yields them.
+    /// Turns a buffer of variable-length `struct inotify_event` records into events and yields
+    /// them as one batch (none when the read held no event worth reporting).
     ///
     /// Per event of a file, nothing is allocated once the watcher has warmed up: the folder's path
-    /// comes from the watch, a name is decoded once and reused while it recurs (``RecentNames``),
-    /// and the batch storage is kept between reads. Events are yielded under the state's lock:
-    /// the stream's consumer never waits for that lock while holding the stream's.
+    /// comes from the watch and a name is decoded once and reused while it recurs
+    /// (``RecentNames``); per read, the batch's array is. The batch is yielded under the state's
+    /// lock: the stream's consumer never waits for that lock while holding the stream's.
     private func parse(_ bytes: UnsafeRawBufferPointer) {
         state.withLock { state in
-            state.batch.removeAll(keepingCapacity: true)
+            state.batch = []
+            // A file's record is at least 32 bytes (16 of header, a name padded to 16).
+            state.batch.reserveCapacity(bytes.count / (Self.headerSize + 16) + 1)
             state.seen.removeAll(keepingCapacity: true)
             var offset = 0
             while offset + Self.headerSize <= bytes.count {
@@ -221,7 +264,8 @@ public final class InotifyWatcher: FileWatching {
                 let nameBytesUsed = UnsafeRawBufferPointer(rebasing: nameBytes[0..<(nameBytes.firstIndex(of: 0) ?? nameBytes.count)])
                 handle(wd: wd, mask: mask, nameBytes: nameBytesUsed, state: &state)
             }
-            for event in state.batch { continuation.yield(event) }
+            if !state.batch.isEmpty { continuation.yield(state.batch) }
+            state.batch = []
         }
     }
 
