@@ -84,7 +84,7 @@ bench: deps
 		|| { cat ../.build-bench/benchmarks.txt; exit 1; }
 	cat .build-bench/benchmarks.txt
 	scripts/bench-e2e
-	scripts/bench-delta
+	FLIPPIO_BENCH_BIN=$(CURDIR)/Benchmarks/.build/release scripts/bench-delta
 	scripts/bench-pull
 
 clean:
