@@ -142,6 +142,41 @@ struct DeltaPushTests {
         #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT count(*), max(title) FROM notes WHERE id = 150 OR id <= 20") == "1|after vacuum\n")
     }
 
+    /// The base is adopted without an fsync: after a crash it may be empty (ext4 had not written it
+    /// yet) or hold wrong pages. Neither may reach the device: an empty base means no delta (the
+    /// whole file goes), a base with a wrong page gives a delta that carries that page too, and the
+    /// device's copy is the snapshot byte for byte either way; the edit after is a delta again.
+    @Test(.tags(.corruption, .editLost))
+    func aBaseACrashLeftEmptyOrWrong_neverReachesTheDevice_andTheNextEditIsADeltaAgain() throws {
+        let scenario = try Self.scenario(rows: 250)
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'first' WHERE id = 100")
+        #expect(try Self.push(scenario).record.viaDelta == true)
+
+        try Data().write(to: Self.base(scenario))  // as after a crash before the write-back
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'second' WHERE id = 120")
+        let afterEmpty = try Self.push(scenario)
+        #expect(afterEmpty.record.viaDelta == false)
+        try Self.expectDeviceHoldsThePush(scenario)
+
+        // A page the next edit does not touch, wrong in the base.
+        let handle = try FileHandle(forWritingTo: Self.base(scenario))
+        try handle.seek(toOffset: 50 * 4096)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 4096))
+        try handle.close()
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'third' WHERE id = 200")
+        let afterWrongPage = try Self.push(scenario)
+        #expect(afterWrongPage.record.viaDelta == true)
+        try Self.expectDeviceHoldsThePush(scenario)
+
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'fourth' WHERE id = 10")
+        let next = try Self.push(scenario)
+        #expect(next.record.viaDelta == true)
+        #expect(next.bytes < afterWrongPage.bytes, "the repaired base: only the edit's pages")
+        try Self.expectDeviceHoldsThePush(scenario)
+        #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT group_concat(title) FROM (SELECT title FROM notes WHERE id IN (10, 100, 120, 200) ORDER BY id)")
+                == "fourth,first,second,third\n")
+    }
+
     @Test func thresholdZero_alwaysPushesTheWholeFile() throws {
         let scenario = try Self.scenario(rows: 100)
         try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'x' WHERE id = 50")
