@@ -119,13 +119,16 @@ actor SyncEngine {
     /// runs after READY, and the pool opens connections on demand. A folder inotify refuses is
     /// reported and rescanned, never fatal.
     func start() async throws {
+        var steps = StepTimes()
         try FileManager.default.createDirectory(at: workspace.root, withIntermediateDirectories: true)
         // Each folder is watched before it is listed: a sidecar that appears meanwhile is either
         // listed here or reported by its watch.
         let scan = try workspace.scan { watch(directory: $0) }
         let removed = workspace.removeLeftovers(scan: scan)
         if removed > 0 { logger.info("removed \(removed) leftovers of an earlier run (snapshots, staging, temp files)") }
+        steps.lap("scan and watches")
         let summaries = await SidecarStore.loadSummaries(forDatabases: scan.databases)
+        steps.lap("sidecars")
         var followed: [(URL, Sidecar.Summary)] = []
         for (database, summary) in zip(scan.databases, summaries) {
             switch summary {
@@ -139,6 +142,7 @@ actor SyncEngine {
                 logger.error("not tracking \(database.path): \(error)")
             }
         }
+        steps.lap("tracking")
         await route(follow: followed)
         started = true
         if follower != nil {
@@ -153,6 +157,7 @@ actor SyncEngine {
             }
         }
         logger.info("\(statusLine()) in \(workspace.root.path)")
+        logger.debug("start-up: \(steps)")
         publishStatusNow()
     }
 
