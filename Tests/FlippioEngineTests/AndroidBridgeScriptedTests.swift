@@ -45,9 +45,10 @@ struct AndroidBridgeScriptedTests {
         let snapshot = dir.child("snap.db")
         try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
         let hash = try ContentHash.sha256(fileAt: snapshot)
+        let size = try Data(contentsOf: snapshot).count
         let runner = ScriptedRunner { command in
             let last = command.arguments.last ?? ""
-            if last.contains("sha256sum") { return (0, "\(hash)  \(Self.path)\n", "") }
+            if last.contains("mv -f") { return (0, "sibling 4242 \(size)\ntarget 4242 \(size)\n", "") }
             return (0, "", "")
         }
         let old = String(repeating: "b", count: 64)
@@ -71,10 +72,12 @@ struct AndroidBridgeScriptedTests {
                 + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling); "
                 + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
                 + "test -e \(sibling) || exit 3; "
-                + "rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p)")],
-            ["-s", "emulator-5554", "shell", "run-as com.example.notes sha256sum \(p)"],
+                + "stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
+                + "stat -c 'target %i %s' \(p)")],
             ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
         ])
+        #expect(!commands.contains { $0.last?.hasPrefix("run-as com.example.notes sha256sum") == true },
+                "no second whole-file hash after the rename: the script hashed the copy it renamed")
     }
 
     /// The names of the attempt that `commands` made, from its `adb push` target.
@@ -112,19 +115,22 @@ struct AndroidBridgeScriptedTests {
         #expect(commands.last?.last == "rm -f " + (try Self.names(of: commands)).staging)
     }
 
-    @Test func push_hashMismatch_isVerificationFailed_andKeepsStaging() async throws {
+    /// After the rename the target must be the copy the script hashed (same inode, the snapshot's
+    /// size); another file there, or no `stat` line, is a verification failure, retried.
+    @Test(arguments: ["sibling 4242 20\ntarget 4343 20\n", "sibling 4242 20\ntarget 4242 19\n", "sibling 4242 20\n", ""])
+    func push_targetIsNotTheCheckedCopyAfterTheRename_isVerificationFailed_andKeepsStaging(stdout: String) async throws {
         let dir = try TemporaryDirectory()
         let snapshot = dir.child("snap.db")
-        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)  // 20 bytes
         let runner = ScriptedRunner { command in
-            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(String(repeating: "0", count: 64))  \(Self.path)\n", "") }
-            return (0, "", "")
+            (0, command.arguments.last?.contains("mv -f") == true ? stdout : "", "")
         }
         let error = await #expect(throws: FlippioError.self) {
             try await bridge(runner).push(snapshot: snapshot, snapshotHash: try ContentHash.sha256(fileAt: snapshot), to: Self.db, expecting: .absent, progress: nil)
         }
         #expect(error?.code == .verificationFailed)
-        #expect(await runner.commands.count == 5, "cleanups, upload, swap, verify: the staging copy is kept for the retry")
+        #expect(error?.isRetryable == true)
+        #expect(await runner.commands.count == 4, "cleanups, upload, swap: the staging copy is kept for the retry")
     }
 
     @Test func push_quotesSpecialPaths() async throws {
@@ -134,8 +140,7 @@ struct AndroidBridgeScriptedTests {
         let hash = try ContentHash.sha256(fileAt: snapshot)
         let odd = "/data/data/com.example.notes/databases/it's $(x).db"
         let runner = ScriptedRunner { command in
-            if command.arguments.last?.contains("sha256sum") == true { return (0, "\(hash)  \(odd)\n", "") }
-            return (0, "", "")
+            (0, command.arguments.last?.contains("mv -f") == true ? "sibling 7 1\ntarget 7 1\n" : "", "")
         }
         var db = Self.db
         db.path = odd

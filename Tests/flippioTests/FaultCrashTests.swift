@@ -19,7 +19,8 @@ struct FaultCrashTests {
         case afterUpload = "after the temp file is on the device"
         /// `mv` replaced the database; the result is not verified nor recorded.
         case afterMove = "after the mv"
-        /// Verified on the device; the sidecar still says pending.
+        /// Verified on the device (by the swap's own script) and the upload removed; the sidecar
+        /// still says pending.
         case beforeSidecarWrite = "before the sidecar write"
 
         var testDescription: String { rawValue }
@@ -66,10 +67,11 @@ struct FaultCrashTests {
                 index(of: isMove) != nil && (try? scenario.hash(scenario.deviceDatabase)) != oldHash
             }
         case .beforeSidecarWrite:
+            // The swap's script checks what it renamed; then the upload is removed, last on the device.
             try await waitUntil("verified on the device\n\(first.log)", timeout: .seconds(30), poll: .milliseconds(5)) {
                 let all = requests()
                 guard let move = all.firstIndex(where: isMove) else { return false }
-                return all[(move + 1)...].contains { $0.service == "shell" && ($0.command ?? "").contains("sha256sum") }
+                return all[(move + 1)...].contains { $0.service == "shell" && ($0.command ?? "").hasPrefix("rm -f /data/local/tmp/flippio-") }
             }
         }
         first.signal(SIGKILL)

@@ -22,7 +22,7 @@ extension AndroidBridge {
     ///    `truncate -s SIZE COPY` when the file shrank (exit 5 when any of them fails), then the
     ///    swap every push shares: the copy's SHA-256 must be the snapshot's, the device must still
     ///    hold `expecting`, journals removed, `mv` over `x.db`;
-    /// 3. verify the device's hash; remove the patch.
+    /// 3. verify that the target is the checked copy (inode and size); remove the patch.
     ///
     /// The copy is written in place (`conv=notrunc`): without it toybox would cut the file at the
     /// first run's end. The target itself is never written until the rename, so a `dd` that stops
@@ -55,10 +55,8 @@ extension AndroidBridge {
         let building = copy + [writes.joined(separator: " && ") + " || exit \(Self.deltaFailedStatus)"]
         do {
             // The device copies and hashes the whole file: its time grows with the target's size.
-            // No third hash after the rename: the sibling was hashed in the same script just before.
             return try await swap(building: building, names: names, snapshotHash: snapshotHash, to: database,
-                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize,
-                                  hashAfterRename: false)
+                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize)
         } catch let error as FlippioError where error.code == .deltaUnsupported {
             Self.devicesWithoutDelta.withLock { _ = $0.insert(serial) }
             throw error
