@@ -67,11 +67,12 @@ struct FaultCrashTests {
                 index(of: isMove) != nil && (try? scenario.hash(scenario.deviceDatabase)) != oldHash
             }
         case .beforeSidecarWrite:
-            // The swap's script checks what it renamed; then the upload is removed, last on the device.
+            // The swap's script checked what it renamed; the verified push's next adb call (the
+            // upload's removal, the last one) asks for the device, and waits out the latency there.
             try await waitUntil("verified on the device\n\(first.log)", timeout: .seconds(30), poll: .milliseconds(5)) {
                 let all = requests()
                 guard let move = all.firstIndex(where: isMove) else { return false }
-                return all[(move + 1)...].contains { $0.service == "shell" && ($0.command ?? "").hasPrefix("rm -f /data/local/tmp/flippio-") }
+                return all[(move + 1)...].contains { $0.service.hasPrefix("host") }
             }
         }
         first.signal(SIGKILL)
