@@ -67,9 +67,7 @@ public enum ContentHash {
     /// SHA-256 of the file at `url`, with ``volatileHeaderRanges`` zeroed when `maskingHeader`.
     private static func sha256(of url: URL, maskingHeader: Bool) throws -> String {
         let fd = open(url.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CocoaError(.fileReadNoSuchFile, userInfo: [NSFilePathErrorKey: url.path])
-        }
+        guard fd >= 0 else { throw readError(url, errno: errno) }
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
@@ -79,7 +77,7 @@ public enum ContentHash {
             let count = pread(fd, buffer.baseAddress!, chunkSize, offset)
             if count < 0 {
                 if errno == EINTR { continue }
-                throw CocoaError(.fileReadUnknown, userInfo: [NSFilePathErrorKey: url.path])
+                throw readError(url, errno: errno)
             }
             if count == 0 { break }
             if maskingHeader && offset == 0 {
@@ -91,5 +89,17 @@ public enum ContentHash {
             offset += off_t(count)
         }
         return hex(hasher.finalize())
+    }
+
+    /// The error Foundation's file APIs give for `code`: a `CocoaError` naming the file, the
+    /// `POSIXError` underneath.
+    private static func readError(_ url: URL, errno code: Int32) -> CocoaError {
+        let kind: CocoaError.Code = switch code {
+        case ENOENT: .fileReadNoSuchFile
+        case EACCES, EPERM: .fileReadNoPermission
+        default: .fileReadUnknown
+        }
+        return CocoaError(kind, userInfo: [NSFilePathErrorKey: url.path,
+                                           NSUnderlyingErrorKey: POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)])
     }
 }
