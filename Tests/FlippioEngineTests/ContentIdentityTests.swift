@@ -72,12 +72,7 @@ struct ContentIdentityTests {
     /// side by side over a file of several reads (5 MB), the last one short.
     @Test func bothHashesOfAFileOfSeveralReads_areWhatSha256sumPrints() throws {
         let dir = try TemporaryDirectory("identity-sha")
-        let db = dir.child("big.db")
-        try Shell.sqlite(db, """
-            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
-            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1500)
-            INSERT INTO t SELECT i, randomblob(4000) FROM c;
-            """)
+        let db = try MergeFixtures.blobs(dir.child("big.db"), rows: 1500, bytes: 4000)
         var bytes = try Data(contentsOf: db)
         #expect(bytes.count > 5 << 20 && bytes.count % (1 << 20) != 0)
         let hashes = try ContentHash.hashes(ofDatabaseAt: db)

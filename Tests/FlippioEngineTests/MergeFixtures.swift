@@ -81,6 +81,17 @@ enum MergeFixtures {
         }
     }
 
+    /// A table `t(id, payload)` of `rows` random blobs of `bytes` each (with 4,000-byte blobs, one
+    /// row per 4 KiB page): a database of a chosen size, for the page-delta and hashing tests.
+    static func blobs(_ url: URL, rows: Int, bytes: Int) throws -> URL {
+        try Shell.sqlite(url, """
+            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < \(rows))
+            INSERT INTO t SELECT i, randomblob(\(bytes)) FROM c;
+            """)
+        return url
+    }
+
     /// A copy of `url` at `name` beside it (the file must not be open for writing).
     static func copy(_ url: URL, _ name: String) throws -> URL {
         let target = url.deletingLastPathComponent().appendingPathComponent(name)

@@ -27,13 +27,7 @@ struct PageDeltaTests {
     }
 
     func bigDatabase(_ dir: TemporaryDirectory) throws -> URL {
-        let url = dir.child("base.db")
-        try Shell.sqlite(url, """
-            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
-            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
-            INSERT INTO t SELECT i, randomblob(500) FROM c;
-            """)
-        return url
+        try MergeFixtures.blobs(dir.child("base.db"), rows: 2000, bytes: 500)
     }
 
     @Test func aOneRowEdit_changesAFewPages_andThePatchIsSmall() throws {
@@ -68,12 +62,7 @@ struct PageDeltaTests {
     /// read's boundary, in the short last read, and pages past the base's end are all found.
     @Test func changesAtReadBoundariesAndPastTheBasesEnd_areAllFound() throws {
         let dir = try TemporaryDirectory("delta-boundaries")
-        let base = dir.child("base.db")
-        try Shell.sqlite(base, """
-            CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);
-            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2600)
-            INSERT INTO t SELECT i, randomblob(4000) FROM c;
-            """)
+        let base = try MergeFixtures.blobs(dir.child("base.db"), rows: 2600, bytes: 4000)
         var bytes = try Data(contentsOf: base)
         let pageSize = 4096
         let pages = bytes.count / pageSize

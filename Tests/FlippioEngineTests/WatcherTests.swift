@@ -53,6 +53,14 @@ struct WatcherTests {
             index.track(db)
         }
 
+        /// Creates a file for each of `names` while the watcher does not read, so that all their
+        /// records wait in the kernel's queue together; then lets it read.
+        func writeWhileNotReading(_ names: [String]) throws {
+            watcher.suspendReading()
+            for name in names { try Data("x".utf8).write(to: dir.child(name)) }
+            watcher.resumeReading()
+        }
+
         /// The databases the events so far map to (ignored events dropped).
         var databasesTouched: Set<URL> {
             Set(log.all.compactMap { event in
@@ -182,12 +190,10 @@ struct WatcherTests {
 
     @Test func oneReadArrivesAsOneBatch_inKernelOrder_withIdenticalChangesMerged() async throws {
         let f = try Fixture()
-        f.watcher.suspendReading()
         // Created, written and closed: three records per file, all queued before anything is read,
         // about 9 KB: one read of the 64 KB buffer.
         let names = (0..<100).map { String(format: "file-%03d", $0) }
-        for name in names { try Data("x".utf8).write(to: f.dir.child(name)) }
-        f.watcher.resumeReading()
+        try f.writeWhileNotReading(names)
         try await waitUntil("events for every file") { Set(f.log.all.compactMap(\.changedName)).isSuperset(of: names) }
         let batches = f.log.batches
         #expect(batches.count == 1, "one read, one batch: \(batches.map(\.count))")
@@ -198,12 +204,10 @@ struct WatcherTests {
         let limit = try #require(InotifyLimits.current().maxQueuedEvents)
         try #require(limit >= 4000, "max_queued_events \(limit) is too small for this test")
         let f = try Fixture()
-        f.watcher.suspendReading()
         // 1,000 files × 3 records × 64 bytes (a 40-byte name padded to 48, and the header): about
         // 190 KB, so several reads of the 64 KB buffer.
         let names = (0..<1000).map { String(format: "a-file-with-a-forty-byte-long-name-%04d", $0) }
-        for name in names { try Data("x".utf8).write(to: f.dir.child(name)) }
-        f.watcher.resumeReading()
+        try f.writeWhileNotReading(names)
         try await waitUntil("events for every file") { Set(f.log.all.compactMap(\.changedName)).isSuperset(of: names) }
         let batches = f.log.batches
         #expect(batches.count > 1, "more than one read")

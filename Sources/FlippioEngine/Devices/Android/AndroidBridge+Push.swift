@@ -201,12 +201,11 @@ extension AndroidBridge {
         }
     }
 
-    /// `stat -c` format of the lines the swap prints around its rename when it is not verified by
-    /// hash: `sibling|target INODE SIZE`.
+    /// `stat -c` format of the lines the swap prints around its rename: `sibling|target INODE SIZE`.
     static func renamedFormat(_ which: String) -> String { "\(which) %i %s" }
 
-    /// Checks the `stat` lines of a swap without a hash after the rename: the target is the sibling
-    /// (same inode) and has `size` bytes (when known).
+    /// Checks the `stat` lines a swap prints around its rename: the target is the sibling (same
+    /// inode) and has `size` bytes (when known).
     ///
     /// - throws: ``FlippioError/Code/verificationFailed``.
     static func checkRenamed(_ output: String, size: Int64?, path: String, subject: AndroidErrors.Subject) throws {
