@@ -83,3 +83,29 @@ const unsigned char *fl_value_text(sqlite3_value *value) { return sqlite3_value_
 int fl_value_bytes(sqlite3_value *value) { return sqlite3_value_bytes(value); }
 
 const char *fl_errmsg(sqlite3 *db) { return sqlite3_errmsg(db); }
+
+// MARK: the main database file
+
+static sqlite3_file *fl_main_file(sqlite3 *db) {
+    sqlite3_file *file = 0;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &file) != SQLITE_OK) return 0;
+    if (file == 0 || file->pMethods == 0) return 0;
+    return file;
+}
+
+int fl_main_file_read(sqlite3 *db, void *buffer, int amount, long long offset) {
+    sqlite3_file *file = fl_main_file(db);
+    if (file == 0) return SQLITE_MISUSE;
+    return file->pMethods->xRead(file, buffer, amount, offset);
+}
+
+int fl_main_file_size(sqlite3 *db, long long *size) {
+    sqlite3_file *file = fl_main_file(db);
+    if (file == 0) return SQLITE_MISUSE;
+    sqlite3_int64 value = 0;
+    int rc = file->pMethods->xFileSize(file, &value);
+    *size = value;
+    return rc;
+}
+
+int fl_libversion_number(void) { return sqlite3_libversion_number(); }

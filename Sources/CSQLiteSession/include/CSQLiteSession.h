@@ -92,4 +92,18 @@ int fl_value_bytes(struct sqlite3_value *value);
 
 const char *fl_errmsg(struct sqlite3 *db);
 
+// MARK: the main database file, through SQLite's own handle
+
+/// Reads `amount` bytes at `offset` of the "main" database file of `db` through the VFS's `xRead`
+/// on the connection's own file handle (`SQLITE_FCNTL_FILE_POINTER`): no second descriptor, so
+/// no POSIX lock of the process is dropped. Returns FL_SQLITE_OK, FL_SQLITE_IOERR_SHORT_READ (the
+/// rest of the buffer zeroed), or another SQLite error code.
+int fl_main_file_read(struct sqlite3 *db, void *buffer, int amount, long long offset);
+/// The size in bytes of the "main" database file of `db`, through the same handle.
+int fl_main_file_size(struct sqlite3 *db, long long *size);
+/// `SQLITE_VERSION_NUMBER` of the library linked (what SQLite writes at offset 96 of a file).
+int fl_libversion_number(void);
+
+enum { FL_SQLITE_IOERR_SHORT_READ = 522 };
+
 #endif

@@ -197,6 +197,10 @@ public struct Snapshotter: Sendable {
         do {
             switch method {
             case .backup:
+                // A rollback-journal file is copied 4 MiB at a time under the connection's read
+                // lock, to the same bytes the backup API would write (``PageCopy``); a WAL file, or
+                // one it declines, page by page by the backup API.
+                if try PageCopy.copy(connection, to: temporary) != nil { return }
                 let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
                 // A new private file, deleted on any failure and never trusted without its hash: no
                 // rollback journal and no fsync per commit while it is filled (with them the copy

@@ -210,16 +210,35 @@ public struct PageDelta: Sendable, Equatable, Codable {
         }
     }
 
+    /// Writes the changed pages from `snapshot` into `file` (a copy of the base) in place, and
+    /// sets its size: afterwards `file` is byte-identical to the snapshot. Not synced.
+    ///
+    /// - throws: ``FlippioError/Code/verificationFailed`` when the snapshot is shorter than the
+    ///   runs say; ``FlippioError/Code/workspaceWriteFailed``.
+    public func writePages(from snapshot: URL, into file: URL) throws {
+        let input = try ContentIdentity.open(snapshot)
+        defer { try? input.close() }
+        guard let output = try? FileHandle(forUpdating: file) else {
+            throw FlippioError.workspaceWriteFailed(path: file.path, errno: ENOENT)
+        }
+        defer { try? output.close() }
+        try copyRuns(from: input, page: \.firstPage, to: output, page: \.firstPage, path: file.path, sync: false) {
+            FlippioError(.verificationFailed, "\(snapshot.path) is shorter than its page delta.",
+                         remedy: "Push the whole file instead.", context: ["path": snapshot.path])
+        }
+    }
+
     /// Bytes in `run` (the file's last page may be short).
     private func byteCount(_ run: Run) -> Int64 {
         min(Int64(run.count) * Int64(pageSize), targetSize - Int64(run.firstPage) * Int64(pageSize))
     }
 
     /// Copies each run from `input` at page `inputPage` to `output` at page `outputPage` (appended
-    /// when nil); then sets `output`'s size to ``targetSize`` when writing in place, and syncs.
+    /// when nil); then sets `output`'s size to ``targetSize`` when writing in place, and syncs
+    /// unless told not to.
     private func copyRuns(from input: FileHandle, page inputPage: KeyPath<Run, Int>,
                           to output: FileHandle, page outputPage: KeyPath<Run, Int>?,
-                          path: String, short: () -> FlippioError) throws {
+                          path: String, sync: Bool = true, short: () -> FlippioError) throws {
         do {
             for run in runs {
                 try input.seek(toOffset: UInt64(run[keyPath: inputPage]) * UInt64(pageSize))
@@ -229,7 +248,7 @@ public struct PageDelta: Sendable, Equatable, Codable {
                 try output.write(contentsOf: bytes)
             }
             if outputPage != nil { try output.truncate(atOffset: UInt64(targetSize)) }
-            try output.synchronize()
+            if sync { try output.synchronize() }
         } catch let error as FlippioError {
             throw error
         } catch {

@@ -9,7 +9,15 @@ extension PushPipeline {
         var fingerprint: DeviceFingerprint
         /// Bytes uploaded: the patch for a delta, the whole file otherwise.
         var bytes: Int64
-        var viaDelta: Bool
+        /// The page delta that was sent (computed against the base), nil for a whole file.
+        var delta: PageDelta?
+        var viaDelta: Bool { delta != nil }
+
+        init(fingerprint: DeviceFingerprint, bytes: Int64, delta: PageDelta? = nil) {
+            self.fingerprint = fingerprint
+            self.bytes = bytes
+            self.delta = delta
+        }
     }
 
     /// Sends only the pages that differ from the base when that is safe and worth it; nil means
@@ -141,7 +149,7 @@ extension PushPipeline {
             logger.debug("push: page delta applied", metadata: [
                 "pages": "\(delta.changedPages)", "runs": "\(delta.runs.count)",
                 "bytes": "\(delta.patchSize)", "fileBytes": "\(upload.size)"])
-            return Sent(fingerprint: fingerprint, bytes: delta.patchSize, viaDelta: true)
+            return Sent(fingerprint: fingerprint, bytes: delta.patchSize, delta: delta)
         } catch let error as FlippioError where error.code == .conflict {
             throw error
         } catch let error as FlippioError where error.code == .deltaUnsupported {

@@ -253,13 +253,13 @@ public struct PushPipeline: Sendable {
                     try await bridge.push(snapshot: upload.file, snapshotHash: upload.fileHash, to: remote,
                                           expecting: expectedAtSwap, progress: nil)
                 }
-                sent = Sent(fingerprint: fingerprint, bytes: upload.size, viaDelta: false)
+                sent = Sent(fingerprint: fingerprint, bytes: upload.size)
             }
         } catch let error as FlippioError where error.code == .conflict {
             // A retry after an attempt whose rename landed (its verification was cut off) finds
             // our own file: that is the push done, not a conflict.
             if let now = try? await bridge.fingerprint(remote), now == DeviceFingerprint(mainHash: upload.fileHash) {
-                sent = Sent(fingerprint: now, bytes: upload.size, viaDelta: false)
+                sent = Sent(fingerprint: now, bytes: upload.size)
             } else {
                 logger.notice("the app wrote its copy during the push; nothing was replaced", metadata: ["error": "\(error.message)"])
                 sidecar.pendingPushHash = nil
@@ -295,7 +295,12 @@ public struct PushPipeline: Sendable {
         logger.info(sent.viaDelta ? "pushed by page delta" : "pushed the whole file",
                     metadata: ["bytesSent": "\(sent.bytes)", "fileBytes": "\(upload.size)", "ms": "\(record.durationMilliseconds)"])
         let bases = BaseStore(workspace: workspace)
-        if merge == nil {
+        if let delta = sent.delta, merge == nil {
+            // The device took the pages that differ from the base: so does the base, in place.
+            // The snapshot is then deleted before the kernel writes it out (a snapshot adopted as
+            // the base was 200 MB of disk writes per push, which slowed the next snapshot's copy).
+            try bases.update(with: delta, from: upload.file, for: remote)
+        } else if merge == nil {
             // The snapshot is not read again (only a merge brings its rows into the local copy):
             // it becomes the base as it is, without another copy of the whole file.
             try bases.adopt(upload.file, for: remote)

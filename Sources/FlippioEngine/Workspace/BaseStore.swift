@@ -87,6 +87,27 @@ public struct BaseStore: Sendable {
         unlink(file.path)
     }
 
+    /// Writes the pages of `delta` from `snapshot` into the base of `database`, in place, after
+    /// the device took the same delta: the base is then byte for byte the snapshot, and only the
+    /// changed pages were written. `delta` must have been computed against this base.
+    ///
+    /// Not synced, like ``adopt(_:for:)``: a crash half-way leaves a base whose hash is not the
+    /// sidecar's, which is then not trusted (a whole-file push, or a conflict copy instead of a
+    /// merge). When the write fails, the snapshot is adopted instead.
+    ///
+    /// - throws: ``FlippioError/Code/workspaceWriteFailed``.
+    public func update(with delta: PageDelta, from snapshot: URL, for database: RemoteDatabase) throws {
+        let target = url(for: database)
+        do {
+            guard try ContentIdentity.fileSize(target) == delta.baseSize else {
+                throw FlippioError.workspaceWriteFailed(path: target.path, errno: ESTALE)
+            }
+            try delta.writePages(from: snapshot, into: target)
+        } catch {
+            try adopt(snapshot, for: database)
+        }
+    }
+
     /// Removes the base of `database` (`flippio forget`).
     public func remove(for database: RemoteDatabase) {
         unlink(url(for: database).path)
