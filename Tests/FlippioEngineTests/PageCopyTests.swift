@@ -30,10 +30,12 @@ struct PageCopyTests {
         let connection = try DatabaseQueue(path: db.path)
 
         let copied = dir.child("copied.db")
-        let size = try PageCopy.copy(connection, to: copied)
+        let copy = try #require(try PageCopy.copy(connection, to: copied))
         let backedUp = try Self.backup(connection, to: dir.child("backed-up.db"))
 
-        #expect(size == Int64(DBFixtures.size(db)))
+        #expect(copy.size == Int64(DBFixtures.size(db)))
+        #expect(copy.fileHash == (try ContentHash.sha256(fileAt: backedUp)))
+        #expect(copy.contentHash == (try ContentHash.sha256(databaseAt: backedUp)))
         #expect(try Data(contentsOf: copied) == (try Data(contentsOf: backedUp)))
         #expect(try Data(contentsOf: copied) != (try Data(contentsOf: db)), "the header is the copy's own, not the original's")
         #expect(try Shell.sqlite(copied, "PRAGMA quick_check;") == "ok\n")
@@ -50,7 +52,7 @@ struct PageCopyTests {
         let connection = try DatabaseQueue(path: db.path)
 
         let copied = dir.child("copied.db")
-        #expect(try PageCopy.copy(connection, to: copied) == Int64(DBFixtures.size(db)))
+        #expect(try PageCopy.copy(connection, to: copied)?.size == Int64(DBFixtures.size(db)))
         #expect(try Data(contentsOf: copied) == (try Data(contentsOf: Self.backup(connection, to: dir.child("backed-up.db")))))
     }
 

@@ -33,17 +33,27 @@ import Glibc
 /// that does not match the file's size, 1 GiB or more (the backup API skips the page holding the
 /// lock byte at offset 2³⁰), an unknown header.
 enum PageCopy {
-    /// How much one `xRead` takes.
-    static let chunkSize = 4 << 20
     /// Files from this size on hold SQLite's lock-byte page, which the backup API does not copy.
     static let lockBytePageOffset: Int64 = 1 << 30
 
-    /// Copies the main file of the database `db` is connected to into the new file `destination`.
+    /// What a copy wrote.
+    struct Copied: Sendable, Equatable {
+        /// The copy's size in bytes.
+        var size: Int64
+        /// ``ContentHash/sha256(databaseAt:)`` of the copy.
+        var contentHash: String
+        /// ``ContentHash/sha256(fileAt:)`` of the copy.
+        var fileHash: String
+    }
+
+    /// Copies the main file of the database `connection` is connected to into the new file
+    /// `destination`, and hashes the copy on the way (both hashes, each on a thread of its own,
+    /// from the bytes in memory: no second read of the copy).
     ///
-    /// - returns: the copy's size in bytes, or nil when the database is not one this copy makes
+    /// - returns: the copy's size and hashes, or nil when the database is not one this copy makes
     ///   (see ``PageCopy``); `destination` is then not created.
     /// - throws: a `DatabaseError` from SQLite (busy, I/O), ``FlippioError/Code/workspaceWriteFailed``.
-    static func copy(_ connection: DatabaseQueue, to destination: URL) throws -> Int64? {
+    static func copy(_ connection: DatabaseQueue, to destination: URL) throws -> Copied? {
         try connection.read { db in
             // A statement reading the schema takes the SHARED lock, which the read transaction
             // then keeps until it ends (after the last byte is read).
@@ -52,22 +62,23 @@ enum PageCopy {
         }
     }
 
-    private static func copyLocked(_ db: Database, to destination: URL) throws -> Int64? {
+    private static func copyLocked(_ db: Database, to destination: URL) throws -> Copied? {
         guard let handle = db.sqliteConnection else { return nil }
         var fileSize: Int64 = 0
         guard fl_main_file_size(handle, &fileSize) == FL_SQLITE_OK,
               fileSize >= Int64(SQLiteHeader.length), fileSize < lockBytePageOffset else { return nil }
-
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        func read(_ count: Int, at offset: Int64) throws {
+        let pipeline = HashingPipeline()
+        defer { pipeline.finish() }
+        func read(_ count: Int, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
             let rc = fl_main_file_read(handle, buffer.baseAddress!, Int32(count), offset)
             guard rc == FL_SQLITE_OK else {
                 throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: "reading the database file at \(offset)")
             }
         }
 
-        try read(Int(min(Int64(chunkSize), fileSize)), at: 0)
+        var buffer = pipeline.nextBuffer()
+        let firstCount = Int(min(Int64(pipeline.chunkSize), fileSize))
+        try read(firstCount, at: 0, into: buffer)
         guard let pageCount = pageCount(header: UnsafeRawBufferPointer(buffer), fileSize: fileSize) else { return nil }
         setBackupHeader(buffer, pageCount: pageCount)
 
@@ -77,8 +88,11 @@ enum PageCopy {
         defer { if !closed { close(fd) } }
         var offset: Int64 = 0
         while offset < fileSize {
-            let count = Int(min(Int64(chunkSize), fileSize - offset))
-            if offset > 0 { try read(count, at: offset) }
+            let count = Int(min(Int64(pipeline.chunkSize), fileSize - offset))
+            if offset > 0 {
+                buffer = pipeline.nextBuffer()
+                try read(count, at: offset, into: buffer)
+            }
             var written = 0
             while written < count {
                 let n = pwrite(fd, buffer.baseAddress! + written, count - written, off_t(offset) + off_t(written))
@@ -86,11 +100,13 @@ enum PageCopy {
                 guard n > 0 else { throw FlippioError.workspaceWriteFailed(path: destination.path, errno: n < 0 ? errno : EIO) }
                 written += n
             }
+            pipeline.hash(count)
             offset += Int64(count)
         }
         closed = true
         guard close(fd) == 0 else { throw FlippioError.workspaceWriteFailed(path: destination.path, errno: errno) }
-        return fileSize
+        let (content, file) = pipeline.finish()
+        return Copied(size: fileSize, contentHash: content, fileHash: file)
     }
 
     /// The page count the backup API would copy, when the file is a rollback-journal database of

@@ -118,6 +118,7 @@ public struct Snapshotter: Sendable {
         // (the user's next commit) is copied again at once, a few times, before it is a retry.
         var attempt = 0
         var steps = StepTimes()
+        var copied: PageCopy.Copied?
         while true {
             attempt += 1
             Self.remove(temporary)  // VACUUM INTO needs a new file
@@ -130,7 +131,7 @@ public struct Snapshotter: Sendable {
                     context: ["path": source])
             }
             do {
-                try copy(connection, to: temporary, source: source)
+                copied = try copy(connection, to: temporary, source: source)
                 afterCopyForTesting?()
                 if Self.changed(source, since: before) {
                     if attempt < Self.copyAttempts { continue }
@@ -153,11 +154,21 @@ public struct Snapshotter: Sendable {
                 throw error
             }
         }
-        steps.lap("copy")
-        // The copy is complete and nothing writes it any more: check it and hash it side by side
-        // (three whole-file passes, on as many threads; the file is in the page cache).
-        let (tableRowCounts, hash) = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy)
-        steps.lap(checksCopy ? "quick_check and hashes" : "hashes")
+        let tableRowCounts: [String: Int]
+        let hash: (content: String, file: String)
+        if let copied {
+            // Copied by pages, hashed on the way: only the check is left.
+            steps.lap("copy and hashes")
+            hash = (copied.contentHash, copied.fileHash)
+            tableRowCounts = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy, hash: false).rowCounts
+            steps.lap("quick_check")
+        } else {
+            steps.lap("copy")
+            // The copy is complete and nothing writes it any more: check it and hash it side by
+            // side (three whole-file passes, on as many threads; the file is in the page cache).
+            (tableRowCounts, hash) = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy, hash: true)
+            steps.lap(checksCopy ? "quick_check and hashes" : "hashes")
+        }
         // Not fsynced: a snapshot is a transient file that is sent, then kept as the base, and
         // neither is trusted without its hash (the device checks the SHA-256 of what it received;
         // a base is re-hashed before a merge, and a page delta against a damaged base fails the
@@ -193,14 +204,15 @@ public struct Snapshotter: Sendable {
 
     // MARK: - Private
 
-    private func copy(_ connection: DatabaseQueue, to temporary: URL, source: String) throws {
+    /// Copies the database into `temporary`; the copy's hashes when it was copied by pages.
+    private func copy(_ connection: DatabaseQueue, to temporary: URL, source: String) throws -> PageCopy.Copied? {
         do {
             switch method {
             case .backup:
-                // A rollback-journal file is copied 4 MiB at a time under the connection's read
-                // lock, to the same bytes the backup API would write (``PageCopy``); a WAL file, or
-                // one it declines, page by page by the backup API.
-                if try PageCopy.copy(connection, to: temporary) != nil { return }
+                // A rollback-journal file is copied a chunk at a time under the connection's read
+                // lock, to the same bytes the backup API would write, and hashed on the way
+                // (``PageCopy``); a WAL file, or one it declines, page by page by the backup API.
+                if let copied = try PageCopy.copy(connection, to: temporary) { return copied }
                 let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
                 // A new private file, deleted on any failure and never trusted without its hash: no
                 // rollback journal and no fsync per commit while it is filled (with them the copy
@@ -217,6 +229,7 @@ public struct Snapshotter: Sendable {
                     try db.execute(sql: "VACUUM INTO ?", arguments: [temporary.path])
                 }
             }
+            return nil
         } catch {
             throw FlippioError.database(error, path: source, action: "snapshot")
         }
@@ -262,13 +275,15 @@ public struct Snapshotter: Sendable {
     }
 
     /// `quick_check` and row counts of the finished copy (unless `check` is false), and its two
-    /// hashes, on three threads: each is a whole pass over the file, and none needs another.
-    private static func checkAndHash(_ file: URL, what: String, check: Bool)
+    /// hashes (unless `hash` is false), on three threads: each is a whole pass over the file, and
+    /// none needs another.
+    private static func checkAndHash(_ file: URL, what: String, check: Bool, hash hashing: Bool)
         throws -> (rowCounts: [String: Int], hash: (content: String, file: String)) {
         let counts = Mutex<Result<[String: Int], any Error>>(.success([:]))
         let hash = Mutex<Result<(content: String, file: String), any Error>?>(nil)
         DispatchQueue.concurrentPerform(iterations: 2) { part in
             if part == 0 {
+                guard hashing else { return }
                 let result = Result { try ContentHash.hashes(ofDatabaseAt: file) }
                 hash.withLock { $0 = result }
             } else if check {
@@ -289,6 +304,7 @@ public struct Snapshotter: Sendable {
         do { rowCounts = try counts.withLock { $0 }.get() } catch {
             throw FlippioError.database(error, path: file.path, action: "check the snapshot")
         }
+        guard hashing else { return (rowCounts, ("", "")) }
         guard let hashes = try? hash.withLock({ $0 })?.get() else {
             throw FlippioError.workspaceWriteFailed(path: file.path, errno: EIO)
         }
