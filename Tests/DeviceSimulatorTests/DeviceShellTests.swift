@@ -46,6 +46,31 @@ import TestSupport
         #expect(err.hasPrefix("/system/bin/sh: syntax error"))
     }
 
+    @Test func parse_anAmpersandSendsTheWholeAndOrListToTheBackground() throws {
+        let steps = try ShellSyntax.parse("a; b || c & d && e")
+        #expect(steps.map(\.background) == [false, true, true, false, false])
+        #expect(steps.map(\.connector) == [.sequence, .sequence, .or, .sequence, .and])
+        #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("& echo") }
+        // `a &; b` is a syntax error in mksh (and every sh); `a &` then a new line is not.
+        #expect(throws: ShellSyntax.SyntaxError.self) { try ShellSyntax.parse("a &; b") }
+        #expect(try ShellSyntax.parse("a &\nb").map(\.background) == [true, false])
+    }
+
+    @Test func backgroundListsRunAndWaitWaitsForThem() throws {
+        // `list &` runs the whole list (the `||` too) in a copy of the shell; `$?` after it is 0;
+        // `wait` returns once it ended; output of both reaches the client.
+        let (status, out, _) = try run("X=1; test -e /sdcard/none || echo \"job $X\" > /sdcard/job.txt & echo $?; wait; cat /sdcard/job.txt")
+        #expect(status == 0)
+        #expect(out == "0\njob 1\n")
+        // A job's variables stay in its copy of the shell.
+        #expect(try run("Y=1; Y=2 & wait; echo $Y").1 == "1\n")
+        // The script ends (here by `exit`) only after its jobs: their output and files are there.
+        let ended = try run("echo out > /sdcard/late.txt & exit 3")
+        #expect(ended.0 == 3)
+        #expect(try run("cat /sdcard/late.txt").1 == "out\n")
+        #expect(try run("echo a & echo b & wait").1.split(separator: "\n").sorted() == ["a", "b"])
+    }
+
     @Test func variablesAndExitStatus() throws {
         #expect(try run("false; echo $?").1 == "1\n")
         #expect(try run("X=5; echo \"x=$X\" '$X'").1 == "x=5 $X\n")

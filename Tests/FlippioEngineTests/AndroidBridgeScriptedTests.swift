@@ -68,8 +68,8 @@ struct AndroidBridgeScriptedTests {
             ["-s", "emulator-5554", "push", snapshot.path, staging],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
                 "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
-                + "sha256sum \(sibling) | grep -q '^\(hash) ' || rm -f \(sibling); test -e \(sibling) || exit 4; "
-                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling); "
+                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling) & "
+                + "sha256sum \(sibling) | grep -q '^\(hash) ' || exit 4; wait; "
                 + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
                 + "test -e \(sibling) || exit 3; "
                 + "stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "

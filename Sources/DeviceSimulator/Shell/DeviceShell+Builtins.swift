@@ -16,6 +16,7 @@ extension DeviceShell {
         switch name {
         // shell builtins
         case "true", ":": return { _, _ in 0 }
+        case "wait": return { [self] _, _ in jobs.waitAll(); return 0 }
         case "false": return { _, _ in 1 }
         case "exit": return exitCommand
         case "cd": return cd

@@ -22,6 +22,8 @@ final class DeviceShell {
     let hungUp: () -> Bool
 
     var fs: DeviceFileSystem { DeviceFileSystem(device: device, user: user) }
+    /// Background jobs (`list &`) of this shell, for `wait`.
+    let jobs = ShellJobs()
 
     init(device: SimulatedDevice, user: DeviceUser = .shell, cwd: String = "/", cancelled: @escaping () -> Bool = { false },
          hungUp: @escaping () -> Bool = { false }) {
@@ -65,19 +67,53 @@ final class DeviceShell {
             try io.err("/system/bin/sh: \(error.message)\n")
             return 1
         }
+        return try runSteps(steps, io: io)
+    }
+
+    /// Runs parsed steps (a script, or a background list in a copy of the shell); `exit` ends them.
+    func runSteps(_ steps: [ShellSyntax.Step], io: ShellIO) throws -> Int32 {
+        // Background lists write to the same client as the script: one write at a time.
+        let io = steps.contains(where: \.background) ? io.serialized() : io
+        // As with adbd, the command ends when everything holding its output has ended: jobs
+        // still running when the script exits are waited for.
+        defer { jobs.waitAll() }
         do {
-            for step in steps {
-                switch step.connector {
-                case .and where lastStatus != 0: continue
-                case .or where lastStatus == 0: continue
-                default: break
+            var index = 0
+            while index < steps.count {
+                if steps[index].background {
+                    var end = index + 1
+                    while end < steps.count, steps[end].background, steps[end].connector != .sequence { end += 1 }
+                    startJob(Array(steps[index..<end]), io: io)
+                    lastStatus = 0
+                    index = end
+                    continue
                 }
-                lastStatus = try runPipeline(step.pipeline, io: io)
+                try runStep(steps[index], io: io)
+                index += 1
             }
         } catch let exit as ShellExit {
             lastStatus = exit.status
         }
         return lastStatus
+    }
+
+    private func runStep(_ step: ShellSyntax.Step, io: ShellIO) throws {
+        switch step.connector {
+        case .and where lastStatus != 0: return
+        case .or where lastStatus == 0: return
+        default: break
+        }
+        lastStatus = try runPipeline(step.pipeline, io: io)
+    }
+
+    /// Runs an and-or list on a thread of its own, in a copy of this shell (its variables and
+    /// folder), as mksh runs `list &` in a subshell.
+    private func startJob(_ steps: [ShellSyntax.Step], io: ShellIO) {
+        let job = child(user: user, cwd: cwd)
+        job.variables = variables
+        job.lastStatus = lastStatus
+        let box = JobBox(job: job, steps: steps, io: io)
+        jobs.start { box.run() }
     }
 
     private func runPipeline(_ commands: [ShellSyntax.Command], io: ShellIO) throws -> Int32 {
@@ -313,5 +349,42 @@ final class DeviceShell {
 
     func resolve(_ path: String, followLast: Bool = true) throws -> DeviceFileSystem.Resolved {
         try fs.resolve(path, cwd: cwd, followLast: followLast)
+    }
+}
+
+/// The background jobs of a shell: each an and-or list on a thread of its own.
+final class ShellJobs: @unchecked Sendable {
+    private let group = DispatchGroup()
+
+    func start(_ body: @escaping @Sendable () -> Void) {
+        group.enter()
+        Thread { [group] in
+            body()
+            group.leave()
+        }.start()
+    }
+
+    /// `wait`: until every job started so far has ended.
+    func waitAll() {
+        group.wait()
+    }
+}
+
+/// One background list and the shell copy it runs in (handed to its thread whole).
+private final class JobBox: @unchecked Sendable {
+    let job: DeviceShell
+    let steps: [ShellSyntax.Step]
+    let io: ShellIO
+    init(job: DeviceShell, steps: [ShellSyntax.Step], io: ShellIO) {
+        self.job = job
+        self.steps = steps
+        self.io = io
+    }
+
+    func run() {
+        var steps = steps
+        for index in steps.indices { steps[index].background = false }
+        // An error (the client gone) ends the job, as a closed pipe ends a background process.
+        _ = try? job.runSteps(steps, io: io)
     }
 }

@@ -162,4 +162,23 @@ struct ShellIO {
 
     func out(_ s: String) throws { try stdout.write(s) }
     func err(_ s: String) throws { try stderr.write(s) }
+
+    /// The same streams, written one write at a time (for a script with background jobs).
+    func serialized() -> ShellIO {
+        if stdout is LockedSink { return self }
+        let lock = NSLock()
+        return ShellIO(stdin: stdin, stdout: LockedSink(stdout, lock), stderr: LockedSink(stderr, lock))
+    }
+}
+
+/// Another sink behind a lock shared by the streams of one connection: a write lands whole.
+final class LockedSink: OutputSink {
+    let inner: OutputSink
+    let lock: NSLock
+    init(_ inner: OutputSink, _ lock: NSLock) {
+        self.inner = inner
+        self.lock = lock
+    }
+    override func write(_ bytes: UnsafeRawBufferPointer) throws { try lock.withLock { try inner.write(bytes) } }
+    override func close() { inner.close() }
 }

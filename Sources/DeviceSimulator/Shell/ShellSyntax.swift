@@ -1,5 +1,6 @@
 /// The part of mksh (`/system/bin/sh`) that adb users type: words with quotes and escapes,
-/// `$VAR`/`$?`, `;` `&&` `||` `|`, redirections, unquoted globs, `#` comments.
+/// `$VAR`/`$?`, `;` `&&` `||` `|`, `&` (a list run in the background, `wait` for it),
+/// redirections, unquoted globs, `#` comments.
 ///
 /// Parsing is separate from running: variables and globs are expanded when a command runs.
 enum ShellSyntax {
@@ -32,6 +33,8 @@ enum ShellSyntax {
     struct Step: Equatable {
         var connector: Connector
         var pipeline: [Command]
+        /// Part of an and-or list ended by `&`: the whole list runs in the background.
+        var background = false
     }
 
     struct SyntaxError: Error, Equatable { let message: String }
@@ -96,7 +99,7 @@ enum ShellSyntax {
             case " ", "\t":
                 endWord(); i += 1
             case "\n":
-                endWord(); tokens.append(.op(";")); i += 1
+                endWord(); tokens.append(.op("\n")); i += 1
             case "#" where !inWord:
                 while i < chars.count && chars[i] != "\n" { i += 1 }
             case "'":
@@ -156,7 +159,7 @@ enum ShellSyntax {
             case "&":
                 endWord()
                 if i + 1 < chars.count && chars[i + 1] == "&" { tokens.append(.op("&&")); i += 2 }
-                else { tokens.append(.op(";")); i += 1 }   // no job control: run in the foreground
+                else { tokens.append(.op("&")); i += 1 }
             case "|":
                 endWord()
                 if i + 1 < chars.count && chars[i + 1] == "|" { tokens.append(.op("||")); i += 2 }
@@ -236,14 +239,26 @@ enum ShellSyntax {
                     command = Command()
                 } else {
                     if command.isEmpty {
-                        // `;` after nothing is fine at the end or between empty lines; `&&`/`||` is not.
+                        // A line end after nothing is fine, and `;` at the end or between empty
+                        // lines; `&&`/`||`/`&` are not, nor `;` right after `&` (`a &; b` is a
+                        // syntax error in mksh, as in every sh).
                         guard pipeline.isEmpty else { throw unexpected(op) }
-                        if op != ";" { throw unexpected(op) }
+                        if op == ";", i > 0, tokens[i - 1] == .op("&") { throw unexpected(op) }
+                        if op != ";" && op != "\n" { throw unexpected(op) }
                     } else {
                         pipeline.append(command)
                         command = Command()
                         steps.append(Step(connector: connector, pipeline: pipeline))
                         pipeline = []
+                    }
+                    if op == "&" {
+                        // The and-or list that just ended (back to its first step) goes to the background.
+                        var index = steps.count - 1
+                        while index >= 0 {
+                            steps[index].background = true
+                            if steps[index].connector == .sequence { break }
+                            index -= 1
+                        }
                     }
                     connector = op == "&&" ? .and : op == "||" ? .or : .sequence
                 }

@@ -123,9 +123,10 @@ extension AndroidBridge {
 
     /// The device-side half every push shares, in ONE script as the app: `building` makes
     /// `names.sibling` (exit 1 when it cannot, 5 when a step of a delta failed); then the sibling's
-    /// SHA-256 must be `snapshotHash` (else removed, exit 4), the device must still hold `expecting`
-    /// (else removed, exit 3), the stale journals are removed and the sibling renamed over the target;
-    /// then the result is verified and the staging file removed.
+    /// SHA-256 must be `snapshotHash` (else exit 4) and the device must still hold `expecting`
+    /// (else the sibling is removed, exit 3), both hashed at once; the stale journals are removed
+    /// and the sibling renamed over the target; then the result is verified and the staging file
+    /// removed.
     ///
     /// The verification is a check that the target is now the very file the script hashed as the
     /// sibling a few commands before: the same inode (a rename keeps it) and `size` bytes, printed
@@ -143,16 +144,23 @@ extension AndroidBridge {
                                remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
         }
         let guards = try Self.unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.sibling)
-        // The copy beside the target is what will become the database: check it before the rename.
-        let copyCheck = ["sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || rm -f \(q(names.sibling))",
-                         "test -e \(q(names.sibling)) || exit \(Self.damagedCopyStatus)"]
+        // The two whole-file hashes run side by side: the target's in the background (the app-write
+        // guard: a difference removes the copy), the copy's in the foreground (what will become the
+        // database: a difference exits 4), then `wait`. A shell without jobs runs them one after
+        // the other, with the same outcome. A guard that removes the copy before its hash opened it
+        // makes that hash fail (exit 4, not 3): nothing is renamed either way, and the pipeline
+        // then looks at the device and finds the app's write.
+        // (`a & b`, never `a &; b`: a `;` right after `&` is a syntax error in sh.)
+        let copyCheck = [guards[0] + " & "
+                            + "sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || exit \(Self.damagedCopyStatus)",
+                         "wait"] + guards.dropFirst()
         // Check that the app has not written since the caller's check (a failed check removes the
         // copy, and a missing copy exits 3); drop the stale journals, rename over the target. All in
         // one script, so the window for a write is a few commands.
         let rename = "stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && "
             + "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path)) && "
             + "stat -c \(q(Self.renamedFormat("target"))) \(q(path))"
-        let script = building + copyCheck + guards + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)", rename]
+        let script = building + copyCheck + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)", rename]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
         let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
