@@ -108,6 +108,33 @@ struct PageCopyTests {
         #expect(inDelete.contentHash == inWAL.contentHash)
     }
 
+    @Test(arguments: ["UPDATE t SET b = randomblob(900) WHERE rowid IN (3, 250)",
+                      "INSERT INTO t SELECT randomblob(900) FROM generate_series(1, 300)",
+                      "DELETE FROM t WHERE rowid > 100"])
+    func theComparisonMadeWhileCopyingIsThePageDeltaOfTheCopy(edit: String) throws {
+        let dir = try TemporaryDirectory("flippio-pagecopy")
+        let db = dir.child("x.db")
+        try Shell.sqlite(db, "PRAGMA auto_vacuum = FULL; CREATE TABLE t(b); INSERT INTO t SELECT randomblob(900) FROM generate_series(1, 400);")
+        let base = dir.child("base.db")
+        _ = try PageCopy.copy(try DatabaseQueue(path: db.path), to: base)
+        try Shell.sqlite(db, edit)
+
+        let copied = dir.child("copied.db")
+        let copy = try #require(try PageCopy.copy(try DatabaseQueue(path: db.path), to: copied, comparingWith: base))
+        let comparison = try #require(copy.comparison)
+        #expect(!comparison.changedPages.isEmpty)
+        #expect(PageDelta(comparison, targetSize: copy.size) == (try PageDelta.between(base: base, snapshot: copied)))
+    }
+
+    @Test func aBaseOfAnotherPageSizeIsNotCompared() throws {
+        let dir = try TemporaryDirectory("flippio-pagecopy")
+        let db = dir.child("x.db"), base = dir.child("base.db")
+        try Shell.sqlite(db, "CREATE TABLE t(b); INSERT INTO t VALUES (1);")
+        try Shell.sqlite(base, "PRAGMA page_size = 1024; CREATE TABLE t(b); INSERT INTO t VALUES (1);")
+        let copy = try #require(try PageCopy.copy(try DatabaseQueue(path: db.path), to: dir.child("c.db"), comparingWith: base))
+        #expect(copy.comparison == nil)
+    }
+
     /// The backup API's copy into a new file, as the snapshotter made it before pages were copied.
     static func backup(_ connection: DatabaseQueue, to url: URL) throws -> URL {
         let destination = try DatabaseQueue(path: url.path)

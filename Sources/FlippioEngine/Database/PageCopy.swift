@@ -44,6 +44,8 @@ enum PageCopy {
         var contentHash: String
         /// ``ContentHash/sha256(fileAt:)`` of the copy.
         var fileHash: String
+        /// The copy's pages compared with the base given, when it has the same page size.
+        var comparison: PageDelta.Comparison?
     }
 
     /// Copies the main file of the database `connection` is connected to into the new file
@@ -53,16 +55,19 @@ enum PageCopy {
     /// - returns: the copy's size and hashes, or nil when the database is not one this copy makes
     ///   (see ``PageCopy``); `destination` is then not created.
     /// - throws: a `DatabaseError` from SQLite (busy, I/O), ``FlippioError/Code/workspaceWriteFailed``.
-    static func copy(_ connection: DatabaseQueue, to destination: URL) throws -> Copied? {
+    ///
+    /// With `base` (a base copy, never a live file), the copy's pages are compared with it on the
+    /// way too, for a page delta (``PageDelta/init(_:targetSize:)``) without another read.
+    static func copy(_ connection: DatabaseQueue, to destination: URL, comparingWith base: URL? = nil) throws -> Copied? {
         try connection.read { db in
             // A statement reading the schema takes the SHARED lock, which the read transaction
             // then keeps until it ends (after the last byte is read).
             _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
-            return try copyLocked(db, to: destination)
+            return try copyLocked(db, to: destination, comparingWith: base)
         }
     }
 
-    private static func copyLocked(_ db: Database, to destination: URL) throws -> Copied? {
+    private static func copyLocked(_ db: Database, to destination: URL, comparingWith base: URL?) throws -> Copied? {
         guard let handle = db.sqliteConnection else { return nil }
         var fileSize: Int64 = 0
         guard fl_main_file_size(handle, &fileSize) == FL_SQLITE_OK,
@@ -81,6 +86,11 @@ enum PageCopy {
         try read(firstCount, at: 0, into: buffer)
         guard let pageCount = pageCount(header: UnsafeRawBufferPointer(buffer), fileSize: fileSize) else { return nil }
         setBackupHeader(buffer, pageCount: pageCount)
+        // The comparison runs here, beside the hashers: they are the slower part.
+        let pageSize = Int(fileSize / Int64(pageCount))
+        var comparer = base.flatMap { base in
+            (try? SQLiteHeader.read(fileAt: base).pageSize) == pageSize ? try? PageDelta.Comparer(base: base, pageSize: pageSize) : nil
+        }
 
         let fd = open(destination.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FlippioError.workspaceWriteFailed(path: destination.path, errno: errno) }
@@ -100,13 +110,18 @@ enum PageCopy {
                 guard n > 0 else { throw FlippioError.workspaceWriteFailed(path: destination.path, errno: n < 0 ? errno : EIO) }
                 written += n
             }
+            do {
+                try comparer?.compare(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
+            } catch {
+                comparer = nil  // a base it cannot read: no comparison, the snapshot is still good
+            }
             pipeline.hash(count)
             offset += Int64(count)
         }
         closed = true
         guard close(fd) == 0 else { throw FlippioError.workspaceWriteFailed(path: destination.path, errno: errno) }
         let (content, file) = pipeline.finish()
-        return Copied(size: fileSize, contentHash: content, fileHash: file)
+        return Copied(size: fileSize, contentHash: content, fileHash: file, comparison: comparer?.result)
     }
 
     /// The page count the backup API would copy, when the file is a rollback-journal database of

@@ -18,6 +18,9 @@ public struct Snapshot: Sendable, Equatable {
     public var tableRowCounts: [String: Int]
     /// How long the copy and its checks took (for the trace log; not part of equality).
     var steps = StepTimes()
+    /// The snapshot's pages compared with ``Snapshotter/comparingWith`` while it was copied, when
+    /// it was given and copied by pages (not part of equality).
+    var comparison: PageDelta.Comparison?
 
     public static func == (a: Snapshot, b: Snapshot) -> Bool {
         (a.url, a.contentHash, a.fileHash, a.size, a.tableRowCounts) == (b.url, b.contentHash, b.fileHash, b.size, b.tableRowCounts)
@@ -68,6 +71,10 @@ public struct Snapshotter: Sendable {
     public let directory: URL
     /// How the copy is made. The default is ``SnapshotMethod/backup``.
     public let method: SnapshotMethod
+
+    /// A base copy to compare the snapshot's pages with as they are copied (see
+    /// ``Snapshot/comparison``): the page delta a push may send, without another read.
+    var comparingWith: URL?
 
     /// Runs between the copy and the check that the original was not written meanwhile (tests).
     var afterCopyForTesting: (@Sendable () -> Void)?
@@ -177,7 +184,7 @@ public struct Snapshotter: Sendable {
             throw FlippioError.workspaceWriteFailed(path: final.path, errno: errno)
         }
         return Snapshot(url: final, contentHash: hash.content, fileHash: hash.file, size: DatabaseInspector.fileSize(final),
-                        tableRowCounts: tableRowCounts, steps: steps)
+                        tableRowCounts: tableRowCounts, steps: steps, comparison: copied?.comparison)
     }
 
     /// Describes how row counts changed, for the agent's log: `["users": "3 → 4"]`.
@@ -212,7 +219,7 @@ public struct Snapshotter: Sendable {
                 // A rollback-journal file is copied a chunk at a time under the connection's read
                 // lock, to the same bytes the backup API would write, and hashed on the way
                 // (``PageCopy``); a WAL file, or one it declines, page by page by the backup API.
-                if let copied = try PageCopy.copy(connection, to: temporary) { return copied }
+                if let copied = try PageCopy.copy(connection, to: temporary, comparingWith: comparingWith) { return copied }
                 let destination = try DatabaseQueue(path: temporary.path, configuration: Self.privateConfiguration)
                 // A new private file, deleted on any failure and never trusted without its hash: no
                 // rollback journal and no fsync per commit while it is filled (with them the copy

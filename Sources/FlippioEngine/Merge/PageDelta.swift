@@ -82,15 +82,32 @@ public struct PageDelta: Sendable, Equatable, Codable {
         let baseSize = try ContentIdentity.fileSize(base)
         let targetSize = try ContentIdentity.fileSize(snapshot)
         let pageCount = Int((targetSize + Int64(pageSize) - 1) / Int64(pageSize))
-        let pageSizeChanged = basePageSize != pageSize
-
-        var changed: [Int] = []
-        if pageSizeChanged {
-            changed = Array(0..<pageCount)
-        } else {
-            changed = try changedPages(base: base, snapshot: snapshot, pageSize: pageSize, pageCount: pageCount)
+        guard basePageSize == pageSize else {
+            return PageDelta(changedPages: Array(0..<pageCount), pageSize: pageSize, targetSize: targetSize,
+                             baseSize: baseSize, pageSizeChanged: true)
         }
+        let changed = try changedPages(base: base, snapshot: snapshot, pageSize: pageSize, pageCount: pageCount)
+        return PageDelta(changedPages: changed, pageSize: pageSize, targetSize: targetSize, baseSize: baseSize, pageSizeChanged: false)
+    }
 
+    public init(pageSize: Int, runs: [Run], targetSize: Int64, baseSize: Int64, pageSizeChanged: Bool) {
+        self.pageSize = pageSize
+        self.runs = runs
+        self.targetSize = targetSize
+        self.baseSize = baseSize
+        self.pageSizeChanged = pageSizeChanged
+    }
+
+    /// The delta of a snapshot whose pages were compared with the base while it was written
+    /// (``Comparison``), without reading either file again.
+    public init(_ comparison: Comparison, targetSize: Int64) {
+        self.init(changedPages: comparison.changedPages, pageSize: comparison.pageSize, targetSize: targetSize,
+                  baseSize: comparison.baseSize, pageSizeChanged: false)
+    }
+
+    /// Groups `changedPages` (ascending) into runs.
+    private init(changedPages: [Int], pageSize: Int, targetSize: Int64, baseSize: Int64, pageSizeChanged: Bool) {
+        var changed = changedPages
         // Page 0 goes with every non-empty patch (it changes with every commit anyway: the
         // change counter): the target's header is then the snapshot's whatever it was, so a
         // device copy that differs from the base only in volatile header bytes (an app that
@@ -107,48 +124,94 @@ public struct PageDelta: Sendable, Equatable, Codable {
             }
             patchOffset += 1
         }
-        return PageDelta(pageSize: pageSize, runs: runs, targetSize: targetSize, baseSize: baseSize,
-                         pageSizeChanged: pageSizeChanged)
+        self.init(pageSize: pageSize, runs: runs, targetSize: targetSize, baseSize: baseSize, pageSizeChanged: pageSizeChanged)
     }
 
     /// The pages of `snapshot` that differ from `base` (a page past the base's end differs).
-    ///
-    /// Both files are read with `pread`, 4 MiB at a time into two buffers allocated once, and
-    /// compared page by page with `memcmp`: at 200 MB this is two reads from the page cache, well
-    /// under the time of one SHA-256 pass (through `FileHandle` and a `Data` per read it was 4×).
     static func changedPages(base: URL, snapshot: URL, pageSize: Int, pageCount: Int) throws -> [Int] {
-        let baseFD = try openForReading(base)
-        defer { close(baseFD) }
+        let comparison = try Comparer(base: base, pageSize: pageSize)
         let snapshotFD = try openForReading(snapshot)
         defer { close(snapshotFD) }
-        let pagesPerRead = max(1, (4 << 20) / pageSize)
-        let bytesPerRead = pagesPerRead * pageSize
-        let baseBuffer = UnsafeMutableRawPointer.allocate(byteCount: bytesPerRead, alignment: 4096)
-        defer { baseBuffer.deallocate() }
-        let snapshotBuffer = UnsafeMutableRawPointer.allocate(byteCount: bytesPerRead, alignment: 4096)
-        defer { snapshotBuffer.deallocate() }
-
-        var changed: [Int] = []
-        var page = 0
-        while page < pageCount {
-            let offset = off_t(page) * off_t(pageSize)
-            let snapshotBytes = try readFully(snapshotFD, into: snapshotBuffer, count: bytesPerRead, at: offset, path: snapshot.path)
-            if snapshotBytes == 0 { break }
-            let baseBytes = try readFully(baseFD, into: baseBuffer, count: bytesPerRead, at: offset, path: base.path)
-            var start = 0
-            while start < snapshotBytes {
-                let end = min(start + pageSize, snapshotBytes)
-                if end > baseBytes || memcmp(snapshotBuffer + start, baseBuffer + start, end - start) != 0 {
-                    changed.append(page)
-                }
-                start = end
-                page += 1
-            }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Comparer.bytesPerRead(pageSize), alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while offset < Int64(pageCount) * Int64(pageSize) {
+            let count = try readFully(snapshotFD, into: buffer.baseAddress!, count: buffer.count, at: off_t(offset), path: snapshot.path)
+            if count == 0 { break }
+            try comparison.compare(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
+            offset += Int64(count)
         }
-        return changed
+        return comparison.result.changedPages
     }
 
-    private static func openForReading(_ url: URL) throws -> Int32 {
+    /// Which pages of a file differ from the base, found while it was written.
+    public struct Comparison: Sendable, Equatable {
+        /// The base compared with.
+        public var base: URL
+        public var pageSize: Int
+        /// The base's size in bytes when compared.
+        public var baseSize: Int64
+        /// The pages that differ (0-based, ascending); a page past the base's end differs.
+        public var changedPages: [Int]
+    }
+
+    /// Compares a file with the base chunk by chunk, as the file is read or written.
+    ///
+    /// The base is read with `pread` into one buffer allocated once and compared page by page
+    /// with `memcmp`: at 200 MB this is one read from the page cache, well under the time of one
+    /// SHA-256 pass (through `FileHandle` and a `Data` per read it was 4×).
+    final class Comparer {
+        let base: URL
+        let pageSize: Int
+        let baseSize: Int64
+        private let fd: Int32
+        private let buffer: UnsafeMutableRawBufferPointer
+        private var changed: [Int] = []
+
+        /// How much to compare at a time: 4 MiB, whole pages.
+        static func bytesPerRead(_ pageSize: Int) -> Int { max(1, (4 << 20) / pageSize) * pageSize }
+
+        /// - throws: ``FlippioError/Code/databaseMissing`` when the base cannot be read.
+        init(base: URL, pageSize: Int) throws {
+            self.base = base
+            self.pageSize = pageSize
+            fd = try openForReading(base)
+            var info = stat()
+            baseSize = fstat(fd, &info) == 0 ? Int64(info.st_size) : 0
+            buffer = .allocate(byteCount: Self.bytesPerRead(pageSize), alignment: 4096)
+        }
+
+        /// Compares `chunk`, the file's bytes at `offset` (a multiple of the page size; whole pages
+        /// but for the file's last), with the base's, a read at a time.
+        func compare(_ chunk: UnsafeRawBufferPointer, at offset: Int64) throws {
+            var done = 0
+            while done < chunk.count {
+                let count = min(chunk.count - done, buffer.count)
+                let at = offset + Int64(done)
+                let baseBytes = try readFully(fd, into: buffer.baseAddress!, count: count, at: off_t(at), path: base.path)
+                var start = 0
+                while start < count {
+                    let end = min(start + pageSize, count)
+                    if end > baseBytes || memcmp(chunk.baseAddress! + done + start, buffer.baseAddress! + start, end - start) != 0 {
+                        changed.append(Int(at / Int64(pageSize)) + start / pageSize)
+                    }
+                    start = end
+                }
+                done += count
+            }
+        }
+
+        var result: Comparison {
+            Comparison(base: base, pageSize: pageSize, baseSize: baseSize, changedPages: changed)
+        }
+
+        deinit {
+            _ = Glibc.close(fd)
+            buffer.deallocate()
+        }
+    }
+
+    fileprivate static func openForReading(_ url: URL) throws -> Int32 {
         let fd = open(url.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw unreadable(url.path, errno: errno) }
         return fd
@@ -160,8 +223,8 @@ public struct PageDelta: Sendable, Equatable, Codable {
     }
 
     /// Reads up to `count` bytes at `offset`, fewer only at the end of the file.
-    private static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, at offset: off_t,
-                                  path: String) throws -> Int {
+    fileprivate static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, at offset: off_t,
+                                      path: String) throws -> Int {
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, offset + off_t(done))

@@ -121,8 +121,13 @@ extension PushPipeline {
                 return nil
             }
             var steps = StepTimes()
-            delta = try PageDelta.between(base: base, snapshot: upload.file)
-            steps.lap("comparing the snapshot with the base, page by page")
+            if let comparison = upload.comparison, comparison.base == base {
+                delta = PageDelta(comparison, targetSize: upload.size)
+                steps.lap("the page comparison made while copying")
+            } else {
+                delta = try PageDelta.between(base: base, snapshot: upload.file)
+                steps.lap("comparing the snapshot with the base, page by page")
+            }
             logger.trace("push: \(steps)")
         } catch {
             logger.debug("push: no page delta (\(error)); pushing the whole file")

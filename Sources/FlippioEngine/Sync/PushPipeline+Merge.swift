@@ -12,6 +12,9 @@ extension PushPipeline {
         var contentHash: String
         var size: Int64
         var rowCounts: [String: Int]
+        /// The file's pages compared with the base while the snapshot was copied (only for the
+        /// snapshot as taken: a rewritten or merged file is compared again).
+        var comparison: PageDelta.Comparison?
 
         init(_ snapshot: Snapshot) {
             file = snapshot.url
@@ -19,6 +22,7 @@ extension PushPipeline {
             contentHash = snapshot.contentHash
             size = snapshot.size
             rowCounts = snapshot.tableRowCounts
+            comparison = snapshot.comparison
         }
 
         init(_ file: URL, rowCounts: [String: Int]) throws {

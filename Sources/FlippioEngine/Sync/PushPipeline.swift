@@ -122,7 +122,10 @@ public struct PushPipeline: Sendable {
         var steps = StepTimes()
         let snapshot: Snapshot
         do {
-            snapshot = try await takeSnapshot(of: database)
+            // With a base and deltas on, the copy is compared with the base on the way.
+            let base = BaseStore(workspace: workspace).url(for: remote)
+            let deltaPossible = deltaThreshold > 0 && mode == .normal && sidecar.baseHash != nil
+            snapshot = try await takeSnapshot(of: database, comparingWith: deltaPossible ? base : nil)
         } catch let error as FlippioError where error.code == .notSQLite || error.code == .corruptDatabase || error.code == .databaseMissing {
             sidecar.state = .invalid
             sidecar.lastError = .init(error, at: Date())
@@ -388,12 +391,13 @@ public struct PushPipeline: Sendable {
 
     /// Takes a consistent snapshot of the live local copy through its warm connection, into
     /// this process's scratch folder.
-    func takeSnapshot(of database: URL) async throws -> Snapshot {
+    func takeSnapshot(of database: URL, comparingWith base: URL? = nil) async throws -> Snapshot {
         guard FileManager.default.fileExists(atPath: database.path) else {
             throw FlippioError(.databaseMissing, "The local copy \(database.path) is gone.",
                                remedy: "Pull it again with `flippio pull`, or stop tracking it with `flippio forget \(database.path)`.")
         }
-        let snapshotter = Snapshotter(directory: try workspace.processScratchDirectory())
+        var snapshotter = Snapshotter(directory: try workspace.processScratchDirectory())
+        snapshotter.comparingWith = base.flatMap { FileManager.default.fileExists(atPath: $0.path) ? $0 : nil }
         let connection = try await pool.connection(for: database)
         return try snapshotter.snapshot(of: connection, named: "snapshot-\(UUID().uuidString).db")
     }
