@@ -16,6 +16,11 @@ struct PageDeltaTests {
         try FileManager.default.copyItem(at: base, to: target)
         try delta.apply(patch: patch, to: target)
         #expect(try Data(contentsOf: target) == Data(contentsOf: snapshot), "byte-identical to the snapshot")
+        // The base takes the same pages in place after a verified delta push.
+        let newBase = dir.child("base-\(UUID().uuidString.prefix(4)).db")
+        try FileManager.default.copyItem(at: base, to: newBase)
+        try delta.writePages(from: snapshot, into: newBase)
+        #expect(try Data(contentsOf: newBase) == Data(contentsOf: snapshot), "the base updated in place is the snapshot")
         return delta
     }
 
@@ -131,5 +136,32 @@ struct PageDeltaTests {
         try Data(count: 100).write(to: patch)
         let error = try #require(throws: FlippioError.self) { try delta.apply(patch: patch, to: try MergeFixtures.copy(base, "t.db")) }
         #expect(error.code == .verificationFailed)
+    }
+
+    @Test func theBaseTakesADeltaInPlace_orAdoptsTheSnapshotWhenItIsNotTheDeltasBase() throws {
+        let dir = try TemporaryDirectory("delta")
+        let workspace = Workspace(root: dir.child("ws"))
+        let remote = RemoteDatabase(platform: .android, deviceID: "emulator-5554", appID: "com.example.notes",
+                                    path: "/data/data/com.example.notes/databases/notes.db", access: .runAs)
+        let bases = BaseStore(workspace: workspace)
+        let original = try bigDatabase(dir)
+        try bases.save(original, for: remote)
+        let snapshot = try edited(original, "UPDATE t SET payload = zeroblob(500) WHERE id = 7; DELETE FROM t WHERE id > 1900;")
+        let delta = try PageDelta.between(base: bases.url(for: remote), snapshot: snapshot)
+        #expect(delta.changedPages < 20)
+
+        try bases.update(with: delta, from: snapshot, for: remote)
+        #expect(try Data(contentsOf: bases.url(for: remote)) == Data(contentsOf: snapshot))
+        #expect(FileManager.default.fileExists(atPath: snapshot.path), "in place: the snapshot is not consumed")
+
+        // A base that is not the one the delta was computed against (another size, here cut
+        // short as by a crash): the snapshot itself becomes the base, as after a whole-file push.
+        let next = try edited(snapshot, "INSERT INTO t(payload) SELECT randomblob(500) FROM generate_series(1, 300);", name: "next.db")
+        let stale = try PageDelta.between(base: bases.url(for: remote), snapshot: next)
+        #expect(truncate(bases.url(for: remote).path, 4096) == 0)
+        let expected = try Data(contentsOf: next)
+        try bases.update(with: stale, from: next, for: remote)
+        #expect(try Data(contentsOf: bases.url(for: remote)) == expected)
+        #expect(!FileManager.default.fileExists(atPath: next.path), "adopted: renamed into place")
     }
 }
