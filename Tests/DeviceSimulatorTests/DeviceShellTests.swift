@@ -69,6 +69,8 @@ import TestSupport
         #expect(ended.0 == 3)
         #expect(try run("cat /sdcard/late.txt").1 == "out\n")
         #expect(try run("echo a & echo b & wait").1.split(separator: "\n").sorted() == ["a", "b"])
+        // What a push's swap does: a file made by a redirection, removed by a job, seen after `wait`.
+        #expect(try run(": > /sdcard/permit || exit 1; test -e /sdcard/none || rm -f /sdcard/permit & wait; test -e /sdcard/permit || exit 3").0 == 3)
     }
 
     @Test func variablesAndExitStatus() throws {

@@ -60,7 +60,7 @@ struct AndroidBridgeScriptedTests {
         let names = try Self.names(of: commands)
         #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-[0-9a-f]+\.db/) != nil)
         #expect(names.sibling.hasPrefix("/data/data/com.example.notes/databases/.notes.db.flippio-tmp-"))
-        let sibling = names.sibling, staging = names.staging, p = Self.path
+        let sibling = names.sibling, staging = names.staging, p = Self.path, permit = names.permit
         #expect(commands == [
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c "
                 + DeviceShellQuoting.quote("rm -f /data/data/com.example.notes/databases/.notes.db.flippio-tmp-*")],
@@ -68,11 +68,12 @@ struct AndroidBridgeScriptedTests {
             ["-s", "emulator-5554", "push", snapshot.path, staging],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
                 "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
-                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling) & "
+                + ": > \(permit) || exit 1; "
+                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(permit) & "
                 + "sha256sum \(sibling) | grep -q '^\(hash) ' || exit 4; wait; "
-                + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
-                + "test -e \(sibling) || exit 3; "
-                + "stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
+                + "test -s \(p)-wal && rm -f \(permit); test -s \(p)-journal && rm -f \(permit); "
+                + "test -e \(permit) || rm -f \(sibling); test -e \(permit) || exit 3; "
+                + "rm -f \(permit); stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
                 + "stat -c 'target %i %s' \(p)")],
             ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
         ])

@@ -11,6 +11,9 @@ extension AndroidBridge {
         var staging: String
         /// `DIR/.x.db.flippio-tmp-<attempt>`, beside the target, renamed over it.
         var sibling: String
+        /// `DIR/.x.db.flippio-tmp-<attempt>-unchanged`: made before the swap's app-write guards,
+        /// removed by one that finds the device changed (see ``swap(building:names:snapshotHash:to:expecting:prefix:subject:bytes:)``).
+        var permit: String { sibling + "-unchanged" }
         /// Shell words (a quoted prefix and `*`) that match the temp files of every attempt.
         var stagingPattern: String
         var siblingPattern: String
@@ -124,7 +127,7 @@ extension AndroidBridge {
     /// The device-side half every push shares, in ONE script as the app: `building` makes
     /// `names.sibling` (exit 1 when it cannot, 5 when a step of a delta failed); then the sibling's
     /// SHA-256 must be `snapshotHash` (else exit 4) and the device must still hold `expecting`
-    /// (else the sibling is removed, exit 3), both hashed at once; the stale journals are removed
+    /// (else the sibling is removed, exit 3), both hashed at once (``PushNames/permit``); the stale journals are removed
     /// and the sibling renamed over the target; then the result is verified and the staging file
     /// removed.
     ///
@@ -143,31 +146,32 @@ extension AndroidBridge {
             throw FlippioError(.invalidArgument, "'\(AndroidErrors.excerpt(snapshotHash))' is not a SHA-256 hash.",
                                remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
         }
-        let guards = try Self.unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.sibling)
         // The two whole-file hashes run side by side: the target's in the background (the app-write
-        // guard: a difference removes the copy), the copy's in the foreground (what will become the
-        // database: a difference exits 4), then `wait`. A shell without jobs runs them one after
-        // the other, with the same outcome. A guard that removes the copy before its hash opened it
-        // makes that hash fail (exit 4, not 3): nothing is renamed either way, and the pipeline
-        // then looks at the device and finds the app's write.
-        // (`a & b`, never `a &; b`: a `;` right after `&` is a syntax error in sh.)
-        let copyCheck = [guards[0] + " & "
+        // guard), the copy's in the foreground (what will become the database: a difference exits
+        // 4), then `wait`. The guards say "changed" by removing a permit file made before them, never
+        // by removing the copy, which the foreground may not have opened yet (a small file's guard
+        // ends first). Every signal is a removal or an exit: a full disk cannot lose one (a permit
+        // that cannot be made exits 1). A shell without jobs runs the two one after the other, with
+        // the same outcome. (`a & b`, never `a &; b`: a `;` right after `&` is a syntax error in sh.)
+        let guards = try Self.unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.permit)
+        let copyCheck = [": > \(q(names.permit)) || exit 1",
+                         guards[0] + " & "
                             + "sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || exit \(Self.damagedCopyStatus)",
                          "wait"] + guards.dropFirst()
-        // Check that the app has not written since the caller's check (a failed check removes the
-        // copy, and a missing copy exits 3); drop the stale journals, rename over the target. All in
-        // one script, so the window for a write is a few commands.
-        let rename = "stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && "
+            + ["test -e \(q(names.permit)) || rm -f \(q(names.sibling))", "test -e \(q(names.permit)) || exit \(Self.conflictStatus)"]
+        // Check that the app has not written since the caller's check; drop the stale journals,
+        // rename over the target. All in one script, so the window for a write is a few commands.
+        let rename = "rm -f \(q(names.permit)); stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && "
             + "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path)) && "
             + "stat -c \(q(Self.renamedFormat("target"))) \(q(path))"
-        let script = building + copyCheck + ["test -e \(q(names.sibling)) || exit \(Self.conflictStatus)", rename]
+        let script = building + copyCheck + [rename]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
         let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
         let swap = try await shell(serial, swapCommand, subject: subject, timeout: onDevice)
         if !swap.succeeded {
             // Nothing was renamed: remove what this attempt left (the next attempt's glob would too).
-            _ = try? await shell(serial, prefix + "rm -f " + q(names.sibling), subject: subject)
+            _ = try? await shell(serial, prefix + "rm -f " + q(names.sibling) + " " + q(names.permit), subject: subject)
             _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
         }
         let deviceSide = AndroidErrors.adbLevel(swap.stderrText, subject) == nil
