@@ -7,8 +7,9 @@ import Foundation
 /// A three-way merge needs it: "changed" is judged against it on both sides, and the changesets
 /// base→local and base→device are what get merged. Copies are written atomically (a temp file in
 /// the same folder, fsync, rename), so a crash leaves the old base or the new one; a snapshot is
-/// adopted by a rename alone (``adopt(_:for:)``), so a crash may leave no base. The sidecar
-/// records the base's content hash (``Sidecar/baseHash``); ``url(for:)`` is only to be trusted
+/// adopted by a rename alone (``adopt(_:for:)``), and after a page delta the base takes the same
+/// pages in place (``update(with:from:for:)``), so a crash may leave no base or a damaged one. The
+/// sidecar records the base's content hash (``Sidecar/baseHash``); ``url(for:)`` is only to be trusted
 /// when that hash matches.
 ///
 /// For example:
