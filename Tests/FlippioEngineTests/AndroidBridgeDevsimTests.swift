@@ -236,13 +236,15 @@ struct AndroidBridgeDevsimTests {
         let names = AndroidBridge.PushNames(serial: Self.serial, path: remote().path, attempt: String(attempt))
         let rendered = steps.map { "\($0.service) \($0.op ?? "") \($0.command ?? "")" }
         let expectedOrder = [
-            "shell  run-as \(Self.pkg) sh -c " + DeviceShellQuoting.quote("rm -f " + names.siblingPattern),
+            "shell  run-as \(Self.pkg) sh -c " + DeviceShellQuoting.quote("rm -f " + names.siblingPattern + " || exit 1; " + AndroidBridge.jobsProbe),
             "shell  rm -f \(names.stagingPattern)",
             "sync SEND \(names.staging)",
             "shell  run-as \(Self.pkg) sh -c",
             "shell  rm -f \(names.staging)",
         ]
         #expect(!rendered.contains { $0.hasPrefix("shell  run-as \(Self.pkg) sha256sum") }, "\(rendered)")
+        // devsim's shell runs jobs, as mksh does: the two hashes went side by side.
+        #expect(rendered.contains { $0.contains("|| exit 4; wait;") && $0.contains(names.permit) }, "\(rendered)")
         var cursor = rendered.startIndex
         for step in expectedOrder {
             let found = rendered[cursor...].firstIndex { $0.hasPrefix(step) }

@@ -60,25 +60,69 @@ struct AndroidBridgeScriptedTests {
         let names = try Self.names(of: commands)
         #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-[0-9a-f]+\.db/) != nil)
         #expect(names.sibling.hasPrefix("/data/data/com.example.notes/databases/.notes.db.flippio-tmp-"))
-        let sibling = names.sibling, staging = names.staging, p = Self.path, permit = names.permit
+        let sibling = names.sibling, staging = names.staging, p = Self.path
         #expect(commands == [
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c "
-                + DeviceShellQuoting.quote("rm -f /data/data/com.example.notes/databases/.notes.db.flippio-tmp-*")],
+                + DeviceShellQuoting.quote("rm -f /data/data/com.example.notes/databases/.notes.db.flippio-tmp-* || exit 1; "
+                                           + AndroidBridge.jobsProbe)],
             ["-s", "emulator-5554", "shell", "rm -f " + names.stagingPattern],
             ["-s", "emulator-5554", "push", snapshot.path, staging],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
                 "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
-                + ": > \(permit) || exit 1; "
-                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(permit) & "
-                + "sha256sum \(sibling) | grep -q '^\(hash) ' || exit 4; wait; "
-                + "test -s \(p)-wal && rm -f \(permit); test -s \(p)-journal && rm -f \(permit); "
-                + "test -e \(permit) || rm -f \(sibling); test -e \(permit) || exit 3; "
-                + "rm -f \(permit); stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
+                + "sha256sum \(sibling) | grep -q '^\(hash) ' || rm -f \(sibling); test -e \(sibling) || exit 4; "
+                + "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(sibling); "
+                + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
+                + "test -e \(sibling) || exit 3; "
+                + "stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
                 + "stat -c 'target %i %s' \(p)")],
             ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
         ])
         #expect(!commands.contains { $0.last?.hasPrefix("run-as com.example.notes sha256sum") == true },
                 "no second whole-file hash after the rename: the script hashed the copy it renamed")
+    }
+
+    /// A shell that runs jobs (its answer to the probe in the clean-up call) gets the two hashes
+    /// side by side: the target's guard in the background, removing a permit rather than the copy.
+    @Test func push_aShellThatRunsJobs_hashesTheCopyAndTheTargetSideBySide() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
+        let hash = try ContentHash.sha256(fileAt: snapshot)
+        let size = try Data(contentsOf: snapshot).count
+        let runner = ScriptedRunner { command in
+            let last = command.arguments.last ?? ""
+            if last.contains("flippio-waited") { return (0, "flippio-main\nflippio-job\nflippio-waited\n", "") }
+            if last.contains("mv -f") { return (0, "sibling 4242 \(size)\ntarget 4242 \(size)\n", "") }
+            return (0, "", "")
+        }
+        let old = String(repeating: "b", count: 64)
+        _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db,
+                                          expecting: DeviceFingerprint(mainHash: old), progress: nil)
+        let commands = await runner.commands.map(\.arguments)
+        let names = try Self.names(of: commands)
+        let sibling = names.sibling, permit = names.permit, p = Self.path
+        // (The script is one quoted word of `sh -c`: its own quotes are escaped.)
+        let quoted: String = try #require(commands.first { $0.last?.contains("mv -f") == true }?.last)
+        let script = quoted.replacingOccurrences(of: "'\\''", with: "'")
+        let checks: [String] = [
+            ": > \(permit) || exit 1",
+            "sha256sum \(p) | grep -q '^\(old) ' || rm -f \(permit) & sha256sum \(sibling) | grep -q '^\(hash) ' || exit 4",
+            "wait",
+            "test -s \(p)-wal && rm -f \(permit)",
+            "test -s \(p)-journal && rm -f \(permit)",
+            "test -e \(permit) || rm -f \(sibling)",
+            "test -e \(permit) || exit 3",
+            "rm -f \(permit)",
+            "stat -c 'sibling %i %s' \(sibling) && ",
+        ]
+        #expect(script.contains(checks.joined(separator: "; ")), "\(script)")
+    }
+
+    @Test(arguments: [("flippio-job\nflippio-main\nflippio-waited\n", true), ("flippio-main\nflippio-job\nflippio-waited\n", true),
+                      ("flippio-job & echo flippio-main\nflippio-waited\n", false), ("flippio-job\nflippio-main\n", false), ("", false)])
+    func jobsProbe_countsOnlyAShellThatRanEveryPart(output: String, runsJobs: Bool) {
+        // An `&` passed as an argument prints it; a shell without `wait` never says it waited.
+        #expect(AndroidBridge.runsJobs(output) == runsJobs)
     }
 
     /// The names of the attempt that `commands` made, from its `adb push` target.

@@ -63,12 +63,12 @@ extension AndroidBridge {
                      progress: TransferProgress?) async throws -> DeviceFingerprint {
         let (prefix, subject) = try validate(database)
         let names = PushNames(serial: database.deviceID, path: database.path)
-        let size = try await upload(snapshot, as: names, for: database, prefix: prefix, subject: subject, progress: progress)
+        let uploaded = try await upload(snapshot, as: names, for: database, prefix: prefix, subject: subject, progress: progress)
         // b. Copy beside the target; the swap checks it and renames it over the target.
         // su copies as root: hand the copy to the owner (and SELinux label) of the file it replaces.
         let copy = await makeCopy(of: names.staging, to: names.sibling, for: database)
-        return try await swap(building: copy, names: names, snapshotHash: snapshotHash,
-                              to: database, expecting: expecting, prefix: prefix, subject: subject, bytes: size)
+        return try await swap(building: copy, names: names, snapshotHash: snapshotHash, to: database, expecting: expecting,
+                              prefix: prefix, subject: subject, bytes: uploaded.size, hashesSideBySide: uploaded.shellRunsJobs)
     }
 
     /// Checks the snapshot (or patch) can be read, makes it readable by the app's user, removes the
@@ -77,7 +77,7 @@ extension AndroidBridge {
     /// - Important: `adb push` keeps the local file's permission bits, and the app's user must be
     ///   able to read the staging copy, so the file is made readable (`a+r`) before it is sent.
     func upload(_ file: URL, as names: PushNames, for database: RemoteDatabase, prefix: String,
-                subject: AndroidErrors.Subject, progress: TransferProgress?) async throws -> Int64? {
+                subject: AndroidErrors.Subject, progress: TransferProgress?) async throws -> Uploaded {
         let serial = database.deviceID
         let q = DeviceShellQuoting.quote
         let attributes: [FileAttributeKey: Any]
@@ -93,8 +93,10 @@ extension AndroidBridge {
         }
 
         // e. Temp files of interrupted attempts. The app's folder is only readable as the app, so
-        // its glob is expanded by a shell running as the app, not by the shell user's.
-        try await shellChecked(serial, prefix + "sh -c " + q("rm -f " + names.siblingPattern), subject: subject)
+        // its glob is expanded by a shell running as the app, not by the shell user's. The same
+        // shell says whether it runs `list &` and `wait` (``jobsProbe``), for the swap's hashes.
+        let cleanup = try await shellChecked(serial, prefix + "sh -c " + q("rm -f " + names.siblingPattern + " || exit 1; " + Self.jobsProbe),
+                                             subject: subject)
         try await shellChecked(serial, "rm -f " + names.stagingPattern, subject: subject)
 
         // a. Upload.
@@ -104,7 +106,27 @@ extension AndroidBridge {
         let result = try await adb(pushArguments, serial: serial, subject: stagingSubject, timeout: timeouts.transfer(bytes: size))
         guard result.succeeded else { throw failure(result, pushArguments, serial: serial, stagingSubject) }
         progress?(size ?? 0, size)
-        return size
+        return Uploaded(size: size, shellRunsJobs: Self.runsJobs(cleanup.stdoutText))
+    }
+
+    /// What ``upload(_:as:for:prefix:subject:progress:)`` learned.
+    struct Uploaded {
+        /// The file's size in bytes, when known.
+        var size: Int64?
+        /// Whether the app's shell takes `list &` and `wait` (see ``jobsProbe``).
+        var shellRunsJobs: Bool
+    }
+
+    /// Asks the shell whether it knows `&` and `wait`: mksh and toybox sh print the three lines
+    /// (the first two in either order); a shell that takes `&` as `;` prints them too, and runs
+    /// the swap's hashes one after the other with the same outcome. Anything else (an `&` passed
+    /// as an argument, no `wait`) gets the swap with no job at all.
+    static let jobsProbe = "echo flippio-job & echo flippio-main; wait && echo flippio-waited; true"
+
+    /// Whether `output` of ``jobsProbe`` shows a shell that runs jobs.
+    static func runsJobs(_ output: String) -> Bool {
+        let lines = Set(output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) })
+        return lines.isSuperset(of: ["flippio-job", "flippio-main", "flippio-waited"])
     }
 
     /// The commands that make `copy` of `database`: `cp`, `chmod 660`, and through su (root copies)
@@ -127,9 +149,10 @@ extension AndroidBridge {
     /// The device-side half every push shares, in ONE script as the app: `building` makes
     /// `names.sibling` (exit 1 when it cannot, 5 when a step of a delta failed); then the sibling's
     /// SHA-256 must be `snapshotHash` (else exit 4) and the device must still hold `expecting`
-    /// (else the sibling is removed, exit 3), both hashed at once (``PushNames/permit``); the stale journals are removed
-    /// and the sibling renamed over the target; then the result is verified and the staging file
-    /// removed.
+    /// (else the sibling is removed, exit 3), hashed side by side when the shell runs jobs
+    /// (``checksSideBySide(names:path:snapshotHash:expecting:)``, else ``checksInTurn(names:path:snapshotHash:expecting:)``);
+    /// the stale journals are removed and the sibling renamed over the target; then the result is
+    /// verified and the staging file removed.
     ///
     /// The verification is a check that the target is now the very file the script hashed as the
     /// sibling a few commands before: the same inode (a rename keeps it) and `size` bytes, printed
@@ -138,7 +161,8 @@ extension AndroidBridge {
     ///
     /// Whatever fails, the target is untouched and the sibling and staging files are removed.
     func swap(building: [String], names: PushNames, snapshotHash: String, to database: RemoteDatabase,
-              expecting: DeviceFingerprint, prefix: String, subject: AndroidErrors.Subject, bytes size: Int64?) async throws -> DeviceFingerprint {
+              expecting: DeviceFingerprint, prefix: String, subject: AndroidErrors.Subject, bytes size: Int64?,
+              hashesSideBySide: Bool) async throws -> DeviceFingerprint {
         let serial = database.deviceID
         let path = database.path
         let q = DeviceShellQuoting.quote
@@ -146,25 +170,15 @@ extension AndroidBridge {
             throw FlippioError(.invalidArgument, "'\(AndroidErrors.excerpt(snapshotHash))' is not a SHA-256 hash.",
                                remedy: "This is a bug in flippio; please report it with the log.", context: subject.context)
         }
-        // The two whole-file hashes run side by side: the target's in the background (the app-write
-        // guard), the copy's in the foreground (what will become the database: a difference exits
-        // 4), then `wait`. The guards say "changed" by removing a permit file made before them, never
-        // by removing the copy, which the foreground may not have opened yet (a small file's guard
-        // ends first). Every signal is a removal or an exit: a full disk cannot lose one (a permit
-        // that cannot be made exits 1). A shell without jobs runs the two one after the other, with
-        // the same outcome. (`a & b`, never `a &; b`: a `;` right after `&` is a syntax error in sh.)
-        let guards = try Self.unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.permit)
-        let copyCheck = [": > \(q(names.permit)) || exit 1",
-                         guards[0] + " & "
-                            + "sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || exit \(Self.damagedCopyStatus)",
-                         "wait"] + guards.dropFirst()
-            + ["test -e \(q(names.permit)) || rm -f \(q(names.sibling))", "test -e \(q(names.permit)) || exit \(Self.conflictStatus)"]
-        // Check that the app has not written since the caller's check; drop the stale journals,
-        // rename over the target. All in one script, so the window for a write is a few commands.
-        let rename = "rm -f \(q(names.permit)); stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && "
+        let checks = try hashesSideBySide ? Self.checksSideBySide(names: names, path: path, snapshotHash: snapshotHash, expecting: expecting)
+            : Self.checksInTurn(names: names, path: path, snapshotHash: snapshotHash, expecting: expecting)
+        // Drop the stale journals, rename over the target. All in one script with the checks, so
+        // the window for an app write is a few commands.
+        let rename = (hashesSideBySide ? "rm -f \(q(names.permit)); " : "")
+            + "stat -c \(q(Self.renamedFormat("sibling"))) \(q(names.sibling)) && "
             + "rm -f \(q(path + "-wal")) \(q(path + "-shm")) \(q(path + "-journal")) && mv -f \(q(names.sibling)) \(q(path)) && "
             + "stat -c \(q(Self.renamedFormat("target"))) \(q(path))"
-        let script = building + copyCheck + [rename]
+        let script = building + checks + [rename]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
         let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
@@ -211,6 +225,37 @@ extension AndroidBridge {
         } catch {
             logger.warning("Could not remove \(names.staging) on \(serial): \(error)")
         }
+    }
+
+    /// The swap's checks one after the other: the copy's SHA-256 must be `snapshotHash` (else it
+    /// is removed, exit 4), then the device must still hold `expecting` (else the copy is removed,
+    /// exit 3). Only commands every shell has: the script for a shell that fails ``jobsProbe``.
+    static func checksInTurn(names: PushNames, path: String, snapshotHash: String, expecting: DeviceFingerprint) throws -> [String] {
+        let q = DeviceShellQuoting.quote
+        return ["sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || rm -f \(q(names.sibling))",
+                "test -e \(q(names.sibling)) || exit \(damagedCopyStatus)"]
+            + (try unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.sibling))
+            + ["test -e \(q(names.sibling)) || exit \(conflictStatus)"]
+    }
+
+    /// The same checks with the two whole-file hashes side by side: the target's in the background
+    /// (the app-write guard), the copy's in the foreground (a difference exits 4), then `wait`.
+    ///
+    /// The guards say "changed" by removing ``PushNames/permit``, made before them, never by
+    /// removing the copy, which the foreground may not have opened yet (a small target's guard ends
+    /// first). Every signal is a removal or an exit, so a full disk cannot lose one (a permit that
+    /// cannot be made exits 1). The guard's window is the one of ``checksInTurn(names:path:snapshotHash:expecting:)``:
+    /// it ends with the copy's hash, right before the `mv`. (`a & b`, never `a &; b`: a `;` right
+    /// after `&` is a syntax error in sh.)
+    static func checksSideBySide(names: PushNames, path: String, snapshotHash: String, expecting: DeviceFingerprint) throws -> [String] {
+        let q = DeviceShellQuoting.quote
+        let guards = try unchangedChecks(path: path, expecting: expecting, otherwiseRemove: names.permit)
+        return [": > \(q(names.permit)) || exit 1",
+                guards[0] + " & "
+                    + "sha256sum \(q(names.sibling)) | grep -q \(q("^" + snapshotHash.lowercased() + " ")) || exit \(damagedCopyStatus)",
+                "wait"]
+            + guards.dropFirst()
+            + ["test -e \(q(names.permit)) || rm -f \(q(names.sibling))", "test -e \(q(names.permit)) || exit \(conflictStatus)"]
     }
 
     /// `stat -c` format of the lines the swap prints around its rename: `sibling|target INODE SIZE`.

@@ -44,7 +44,7 @@ extension AndroidBridge {
         let (prefix, subject) = try validate(database)
         let names = PushNames(serial: serial, path: database.path)
         let q = DeviceShellQuoting.quote
-        _ = try await upload(patch, as: names, for: database, prefix: prefix, subject: subject, progress: nil)
+        let uploaded = try await upload(patch, as: names, for: database, prefix: prefix, subject: subject, progress: nil)
 
         let copy = await makeCopy(of: database.path, to: names.sibling, for: database)
         // status=none: toybox's summary goes to stderr, and stderr is what a failure reports.
@@ -56,7 +56,8 @@ extension AndroidBridge {
         do {
             // The device copies and hashes the whole file: its time grows with the target's size.
             return try await swap(building: building, names: names, snapshotHash: snapshotHash, to: database,
-                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize)
+                                  expecting: expecting, prefix: prefix, subject: subject, bytes: delta.targetSize,
+                                  hashesSideBySide: uploaded.shellRunsJobs)
         } catch let error as FlippioError where error.code == .deltaUnsupported {
             Self.devicesWithoutDelta.withLock { _ = $0.insert(serial) }
             throw error
