@@ -129,7 +129,7 @@ public struct PageDelta: Sendable, Equatable, Codable {
 
     /// The pages of `snapshot` that differ from `base` (a page past the base's end differs).
     static func changedPages(base: URL, snapshot: URL, pageSize: Int, pageCount: Int) throws -> [Int] {
-        let comparison = try Comparer(base: base, pageSize: pageSize)
+        let comparer = try Comparer(base: base, pageSize: pageSize)
         let snapshotFD = try openForReading(snapshot)
         defer { close(snapshotFD) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Comparer.bytesPerRead(pageSize), alignment: 4096)
@@ -138,10 +138,10 @@ public struct PageDelta: Sendable, Equatable, Codable {
         while offset < Int64(pageCount) * Int64(pageSize) {
             let count = try readFully(snapshotFD, into: buffer.baseAddress!, count: buffer.count, at: off_t(offset), path: snapshot.path)
             if count == 0 { break }
-            try comparison.compare(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
+            try comparer.compare(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
             offset += Int64(count)
         }
-        return comparison.result.changedPages
+        return comparer.result.changedPages
     }
 
     /// Which pages of a file differ from the base, found while it was written.

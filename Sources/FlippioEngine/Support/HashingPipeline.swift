@@ -1,6 +1,7 @@
 import Crypto
 import Dispatch
 import Foundation
+import Synchronization
 
 /// Both hashes of a stream of chunks (``ContentHash/sha256(databaseAt:)`` and the plain SHA-256),
 /// computed on two threads of their own while the producer fills the next chunk.
@@ -38,8 +39,9 @@ final class HashingPipeline: @unchecked Sendable {
     /// `free[hasher][slot]`: that hasher is done with the slot.
     private let free: [[DispatchSemaphore]]
     private let exited = DispatchSemaphore(value: 0)
-    /// Each hasher's result, written before it signals ``exited``.
-    private var results: [String] = ["", ""]
+    /// Each hasher's result, written before it signals ``exited`` (both threads write it: a lock,
+    /// not a plain array, which two simultaneous writes would race on).
+    private let results = Mutex<[String]>(["", ""])
 
     // The producer's state.
     private var handedOver = 0
@@ -88,7 +90,7 @@ final class HashingPipeline: @unchecked Sendable {
             for buffer in buffers { buffer.deallocate() }
             lengths.deallocate()
         }
-        return (results[Self.contentHasher], results[Self.fileHasher])
+        return results.withLock { ($0[Self.contentHasher], $0[Self.fileHasher]) }
     }
 
     private func hand(_ slot: Int, _ count: Int) {
@@ -134,7 +136,8 @@ final class HashingPipeline: @unchecked Sendable {
             chunk += 1
         }
         flushHeader()
-        results[hasher] = ContentHash.hex(sha.finalize())
+        let digest = ContentHash.hex(sha.finalize())
+        results.withLock { $0[hasher] = digest }
         exited.signal()
     }
 }
