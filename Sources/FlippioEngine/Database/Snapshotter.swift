@@ -173,7 +173,9 @@ public struct Snapshotter: Sendable {
             steps.lap("copy")
             // The copy is complete and nothing writes it any more: check it and hash it side by
             // side (three whole-file passes, on as many threads; the file is in the page cache).
-            (tableRowCounts, hash) = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy, hash: true)
+            let checked = try Self.checkAndHash(temporary, what: "The snapshot of \(source)", check: checksCopy, hash: true)
+            guard let hashes = checked.hash else { throw FlippioError.workspaceWriteFailed(path: temporary.path, errno: EIO) }
+            (tableRowCounts, hash) = (checked.rowCounts, hashes)
             steps.lap(checksCopy ? "quick_check and hashes" : "hashes")
         }
         // Not fsynced: a snapshot is a transient file that is sent, then kept as the base, and
@@ -282,10 +284,10 @@ public struct Snapshotter: Sendable {
     }
 
     /// `quick_check` and row counts of the finished copy (unless `check` is false), and its two
-    /// hashes (unless `hash` is false), on three threads: each is a whole pass over the file, and
-    /// none needs another.
+    /// hashes (unless `hash` is false; nil when they could not be read), side by side: the check
+    /// is a pass over the file, the hashes another, and neither needs the other.
     private static func checkAndHash(_ file: URL, what: String, check: Bool, hash hashing: Bool)
-        throws -> (rowCounts: [String: Int], hash: (content: String, file: String)) {
+        throws -> (rowCounts: [String: Int], hash: (content: String, file: String)?) {
         let counts = Mutex<Result<[String: Int], any Error>>(.success([:]))
         let hash = Mutex<Result<(content: String, file: String), any Error>?>(nil)
         DispatchQueue.concurrentPerform(iterations: 2) { part in
@@ -311,11 +313,7 @@ public struct Snapshotter: Sendable {
         do { rowCounts = try counts.withLock { $0 }.get() } catch {
             throw FlippioError.database(error, path: file.path, action: "check the snapshot")
         }
-        guard hashing else { return (rowCounts, ("", "")) }
-        guard let hashes = try? hash.withLock({ $0 })?.get() else {
-            throw FlippioError.workspaceWriteFailed(path: file.path, errno: EIO)
-        }
-        return (rowCounts, hashes)
+        return (rowCounts, try? hash.withLock { $0 }?.get())
     }
 
     private static func remove(_ file: URL) {

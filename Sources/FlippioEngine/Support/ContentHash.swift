@@ -1,7 +1,5 @@
 import Crypto
-import Dispatch
 import Foundation
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,16 +42,25 @@ public enum ContentHash {
     /// SHA-256 of its plain bytes (what `sha256sum` on a device prints for the same file, to
     /// verify a transfer).
     ///
-    /// The two differ from the first block on, so they are two whole passes; they run on two
-    /// threads side by side (the second read of the file comes from the page cache).
+    /// The two differ from the first block on, so they are two SHA-256 computations; one read of
+    /// the file feeds both, on two threads (``HashingPipeline``, as a snapshot's copy does).
     public static func hashes(ofDatabaseAt url: URL) throws -> (content: String, file: String) {
-        let results = Mutex<[Result<String, any Error>?]>([nil, nil])
-        DispatchQueue.concurrentPerform(iterations: 2) { pass in
-            let result = Result { try sha256(of: url, maskingHeader: pass == 0) }
-            results.withLock { $0[pass] = result }
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw readError(url, errno: errno) }
+        defer { close(fd) }
+        let pipeline = HashingPipeline()
+        defer { pipeline.finish() }
+        var offset: off_t = 0
+        while true {
+            let buffer = pipeline.nextBuffer()
+            var count: Int
+            repeat { count = pread(fd, buffer.baseAddress!, buffer.count, offset) } while count < 0 && errno == EINTR
+            if count < 0 { throw readError(url, errno: errno) }
+            if count == 0 { break }
+            pipeline.hash(count)
+            offset += off_t(count)
         }
-        let (content, file) = results.withLock { ($0[0]!, $0[1]!) }
-        return (try content.get(), try file.get())
+        return pipeline.finish()
     }
 
     /// A finished digest as lowercase hex (for hashers fed piece by piece elsewhere).

@@ -108,11 +108,8 @@ final class HashingPipeline: @unchecked Sendable {
         // as ``ContentHash`` masks a file's first read.
         var header: [UInt8]? = hasher == Self.contentHasher ? [] : nil
         func flushHeader() {
-            guard var bytes = header else { return }
-            for range in ContentHash.volatileHeaderRanges where range.upperBound <= bytes.count {
-                bytes.replaceSubrange(range, with: repeatElement(0, count: range.count))
-            }
-            bytes.withUnsafeBytes { sha.update(bufferPointer: $0) }
+            guard let bytes = header else { return }
+            sha.update(data: ContentIdentity.masked(Data(bytes)))
             header = nil
         }
         while true {
