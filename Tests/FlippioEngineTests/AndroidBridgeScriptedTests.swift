@@ -40,7 +40,10 @@ struct AndroidBridgeScriptedTests {
         AndroidBridge(adbPath: "/usr/bin/adb", runner: runner)
     }
 
-    @Test func push_runsContractStepsInOrder() async throws {
+    /// A whole-file push of a small snapshot through scripted adb (the stale-temp clean-up answers
+    /// `cleanupOutput`); what it returned and every adb call it made.
+    func scriptedPush(cleanupOutput: String = "") async throws
+        -> (fingerprint: DeviceFingerprint, commands: [[String]], snapshot: URL, hash: String, old: String) {
         let dir = try TemporaryDirectory()
         let snapshot = dir.child("snap.db")
         try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
@@ -48,15 +51,20 @@ struct AndroidBridgeScriptedTests {
         let size = try Data(contentsOf: snapshot).count
         let runner = ScriptedRunner { command in
             let last = command.arguments.last ?? ""
+            if last.contains("flippio-waited") { return (0, cleanupOutput, "") }
             if last.contains("mv -f") { return (0, "sibling 4242 \(size)\ntarget 4242 \(size)\n", "") }
             return (0, "", "")
         }
         let old = String(repeating: "b", count: 64)
         let fingerprint = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db,
                                                         expecting: DeviceFingerprint(mainHash: old), progress: nil)
+        return (fingerprint, await runner.commands.map(\.arguments), snapshot, hash, old)
+    }
+
+    @Test func push_runsContractStepsInOrder() async throws {
+        let (fingerprint, commands, snapshot, hash, old) = try await scriptedPush()
         #expect(fingerprint == DeviceFingerprint(mainHash: hash))
 
-        let commands = await runner.commands.map(\.arguments)
         let names = try Self.names(of: commands)
         #expect(names.staging.wholeMatch(of: /\/data\/local\/tmp\/flippio-[0-9a-f]{16}-[0-9a-f]+\.db/) != nil)
         #expect(names.sibling.hasPrefix("/data/data/com.example.notes/databases/.notes.db.flippio-tmp-"))
@@ -84,21 +92,7 @@ struct AndroidBridgeScriptedTests {
     /// A shell that runs jobs (its answer to the probe in the clean-up call) gets the two hashes
     /// side by side: the target's guard in the background, removing a permit rather than the copy.
     @Test func push_aShellThatRunsJobs_hashesTheCopyAndTheTargetSideBySide() async throws {
-        let dir = try TemporaryDirectory()
-        let snapshot = dir.child("snap.db")
-        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)
-        let hash = try ContentHash.sha256(fileAt: snapshot)
-        let size = try Data(contentsOf: snapshot).count
-        let runner = ScriptedRunner { command in
-            let last = command.arguments.last ?? ""
-            if last.contains("flippio-waited") { return (0, "flippio-main\nflippio-job\nflippio-waited\n", "") }
-            if last.contains("mv -f") { return (0, "sibling 4242 \(size)\ntarget 4242 \(size)\n", "") }
-            return (0, "", "")
-        }
-        let old = String(repeating: "b", count: 64)
-        _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db,
-                                          expecting: DeviceFingerprint(mainHash: old), progress: nil)
-        let commands = await runner.commands.map(\.arguments)
+        let (_, commands, _, hash, old) = try await scriptedPush(cleanupOutput: "flippio-main\nflippio-job\nflippio-waited\n")
         let names = try Self.names(of: commands)
         let sibling = names.sibling, permit = names.permit, p = Self.path
         // (The script is one quoted word of `sh -c`: its own quotes are escaped.)
