@@ -177,6 +177,35 @@ struct DeltaPushTests {
                 == "fourth,first,second,third\n")
     }
 
+    /// The agent, not `flippio push`: each save goes by page delta and the base takes it in place;
+    /// after the agent is stopped and started again, the next save is a page delta again.
+    @Test(.tags(.editLost, .corruption))
+    func withTheAgentRunning_eachSaveIsADelta_andAfterARestartTheNextOneToo() async throws {
+        let scenario = try Self.scenario(rows: 1_000)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: scenario.deviceDatabase.path)[.size] as? Int)
+        var agent = try scenario.harness.startAgent()
+        try await agent.waitForLog("ready")
+        let edits = [(id: 100, title: "agent one"), (id: 900, title: "agent two"), (id: 500, title: "after restart")]
+        for (index, edit) in edits.enumerated() {
+            if index == 2 {
+                agent.signal(SIGTERM)
+                #expect(try await agent.waitForExit() == 0)
+                agent = try scenario.harness.startAgent()
+                try await agent.waitForLog("ready")
+            }
+            try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = '\(edit.title)' WHERE id = \(edit.id)")
+            try await waitUntil("push \(index + 1) recorded\n\(agent.log)", timeout: .seconds(45)) {
+                let sidecar = try? scenario.sidecar()
+                return sidecar?.pushHistory.count == index + 1 && sidecar?.state == .clean
+            }
+            let record = try #require(try scenario.sidecar().pushHistory.last)
+            #expect(record.viaDelta == true, "\(agent.log)")
+            #expect(record.bytesSent.map { $0 < Int64(size / 50) } == true)
+            try Self.expectDeviceHoldsThePush(scenario)
+            #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id = \(edit.id)") == "\(edit.title)\n")
+        }
+    }
+
     @Test func thresholdZero_alwaysPushesTheWholeFile() throws {
         let scenario = try Self.scenario(rows: 100)
         try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'x' WHERE id = 50")
