@@ -73,6 +73,13 @@ import TestSupport
         #expect(try run(": > /sdcard/permit || exit 1; test -e /sdcard/none || rm -f /sdcard/permit & wait; test -e /sdcard/permit || exit 3").0 == 3)
     }
 
+    @Test func hashesOfAFileAndOfTheSameBytesFromAPipeAgree() throws {
+        // sha256sum of "a\nb\nc\n", as coreutils prints it; read from the file and from stdin.
+        let expected = "880553fca8fcea94e325ee2cfb48e5a985cc797f39a14cc6d3cedecfeb2ae4d2"
+        #expect(try run("sha256sum /sdcard/abc.txt").1 == "\(expected)  /sdcard/abc.txt\n")
+        #expect(try run("cat /sdcard/abc.txt | sha256sum").1 == "\(expected)  -\n")
+    }
+
     @Test func variablesAndExitStatus() throws {
         #expect(try run("false; echo $?").1 == "1\n")
         #expect(try run("X=5; echo \"x=$X\" '$X'").1 == "x=5 $X\n")

@@ -449,12 +449,7 @@ private final class Digester {
     }
 
     func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        let data = Data(bytes)
-        switch kind {
-        case "md5sum": md5.update(data: data)
-        case "sha1sum": sha1.update(data: data)
-        default: sha256.update(data: data)
-        }
+        Data(bytes).withUnsafeBytes { update(raw: $0) }
     }
 
     func hex() -> String {
