@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
@@ -63,6 +64,24 @@ import TestSupport
         let again = try sim.adb(["-s", device.serial, "pull", "/sdcard/blob", work.child("blob").path])
         #expect(again.status == 0)
         #expect(try Data(contentsOf: work.child("blob")) == Data(repeating: 7, count: 300_000))
+    }
+
+    @Test func replyLatency_theCommandTakesEffectBeforeItsAnswerArrives() async throws {
+        let sim = try Devsim()
+        let device = try sim.addDevice("emulator-5554")
+        try device.setFaults(["replyLatencyMs": 3000])
+        let answered = Mutex(false)
+        let call = Task.detached {
+            defer { answered.withLock { $0 = true } }
+            return try sim.adb(["-s", device.serial, "shell", "touch /data/local/tmp/done; echo ran"])
+        }
+        try await waitUntil("the command ran on the device", timeout: .seconds(20), poll: .milliseconds(5)) {
+            FileManager.default.fileExists(atPath: device.url("/data/local/tmp/done").path)
+        }
+        #expect(!answered.withLock { $0 }, "the answer comes after the reply latency")
+        let result = try await call.value
+        #expect(result.status == 0)
+        #expect(result.out == "ran\n")
     }
 
     @Test func latency_delaysButAnswers() throws {

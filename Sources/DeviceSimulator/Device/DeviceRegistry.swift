@@ -57,6 +57,9 @@ final class DeviceRegistry: @unchecked Sendable {
     /// What `faults.json` asks of one request.
     struct FaultPlan {
         var latencyMs = 0
+        /// Shell and exec requests: the pause between the command's end and its answer (the exit
+        /// status, the end of the stream), as a slow link adds on the way back.
+        var replyLatencyMs = 0
         var failMessage: String?
         var hangSeconds: Double = 0
         /// Only shell/exec requests whose command contains this text hang (all of them when nil).
@@ -69,6 +72,7 @@ final class DeviceRegistry: @unchecked Sendable {
         var plan = FaultPlan()
         guard var faults = readFaults(serial: serial) else { return plan }
         plan.latencyMs = Self.int(faults["latencyMs"]) ?? 0
+        plan.replyLatencyMs = Self.int(faults["replyLatencyMs"]) ?? 0
         plan.hangSeconds = Self.double(faults["hangSeconds"]) ?? 0
         plan.hangMatching = faults["hangMatching"] as? String
         if let n = Self.int(faults["failNext"]), n > 0 {

@@ -16,9 +16,9 @@ extension AdbServer {
             guard hang(selection, connection, command: command) else { return }
             try connection.sendOkay()
             if args.contains("v2") {
-                try runShellProtocol(command, device: device, connection: connection)
+                try runShellProtocol(command, device: device, connection: connection, replyLatencyMs: selection.faults.replyLatencyMs)
             } else {
-                try runRaw(command, device: device, connection: connection, dropping: false)
+                try runRaw(command, device: device, connection: connection, dropping: false, replyLatencyMs: selection.faults.replyLatencyMs)
             }
             return
         }
@@ -28,7 +28,7 @@ extension AdbServer {
             guard hang(selection, connection, command: command) else { return }
             try connection.sendOkay()
             let dropping = registry.takeDropTransfer(serial: serial)
-            try runRaw(command, device: device, connection: connection, dropping: dropping)
+            try runRaw(command, device: device, connection: connection, dropping: dropping, replyLatencyMs: selection.faults.replyLatencyMs)
             return
         }
         if service == "sync:" || service.hasPrefix("sync:") {
@@ -58,30 +58,39 @@ extension AdbServer {
         return !isStopped
     }
 
+    /// The `replyLatencyMs` fault: waits before a command's answer ends; false when the client
+    /// left or the server stopped meanwhile.
+    private func replied(after milliseconds: Int, _ connection: SocketConnection) -> Bool {
+        milliseconds <= 0 || pause(seconds: Double(milliseconds) / 1000, connection: connection)
+    }
+
     private func makeShell(_ device: SimulatedDevice, _ connection: SocketConnection) -> DeviceShell {
         DeviceShell(device: device, user: .shell, cwd: "/", cancelled: { [weak self] in self?.isStopped ?? true },
                     hungUp: { connection.hungUp() })
     }
 
     /// Shell protocol v2: stdout and stderr as separate packets, then the exit status.
-    private func runShellProtocol(_ command: String, device: SimulatedDevice, connection: SocketConnection) throws {
+    private func runShellProtocol(_ command: String, device: SimulatedDevice, connection: SocketConnection, replyLatencyMs: Int) throws {
         let io = ShellIO(
             stdin: ShellPacketInput(socket: connection),
             stdout: ShellPacketSink(socket: connection, id: ShellPacketSink.stdout),
             stderr: ShellPacketSink(socket: connection, id: ShellPacketSink.stderr))
         let shell = makeShell(device, connection)
         let status = command.isEmpty ? try shell.sh([], io) : try shell.run(script: command, io: io)
+        guard replied(after: replyLatencyMs, connection) else { return }
         try connection.write(ShellPacketSink.header(id: ShellPacketSink.exit, length: 1) + [UInt8(truncatingIfNeeded: status)])
         connection.finish()
     }
 
     /// `exec:` and protocol-less `shell:`: stdout and stderr in one byte stream, no exit status.
-    private func runRaw(_ command: String, device: SimulatedDevice, connection: SocketConnection, dropping: Bool) throws {
+    private func runRaw(_ command: String, device: SimulatedDevice, connection: SocketConnection, dropping: Bool,
+                        replyLatencyMs: Int) throws {
         var sink: OutputSink = SocketSink(socket: connection)
         if dropping { sink = DroppingSink(inner: sink, socket: connection) }
         let io = ShellIO(stdin: SocketInput(socket: connection), stdout: sink, stderr: sink)
         let shell = makeShell(device, connection)
         _ = command.isEmpty ? try shell.sh([], io) : try shell.run(script: command, io: io)
+        guard replied(after: replyLatencyMs, connection) else { return }
         if dropping {
             // Nothing was written (empty output): still cut the transfer short.
             connection.abort()
