@@ -61,7 +61,7 @@ extension AndroidBridgeScriptedTests {
         let rename = try #require(script.range(of: "mv -f "))
         let after = try #require(script.range(of: "target %i %s"))
         #expect(before.lowerBound < rename.lowerBound && rename.lowerBound < after.lowerBound)
-        #expect(script.hasSuffix(" \(Self.path)'"))
+        #expect(script.hasSuffix(" \(Self.path)' && rm -f \(try Self.names(of: await runner.commands.map(\.arguments)).staging)"))
         #expect(!commands.contains { $0.hasPrefix("run-as \(Self.pkg) sha256sum ") }, "no whole-file hash after the rename")
     }
 

@@ -70,10 +70,9 @@ struct AndroidBridgeScriptedTests {
         #expect(names.sibling.hasPrefix("/data/data/com.example.notes/databases/.notes.db.flippio-tmp-"))
         let sibling = names.sibling, staging = names.staging, p = Self.path
         #expect(commands == [
-            ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c "
+            ["-s", "emulator-5554", "shell", "rm -f " + names.stagingPattern + " && run-as com.example.notes sh -c "
                 + DeviceShellQuoting.quote("rm -f /data/data/com.example.notes/databases/.notes.db.flippio-tmp-* || exit 1; "
                                            + AndroidBridge.jobsProbe)],
-            ["-s", "emulator-5554", "shell", "rm -f " + names.stagingPattern],
             ["-s", "emulator-5554", "push", snapshot.path, staging],
             ["-s", "emulator-5554", "shell", "run-as com.example.notes sh -c " + DeviceShellQuoting.quote(
                 "cp \(staging) \(sibling) && chmod 660 \(sibling) || exit 1; "
@@ -82,8 +81,7 @@ struct AndroidBridgeScriptedTests {
                 + "test -s \(p)-wal && rm -f \(sibling); test -s \(p)-journal && rm -f \(sibling); "
                 + "test -e \(sibling) || exit 3; "
                 + "stat -c 'sibling %i %s' \(sibling) && rm -f \(p)-wal \(p)-shm \(p)-journal && mv -f \(sibling) \(p) && "
-                + "stat -c 'target %i %s' \(p)")],
-            ["-s", "emulator-5554", "shell", "rm -f \(staging)"],
+                + "stat -c 'target %i %s' \(p)") + " && rm -f \(staging)"],
         ])
         #expect(!commands.contains { $0.last?.hasPrefix("run-as com.example.notes sha256sum") == true },
                 "no second whole-file hash after the rename: the script hashed the copy it renamed")
@@ -157,7 +155,7 @@ struct AndroidBridgeScriptedTests {
     /// After the rename the target must be the copy the script hashed (same inode, the snapshot's
     /// size); another file there, or no `stat` line, is a verification failure, retried.
     @Test(arguments: ["sibling 4242 20\ntarget 4343 20\n", "sibling 4242 20\ntarget 4242 19\n", "sibling 4242 20\n", ""])
-    func push_targetIsNotTheCheckedCopyAfterTheRename_isVerificationFailed_andKeepsStaging(stdout: String) async throws {
+    func push_targetIsNotTheCheckedCopyAfterTheRename_isVerificationFailed(stdout: String) async throws {
         let dir = try TemporaryDirectory()
         let snapshot = dir.child("snap.db")
         try Data("SQLite format 3\0rest".utf8).write(to: snapshot)  // 20 bytes
@@ -169,7 +167,24 @@ struct AndroidBridgeScriptedTests {
         }
         #expect(error?.code == .verificationFailed)
         #expect(error?.isRetryable == true)
-        #expect(await runner.commands.count == 4, "cleanups, upload, swap: the staging copy is kept for the retry")
+        #expect(await runner.commands.count == 3, "clean-up, upload, swap (whose call removed the staging copy)")
+    }
+
+    /// The swap's call removes the staging file after the app's script, as the shell user: when
+    /// only that removal fails, the push landed (both `stat` lines agree) and is not reported as
+    /// failed; the next push's clean-up removes the file.
+    @Test func push_whenOnlyTheStagingRemovalFails_thePushLanded() async throws {
+        let dir = try TemporaryDirectory()
+        let snapshot = dir.child("snap.db")
+        try Data("SQLite format 3\0rest".utf8).write(to: snapshot)  // 20 bytes
+        let hash = try ContentHash.sha256(fileAt: snapshot)
+        let runner = ScriptedRunner { command in
+            command.arguments.last?.contains("mv -f") == true
+                ? (1, "sibling 4242 20\ntarget 4242 20\n", "rm: /data/local/tmp/x: Permission denied\n") : (0, "", "")
+        }
+        let fingerprint = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: Self.db, expecting: .absent, progress: nil)
+        #expect(fingerprint == DeviceFingerprint(mainHash: hash))
+        #expect(await runner.commands.count == 3, "no clean-up of a sibling that was renamed")
     }
 
     @Test func push_quotesSpecialPaths() async throws {
@@ -184,7 +199,7 @@ struct AndroidBridgeScriptedTests {
         var db = Self.db
         db.path = odd
         _ = try await bridge(runner).push(snapshot: snapshot, snapshotHash: hash, to: db, expecting: .absent, progress: nil)
-        let move = await runner.commands[3].arguments[3]
+        let move = await runner.commands[2].arguments[3]
         // Quoted twice: once inside `sh -c`, once for the device shell that runs run-as.
         #expect(move.hasPrefix("run-as com.example.notes sh -c '"))
         #expect(move.contains(#"'\''/data/data/com.example.notes/databases/it'\''\'\'''\''s $(x).db'\''"#))

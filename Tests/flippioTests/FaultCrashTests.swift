@@ -7,9 +7,10 @@ import TestSupport
 /// Issue #7, the machine and the app: the agent killed with SIGKILL at each stage of a push, and
 /// the app writing its copy while a push runs.
 ///
-/// Stages are found without hooks in the product: every device request is slowed down
-/// (`latencyMs`), and the test watches the simulator's `requests.jsonl` for the request that
-/// starts a stage, then kills the agent inside the delay before the next one.
+/// Stages are found without hooks in the product: every device request is slowed down, on its
+/// way in (`latencyMs`) and its answer on the way back (`replyLatencyMs`), and the test watches the
+/// simulator's `requests.jsonl` and the device's files for what starts a stage, then kills the
+/// agent inside the delay that follows.
 @Suite("Fault: agent killed, app writing", .serialized)
 struct FaultCrashTests {
     enum Stage: String, CaseIterable, Sendable, CustomTestStringConvertible {
@@ -19,8 +20,8 @@ struct FaultCrashTests {
         case afterUpload = "after the temp file is on the device"
         /// `mv` replaced the database; the result is not verified nor recorded.
         case afterMove = "after the mv"
-        /// Verified on the device (by the swap's own script) and the upload removed; the sidecar
-        /// still says pending.
+        /// Verified on the device (by the swap's own script) and the upload removed (by the same
+        /// call); its answer is on the way back and the sidecar still says pending.
         case beforeSidecarWrite = "before the sidecar write"
 
         var testDescription: String { rawValue }
@@ -41,7 +42,7 @@ struct FaultCrashTests {
         let oldHash = try scenario.hash(scenario.deviceDatabase)
         let sim = scenario.harness.sim
         let first = try await scenario.startAgent()
-        try scenario.device.setFaults(["latencyMs": Self.latency])
+        try scenario.device.setFaults(["latencyMs": Self.latency, "replyLatencyMs": Self.latency])
         try sim.clearRequests()
         try Shell.sqlite(scenario.localCopy, "PRAGMA busy_timeout=10000; INSERT INTO notes(title) VALUES ('edited before the crash')")
 
@@ -67,12 +68,11 @@ struct FaultCrashTests {
                 index(of: isMove) != nil && (try? scenario.hash(scenario.deviceDatabase)) != oldHash
             }
         case .beforeSidecarWrite:
-            // The swap's script checked what it renamed; the verified push's next adb call (the
-            // upload's removal, the last one) asks for the device, and waits out the latency there.
+            // The swap's call checked what it renamed and removed the upload; its answer waits out
+            // the reply latency.
             try await waitUntil("verified on the device\n\(first.log)", timeout: .seconds(30), poll: .milliseconds(5)) {
-                let all = requests()
-                guard let move = all.firstIndex(where: isMove) else { return false }
-                return all[(move + 1)...].contains { $0.service.hasPrefix("host") }
+                index(of: isMove) != nil && (try? scenario.hash(scenario.deviceDatabase)) != oldHash
+                    && (try? scenario.deviceTmpFiles())?.isEmpty == true
             }
         }
         first.signal(SIGKILL)

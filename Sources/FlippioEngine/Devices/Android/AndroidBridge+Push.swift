@@ -46,7 +46,7 @@ extension AndroidBridge {
     ///    `x.db-journal`, then `mv -f` it over `x.db` (a rename: atomic);
     /// 4. verify that `x.db` is now the copy the script hashed: the same inode and size, printed
     ///    by `stat` before and after the `mv` in that script (no second whole-file hash);
-    /// 5. remove the staging file.
+    /// 5. remove the staging file (as the shell user, in the same call, after the script).
     ///
     /// Does not stop the app: the sync engine does that first (or lets it run, `--no-stop-app`),
     /// and the check in step 3 keeps a write the app made since the caller's check.
@@ -92,12 +92,13 @@ extension AndroidBridge {
             try? FileManager.default.setAttributes([.posixPermissions: mode | 0o444], ofItemAtPath: file.path)
         }
 
-        // e. Temp files of interrupted attempts. The app's folder is only readable as the app, so
-        // its glob is expanded by a shell running as the app, not by the shell user's. The same
-        // shell says whether it runs `list &` and `wait` (``jobsProbe``), for the swap's hashes.
-        let cleanup = try await shellChecked(serial, prefix + "sh -c " + q("rm -f " + names.siblingPattern + " || exit 1; " + Self.jobsProbe),
+        // e. Temp files of interrupted attempts, in one call: the staging folder's as the shell
+        // user (who owns them), then the app's folder's as the app (only it can read that folder,
+        // so its glob is expanded by a shell running as the app). The app's shell also says
+        // whether it runs `list &` and `wait` (``jobsProbe``), for the swap's hashes.
+        let cleanup = try await shellChecked(serial, "rm -f " + names.stagingPattern + " && " + prefix + "sh -c "
+                                                 + q("rm -f " + names.siblingPattern + " || exit 1; " + Self.jobsProbe),
                                              subject: subject)
-        try await shellChecked(serial, "rm -f " + names.stagingPattern, subject: subject)
 
         // a. Upload.
         progress?(0, size)
@@ -181,9 +182,14 @@ extension AndroidBridge {
         let script = building + checks + [rename]
         // Copying and hashing on the device take time in proportion to the size, like a transfer.
         let onDevice = max(timeouts.control, timeouts.transfer(bytes: max(size ?? 0, 0)))
-        let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; "))
+        // The staging file belongs to the shell user: removed by the shell that runs the app's
+        // script, once that succeeded (`&&` keeps a failed script's exit status).
+        let swapCommand = prefix + "sh -c " + q(script.joined(separator: "; ")) + " && rm -f " + q(names.staging)
         let swap = try await shell(serial, swapCommand, subject: subject, timeout: onDevice)
-        if !swap.succeeded {
+        // Both `stat` lines, matching: the rename happened, whatever the exit status says after it
+        // (only the staging file's removal runs after the target's `stat`).
+        let renamed = (try? Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject)) != nil
+        if !swap.succeeded && !renamed {
             // Nothing was renamed: remove what this attempt left (the next attempt's glob would too).
             _ = try? await shell(serial, prefix + "rm -f " + q(names.sibling) + " " + q(names.permit), subject: subject)
             _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
@@ -210,21 +216,15 @@ extension AndroidBridge {
                                remedy: "flippio pushes the whole file instead; if this repeats, check the device's free space.",
                                context: subject.context)
         }
-        guard swap.succeeded else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
+        guard swap.succeeded || renamed else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
 
         // c. Verify.
         try Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject)
-        try await removeStaging(names, serial: serial, subject: subject)
-        return DeviceFingerprint(mainHash: snapshotHash.lowercased())
-    }
-
-    /// d. Clean up; a failure here leaves only a temp file that the next push overwrites.
-    private func removeStaging(_ names: PushNames, serial: String, subject: AndroidErrors.Subject) async throws {
-        do {
-            try await shellChecked(serial, "rm -f " + DeviceShellQuoting.quote(names.staging), subject: subject)
-        } catch {
-            logger.warning("Could not remove \(names.staging) on \(serial): \(error)")
+        if !swap.succeeded {
+            // d. Only the clean-up failed: the next push's removes the file.
+            logger.warning("Could not remove \(names.staging) on \(serial): \(AndroidErrors.excerpt(swap.stderrText))")
         }
+        return DeviceFingerprint(mainHash: snapshotHash.lowercased())
     }
 
     /// The swap's checks one after the other: the copy's SHA-256 must be `snapshotHash` (else it
