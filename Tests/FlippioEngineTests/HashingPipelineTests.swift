@@ -7,9 +7,10 @@ import TestSupport
 /// whole stream however it was cut.
 @Suite("HashingPipeline")
 struct HashingPipelineTests {
-    /// Hands `bytes` over in pieces of the given sizes (cycled); returns both hashes.
-    static func hashes(_ bytes: [UInt8], pieces: [Int]) -> (content: String, file: String) {
-        let pipeline = HashingPipeline()
+    /// Hands `bytes` over in pieces of the given sizes (cycled); returns both hashes (the content
+    /// hash nil when not asked for).
+    static func hashes(_ bytes: [UInt8], pieces: [Int], hashingContent: Bool = true) -> (content: String?, file: String) {
+        let pipeline = HashingPipeline(hashingContent: hashingContent)
         var offset = 0, piece = 0
         while offset < bytes.count {
             let count = min(pieces[piece % pieces.count], bytes.count - offset, pipeline.chunkSize)
@@ -36,6 +37,20 @@ struct HashingPipelineTests {
         #expect(hashes.file == (try ContentHash.sha256(fileAt: file)))
         #expect(hashes.content == (try ContentHash.sha256(databaseAt: file)), "the header's volatile bytes masked")
         #expect(hashes.content != hashes.file)
+    }
+
+    @Test func withoutTheContentHashOneHasherGivesTheWholeStreamsFileHash() throws {
+        let dir = try TemporaryDirectory("flippio-hashing")
+        var random = SplitMix64(seed: 42)
+        // More buffers than the ring holds: the producer waits for the one hasher, never for a second.
+        let words = (0..<(9_437_185 / 8 + 1)).map { _ in random.next() }
+        let bytes = Array(words.withUnsafeBytes { $0.prefix(9_437_185) })
+        let file = dir.child("stream.db")
+        try Data(bytes).write(to: file)
+
+        let hashes = Self.hashes(bytes, pieces: [1 << 20, 3], hashingContent: false)
+        #expect(hashes.file == (try ContentHash.sha256(fileAt: file)))
+        #expect(hashes.content == nil)
     }
 
     @Test func aStreamShorterThanTheHeaderAndAnEmptyOneAreHashedToo() throws {

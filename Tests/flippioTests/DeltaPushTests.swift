@@ -206,6 +206,38 @@ struct DeltaPushTests {
         }
     }
 
+    /// A delta push records its content hash after the device has the copy (it is computed
+    /// meanwhile): what it records must be what the device holds, so that the next push of the
+    /// same content sends nothing, a commit that changes no row neither, and a real edit goes by
+    /// delta again.
+    @Test(.tags(.editLost))
+    func afterADelta_theSameContentIsNotPushedAgain_andTheNextEditIsADelta() throws {
+        let scenario = try Self.scenario(rows: 250)
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'edited' WHERE id = 200")
+        #expect(try Self.push(scenario).record.viaDelta == true)
+        let device = try ContentHash.sha256(databaseAt: scenario.deviceDatabase)
+        let sidecar = try scenario.sidecar()
+        #expect(sidecar.deviceContentHash == device)
+        #expect(sidecar.baseHash == device)
+        #expect(sidecar.localContentHash == device)
+        #expect(sidecar.pushHistory.last?.contentHash == device)
+        let pushes = sidecar.pushHistory.count
+
+        for noChange in ["SELECT 1", "UPDATE notes SET title = title WHERE id = 3"] {
+            try Shell.sqlite(scenario.localCopy, noChange)
+            try scenario.harness.sim.clearRequests()
+            let again = try scenario.harness.flippio(["push", scenario.localCopy.path])
+            #expect(again.status == 0, "\(again.out)\n\(again.err)")
+            #expect(try scenario.sidecar().pushHistory.count == pushes, "\(noChange): nothing new to push")
+            #expect(try scenario.harness.sim.requests().bytesSentToDevice == 0, "\(noChange): nothing sent")
+        }
+
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'again' WHERE id = 20")
+        #expect(try Self.push(scenario).record.viaDelta == true)
+        try Self.expectDeviceHoldsThePush(scenario)
+        #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id IN (20, 200) ORDER BY id") == "again\nedited\n")
+    }
+
     @Test func thresholdZero_alwaysPushesTheWholeFile() throws {
         let scenario = try Self.scenario(rows: 100)
         try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'x' WHERE id = 50")

@@ -119,13 +119,13 @@ extension Engine {
         var sidecar = Sidecar(
             origin: .init(platform: remote.platform, deviceID: device.id, deviceModel: device.model, appID: remote.appID,
                           remotePath: remote.path, access: remote.access),
-            pulledAt: Date(), fingerprintAtPull: pulled.fingerprint, contentHash: snapshot.contentHash)
+            pulledAt: Date(), fingerprintAtPull: pulled.fingerprint, contentHash: try snapshot.contentHash)
         sidecar.lastRowCounts = summary.tableRowCounts
         // The common ancestor of later merges: exactly what the device and the copy now agree on.
         // The snapshot is not needed after this, and it is synced: moved, not copied.
         try BaseStore(workspace: workspace).adopt(snapshot.url, for: remote)
         times.lap("base")
-        sidecar.baseHash = snapshot.contentHash
+        sidecar.baseHash = try snapshot.contentHash
         sidecar.deviceJournalWAL = summary.wasWAL
         sidecar.follow = follow
         try await sidecars.write(sidecar, forDatabase: local, replacingUnreadable: overwrite)
@@ -133,7 +133,7 @@ extension Engine {
         logger.info("pulled \(remote.path) to \(local.path)")
         logger.debug("pull \(remote.path): \(times)")
         return PullReport(remotePath: remote.path, localPath: local.path, bytes: summary.size,
-                          foldedWAL: pulled.walFile != nil, tables: summary.tableRowCounts, contentHash: snapshot.contentHash,
+                          foldedWAL: pulled.walFile != nil, tables: summary.tableRowCounts, contentHash: try snapshot.contentHash,
                           keptLocalCopy: kept?.path)
     }
 }

@@ -69,8 +69,9 @@ extension Engine {
         guard let snapshot = try? await pipeline.takeSnapshot(of: database) else { return true }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
         var current = sidecar
-        PushPipeline.migrateContentHashes(&current, snapshot: snapshot)
-        return snapshot.contentHash != current.deviceContentHash
+        guard (try? PushPipeline.migrateContentHashes(&current, snapshot: snapshot)) != nil,
+              let content = try? snapshot.contentHash else { return true }
+        return content != current.deviceContentHash
     }
 
     /// The tracked database a user-given path names (the copy itself or its sidecar).

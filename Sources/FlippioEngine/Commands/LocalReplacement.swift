@@ -35,8 +35,8 @@ struct LocalReplacement {
             throw FlippioError.unpushedChanges(database, why: "it cannot be read as a database (\(error.message))")
         }
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
-        PushPipeline.migrateContentHashes(&sidecar, snapshot: snapshot)
-        if snapshot.contentHash != sidecar.deviceContentHash {
+        try PushPipeline.migrateContentHashes(&sidecar, snapshot: snapshot)
+        if try snapshot.contentHash != sidecar.deviceContentHash {
             throw FlippioError.unpushedChanges(database, why: "it has changes that are not on the device yet")
         }
     }

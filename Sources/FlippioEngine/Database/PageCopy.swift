@@ -43,8 +43,8 @@ enum PageCopy {
     struct Copied: Sendable, Equatable {
         /// The copy's size in bytes.
         var size: Int64
-        /// ``ContentHash/sha256(databaseAt:)`` of the copy.
-        var contentHash: String
+        /// ``ContentHash/sha256(databaseAt:)`` of the copy; nil when it was not asked for.
+        var contentHash: String?
         /// ``ContentHash/sha256(fileAt:)`` of the copy.
         var fileHash: String
         /// The copy's pages compared with the base given, when it has the same page size.
@@ -61,21 +61,25 @@ enum PageCopy {
     ///
     /// With `base` (a base copy, never a live file), the copy's pages are compared with it on the
     /// way too, for a page delta (``PageDelta/init(_:targetSize:)``) without another read.
-    static func copy(_ connection: DatabaseQueue, to destination: URL, comparingWith base: URL? = nil) throws -> Copied? {
+    /// With `hashingContent` false only the plain hash is computed (the caller hashes the content
+    /// later, from the copy).
+    static func copy(_ connection: DatabaseQueue, to destination: URL, comparingWith base: URL? = nil,
+                     hashingContent: Bool = true) throws -> Copied? {
         try connection.read { db in
             // A statement reading the schema takes the SHARED lock, which the read transaction
             // then keeps until it ends (after the last byte is read).
             _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
-            return try copyLocked(db, to: destination, comparingWith: base)
+            return try copyLocked(db, to: destination, comparingWith: base, hashingContent: hashingContent)
         }
     }
 
-    private static func copyLocked(_ db: Database, to destination: URL, comparingWith base: URL?) throws -> Copied? {
+    private static func copyLocked(_ db: Database, to destination: URL, comparingWith base: URL?,
+                                   hashingContent: Bool) throws -> Copied? {
         guard let handle = db.sqliteConnection else { return nil }
         var fileSize: Int64 = 0
         guard fl_main_file_size(handle, &fileSize) == FL_SQLITE_OK,
               fileSize >= Int64(SQLiteHeader.length), fileSize < lockBytePageOffset else { return nil }
-        let pipeline = HashingPipeline()
+        let pipeline = HashingPipeline(hashingContent: hashingContent)
         defer { pipeline.finish() }
         func read(_ count: Int, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
             let rc = fl_main_file_read(handle, buffer.baseAddress!, Int32(count), offset)

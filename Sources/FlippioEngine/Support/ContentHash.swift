@@ -60,7 +60,16 @@ public enum ContentHash {
             pipeline.hash(count)
             offset += off_t(count)
         }
-        return pipeline.finish()
+        let hashes = pipeline.finish()
+        guard let content = hashes.content else { preconditionFailure("HashingPipeline() hashes the content") }
+        return (content, hashes.file)
+    }
+
+    /// ``sha256(databaseAt:)`` of the file open at `fd` (read from its start with `pread`; the
+    /// descriptor is not closed), for a file that may be unlinked or renamed meanwhile; `url`
+    /// names it in errors.
+    static func sha256(databaseIn fd: Int32, at url: URL) throws -> String {
+        try sha256(fd, url, maskingHeader: true)
     }
 
     /// A finished digest as lowercase hex (for hashers fed piece by piece elsewhere).
@@ -76,6 +85,10 @@ public enum ContentHash {
         let fd = open(url.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw readError(url, errno: errno) }
         defer { close(fd) }
+        return try sha256(fd, url, maskingHeader: maskingHeader)
+    }
+
+    private static func sha256(_ fd: Int32, _ url: URL, maskingHeader: Bool) throws -> String {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         var hasher = SHA256()

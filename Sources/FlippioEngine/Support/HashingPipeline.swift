@@ -4,7 +4,7 @@ import Foundation
 import Synchronization
 
 /// Both hashes of a stream of chunks (``ContentHash/sha256(databaseAt:)`` and the plain SHA-256),
-/// computed on two threads of their own while the producer fills the next chunk.
+/// or the plain one alone, computed on a thread each while the producer fills the next chunk.
 ///
 /// A copy that is hashed afterwards reads every byte twice more (once per hash); hashing the
 /// chunks the copy already holds in memory costs no read at all, and the two SHA-256 passes run
@@ -21,6 +21,10 @@ import Synchronization
 /// pipeline.hash(count)
 /// let (content, file) = pipeline.finish()
 /// ```
+///
+/// Without the content hash (`HashingPipeline(hashingContent: false)`) one hasher runs: the push
+/// of a snapshot needs only the plain hash before the device checks its copy, and the content
+/// hash is computed afterwards, off the push's path (``Snapshotter/defersContentHash``).
 ///
 /// Not for concurrent producers: one thread calls ``nextBuffer()``, ``hash(_:)`` and ``finish()``.
 /// The hashers are plain threads, not Dispatch work items: a hasher must run while the producer
@@ -41,20 +45,23 @@ final class HashingPipeline: @unchecked Sendable {
     private let exited = DispatchSemaphore(value: 0)
     /// Each hasher's result, written before it signals ``exited`` (both threads write it: a lock,
     /// not a plain array, which two simultaneous writes would race on).
-    private let results = Mutex<[String]>(["", ""])
+    private let results = Mutex<[String?]>([nil, nil])
+    /// The hashers running: the file hasher, and the content hasher unless it was not asked for.
+    private let hashers: [Int]
 
     // The producer's state.
     private var handedOver = 0
     private var taken: Int?
     private var finished = false
 
-    init() {
+    init(hashingContent: Bool = true) {
+        hashers = hashingContent ? [Self.contentHasher, Self.fileHasher] : [Self.fileHasher]
         buffers = (0..<Self.slotCount).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096) }
         lengths = .allocate(capacity: Self.slotCount)
         lengths.initialize(repeating: 0, count: Self.slotCount)
         ready = (0..<2).map { _ in (0..<Self.slotCount).map { _ in DispatchSemaphore(value: 0) } }
         free = (0..<2).map { _ in (0..<Self.slotCount).map { _ in DispatchSemaphore(value: 1) } }
-        for hasher in [Self.contentHasher, Self.fileHasher] {
+        for hasher in hashers {
             let thread = Thread { [self] in run(hasher) }
             thread.name = "flippio.hash"
             thread.start()
@@ -66,7 +73,7 @@ final class HashingPipeline: @unchecked Sendable {
     func nextBuffer() -> UnsafeMutableRawBufferPointer {
         precondition(taken == nil && !finished, "HashingPipeline: a buffer is taken twice, or after finish()")
         let slot = handedOver % Self.slotCount
-        for hasher in 0..<2 { free[hasher][slot].wait() }
+        for hasher in hashers { free[hasher][slot].wait() }
         taken = slot
         return buffers[slot]
     }
@@ -77,25 +84,24 @@ final class HashingPipeline: @unchecked Sendable {
         hand(slot, count)
     }
 
-    /// Ends the stream, waits for both hashers and frees the buffers; the hashes of everything
-    /// handed over. Later calls return the same.
+    /// Ends the stream, waits for the hashers and frees the buffers; the hashes of everything
+    /// handed over (the content hash nil when it was not asked for). Later calls return the same.
     @discardableResult
-    func finish() -> (content: String, file: String) {
+    func finish() -> (content: String?, file: String) {
         if !finished {
             if taken == nil { _ = nextBuffer() }
             hand(taken!, 0)
             finished = true
-            exited.wait()
-            exited.wait()
+            for _ in hashers { exited.wait() }
             for buffer in buffers { buffer.deallocate() }
             lengths.deallocate()
         }
-        return results.withLock { ($0[Self.contentHasher], $0[Self.fileHasher]) }
+        return results.withLock { ($0[Self.contentHasher], $0[Self.fileHasher] ?? "") }
     }
 
     private func hand(_ slot: Int, _ count: Int) {
         lengths[slot] = count
-        for hasher in 0..<2 { ready[hasher][slot].signal() }
+        for hasher in hashers { ready[hasher][slot].signal() }
         handedOver += 1
         taken = nil
     }

@@ -103,8 +103,8 @@ extension PushPipeline {
         }
         let device = try Upload(pulled.mainFile, rowCounts: [:])
         try bases.save(pulled.mainFile, for: remote)
-        sidecar.baseHash = device.contentHash
-        sidecar.deviceContentHash = device.contentHash
+        sidecar.baseHash = try device.contentHash
+        sidecar.deviceContentHash = try device.contentHash
         sidecar.fingerprintAtLastPush = pulled.fingerprint
         sidecar.localWrittenByMerge = true
         sidecar.lastRowCounts = device.rowCounts

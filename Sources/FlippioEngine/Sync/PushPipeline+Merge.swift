@@ -9,7 +9,11 @@ extension PushPipeline {
     struct Upload {
         var file: URL
         var fileHash: String
-        var contentHash: String
+        /// ``Snapshot/contentHash`` (which may still be computed: reading it waits).
+        var contentHash: String {
+            get throws { try contentIdentity.value() }
+        }
+        var contentIdentity: PendingHash
         var size: Int64
         var rowCounts: [String: Int]
         /// The file's pages compared with the base while the snapshot was copied (only for the
@@ -19,7 +23,7 @@ extension PushPipeline {
         init(_ snapshot: Snapshot) {
             file = snapshot.url
             fileHash = snapshot.fileHash
-            contentHash = snapshot.contentHash
+            contentIdentity = snapshot.contentIdentity
             size = snapshot.size
             rowCounts = snapshot.tableRowCounts
             comparison = snapshot.comparison
@@ -27,7 +31,8 @@ extension PushPipeline {
 
         init(_ file: URL, rowCounts: [String: Int]) throws {
             self.file = file
-            (contentHash, fileHash) = try ContentHash.hashes(ofDatabaseAt: file)
+            let hashes = try ContentHash.hashes(ofDatabaseAt: file)
+            (contentIdentity, fileHash) = (.known(hashes.content), hashes.file)
             size = DatabaseInspector.fileSize(file)
             self.rowCounts = (try? Self.counts(file)) ?? rowCounts
         }
@@ -164,7 +169,7 @@ extension PushPipeline {
         }
         // Without that base, no ancestor: the next check then keeps both versions (a conflict).
         let saved = (try? BaseStore(workspace: workspace).save(snapshot.url, for: remote)) != nil
-        sidecar.baseHash = saved ? snapshot.contentHash : nil
+        sidecar.baseHash = saved ? try? snapshot.contentHash : nil
         sidecar.fingerprintAtLastPush = expectedAtSwap
     }
 }

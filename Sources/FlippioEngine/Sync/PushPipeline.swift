@@ -121,11 +121,15 @@ public struct PushPipeline: Sendable {
         // 3. Snapshot.
         var steps = StepTimes()
         let snapshot: Snapshot
+        // With a base and deltas on, the copy is compared with the base on the way.
+        let base = BaseStore(workspace: workspace).url(for: remote)
+        let deltaPossible = deltaThreshold > 0 && mode == .normal && sidecar.baseHash != nil
+        // A page delta sent first (5a) needs the content hash only to record the push: it is
+        // computed while the device works, unless the snapshot may turn out unchanged (below).
+        let deltaFirstLikely = deltaPossible && Self.takesDeltaFirst(sidecar)
         do {
-            // With a base and deltas on, the copy is compared with the base on the way.
-            let base = BaseStore(workspace: workspace).url(for: remote)
-            let deltaPossible = deltaThreshold > 0 && mode == .normal && sidecar.baseHash != nil
-            snapshot = try await takeSnapshot(of: database, comparingWith: deltaPossible ? base : nil)
+            snapshot = try await takeSnapshot(of: database, comparingWith: deltaPossible ? base : nil,
+                                              defersContentHash: deltaFirstLikely)
         } catch let error as FlippioError where error.code == .notSQLite || error.code == .corruptDatabase || error.code == .databaseMissing {
             sidecar.state = .invalid
             sidecar.lastError = .init(error, at: Date())
@@ -135,20 +139,25 @@ public struct PushPipeline: Sendable {
         defer { try? FileManager.default.removeItem(at: snapshot.url) }
         steps.lap("snapshot (copy, quick_check, hash)")
         logger.trace("push: snapshot: \(snapshot.steps)")
-        Self.migrateContentHashes(&sidecar, snapshot: snapshot)
-        sidecar.localContentHash = snapshot.contentHash
 
-        // 4. Nothing new for the device? After a merge wrote the device's rows into the copy, its
-        // pages differ from the device's although its rows do not: compare by content once.
-        if sidecar.localWrittenByMerge == true, snapshot.contentHash != sidecar.deviceContentHash {
+        // 4. Nothing new for the device? Known without the content hash when a page the content
+        // hash covers differs from the base, which is what the device holds (see takesDeltaFirst).
+        let changedForSure = deltaFirstLikely && Self.differsFromBase(snapshot, base: base)
+        if !changedForSure {
+            try Self.migrateContentHashes(&sidecar, snapshot: snapshot)
+            sidecar.localContentHash = try snapshot.contentHash
+        }
+        // After a merge wrote the device's rows into the copy, its pages differ from the device's
+        // although its rows do not: compare by content once.
+        if sidecar.localWrittenByMerge == true, try snapshot.contentHash != sidecar.deviceContentHash {
             let bases = BaseStore(workspace: workspace)
             if let base = bases.existing(for: remote, expectedHash: sidecar.baseHash),
                (try? ContentIdentity.sameContent(snapshot.url, base)) == true {
-                sidecar.deviceContentHash = snapshot.contentHash
+                sidecar.deviceContentHash = try snapshot.contentHash
             }
         }
         sidecar.localWrittenByMerge = nil
-        if snapshot.contentHash == sidecar.deviceContentHash && mode == .normal && sidecar.pendingPushHash == nil {
+        if !changedForSure, try snapshot.contentHash == sidecar.deviceContentHash && mode == .normal && sidecar.pendingPushHash == nil {
             sidecar.state = .clean
             sidecar.lastError = nil
             sidecar.nextRetryAt = nil
@@ -169,7 +178,11 @@ public struct PushPipeline: Sendable {
         // (its script compares the fingerprint before the rename, as for every push).
         var deltaConsidered = false
         if mode == .normal {
-            switch try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge, logger: logger) {
+            let first = try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge, logger: logger)
+            // Waits for a content hash still being computed: everything below may read or
+            // rewrite the snapshot.
+            sidecar.localContentHash = try snapshot.contentHash
+            switch first {
             case .sent(let sent):
                 steps.lap("the page delta push")
                 return try await recordPush(sent, upload: Upload(snapshot), merge: nil, expectedAtSwap: sidecar.expectedDeviceFingerprint,
@@ -289,7 +302,7 @@ public struct PushPipeline: Sendable {
         let remote = sidecar.origin.remoteDatabase
         let elapsed = ContinuousClock.now - started
         var record = Sidecar.PushRecord(
-            at: Date(), contentHash: upload.contentHash, bytes: upload.size,
+            at: Date(), contentHash: try upload.contentHash, bytes: upload.size,
             durationMilliseconds: Int(elapsed.milliseconds),
             changedTables: Snapshotter.rowCountChanges(from: sidecar.lastRowCounts ?? [:], to: upload.rowCounts))
         record.viaDelta = sent.viaDelta
@@ -310,9 +323,9 @@ public struct PushPipeline: Sendable {
         } else {
             try bases.save(upload.file, for: remote)
         }
-        sidecar.baseHash = upload.contentHash
+        sidecar.baseHash = try upload.contentHash
         sidecar.fingerprintAtLastPush = fingerprint
-        sidecar.deviceContentHash = upload.contentHash
+        sidecar.deviceContentHash = try upload.contentHash
         if let merge {
             record.merged = .init(rowsFromDevice: merge.result.rowsFromDevice, rowsFromDesktop: merge.result.rowsFromDesktop)
             AgentMetrics.shared.merged()
@@ -355,12 +368,33 @@ public struct PushPipeline: Sendable {
         try await sidecars.write(sidecar, forDatabase: database)
     }
 
+    /// Whether a push of `sidecar`'s database will most likely start with a page delta
+    /// (``pushByDeltaFirst(_:sidecar:database:bridge:logger:)``) to a device that holds the base's
+    /// content, with no step before it that needs the snapshot's content hash: no push pending, no
+    /// merge's rows just written in, no WAL device, hashes of the current scheme.
+    static func takesDeltaFirst(_ sidecar: Sidecar) -> Bool {
+        sidecar.baseHash != nil && sidecar.deviceContentHash == sidecar.baseHash && sidecar.pendingPushHash == nil
+            && sidecar.deviceJournalWAL != true && sidecar.localWrittenByMerge != true && sidecar.state != .conflict
+            && (sidecar.contentHashScheme ?? 1) >= Sidecar.currentContentHashScheme
+    }
+
+    /// Whether `snapshot`'s content surely differs from the base at `base`: its comparison with
+    /// that file (made while copying) found a changed page after the first (the content hash
+    /// masks only bytes of the first page) or another size.
+    ///
+    /// A base file that is not what the sidecar says can make this true for an unchanged copy:
+    /// the push that follows then sends the same content again, which costs time, never data.
+    static func differsFromBase(_ snapshot: Snapshot, base: URL) -> Bool {
+        guard let comparison = snapshot.comparison, comparison.base == base else { return false }
+        return comparison.baseSize != snapshot.size || comparison.changedPages.contains { $0 > 0 }
+    }
+
     /// Sidecars of earlier versions hold plain file hashes, which include SQLite's version
     /// number. When the snapshot's plain hash equals the recorded one, the content is the same:
     /// record it in the current scheme. Otherwise the content changed and is pushed.
-    static func migrateContentHashes(_ sidecar: inout Sidecar, snapshot: Snapshot) {
+    static func migrateContentHashes(_ sidecar: inout Sidecar, snapshot: Snapshot) throws {
         guard (sidecar.contentHashScheme ?? 1) < Sidecar.currentContentHashScheme else { return }
-        if sidecar.deviceContentHash == snapshot.fileHash { sidecar.deviceContentHash = snapshot.contentHash }
+        if sidecar.deviceContentHash == snapshot.fileHash { sidecar.deviceContentHash = try snapshot.contentHash }
         sidecar.contentHashScheme = Sidecar.currentContentHashScheme
     }
 
@@ -391,13 +425,14 @@ public struct PushPipeline: Sendable {
 
     /// Takes a consistent snapshot of the live local copy through its warm connection, into
     /// this process's scratch folder.
-    func takeSnapshot(of database: URL, comparingWith base: URL? = nil) async throws -> Snapshot {
+    func takeSnapshot(of database: URL, comparingWith base: URL? = nil, defersContentHash: Bool = false) async throws -> Snapshot {
         guard FileManager.default.fileExists(atPath: database.path) else {
             throw FlippioError(.databaseMissing, "The local copy \(database.path) is gone.",
                                remedy: "Pull it again with `flippio pull`, or stop tracking it with `flippio forget \(database.path)`.")
         }
         var snapshotter = Snapshotter(directory: try workspace.processScratchDirectory())
         snapshotter.comparingWith = base.flatMap { FileManager.default.fileExists(atPath: $0.path) ? $0 : nil }
+        snapshotter.defersContentHash = defersContentHash
         let connection = try await pool.connection(for: database)
         return try snapshotter.snapshot(of: connection, named: "snapshot-\(UUID().uuidString).db")
     }
