@@ -238,6 +238,35 @@ struct DeltaPushTests {
         #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id IN (20, 200) ORDER BY id") == "again\nedited\n")
     }
 
+    /// The app is stopped beside the patch's upload, and the device-side script waits for the
+    /// stop. A stop that fails fails the push as it did when the stop came first: the device's
+    /// database untouched, no temp file left, no push pending; the next push is a delta.
+    @Test(.tags(.silentOverwrite))
+    func theAppIsStoppedBeforeTheDeltasScript_andAStopThatFailsFailsThePush() throws {
+        let scenario = try Self.scenario(rows: 100)
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'edited' WHERE id = 50")
+        let before = try Data(contentsOf: scenario.deviceDatabase)
+        try scenario.harness.sim.clearRequests()
+        try scenario.device.setFaults(["hangSeconds": 60, "hangMatching": "am force-stop"])
+        let failed = try scenario.harness.flippio(["push", scenario.localCopy.path],
+                                                  environment: ["FLIPPIO_COMMAND_TIMEOUT_MS": "1000", "FLIPPIO_RETRY_ATTEMPTS": "1"])
+        try scenario.device.clearFaults()
+        #expect(failed.status != 0, "\(failed.out)\n\(failed.err)")
+        #expect(failed.err.contains("am force-stop"), "the error names the stop: \(failed.err)")
+        #expect(try Data(contentsOf: scenario.deviceDatabase) == before)
+        #expect(try !scenario.harness.sim.requests().contains { ($0.command ?? "").contains("mv -f") }, "no swap ran")
+        #expect(try scenario.deviceLeftovers().isEmpty)
+        #expect(try scenario.sidecar().pendingPushHash == nil)
+
+        let pushed = try Self.push(scenario)
+        #expect(pushed.record.viaDelta == true)
+        let commands = try scenario.harness.sim.requests().compactMap(\.command)
+        let stop = try #require(commands.firstIndex { $0.contains("am force-stop") })
+        let swap = try #require(commands.firstIndex { $0.contains("mv -f") })
+        #expect(stop < swap, "\(commands)")
+        try Self.expectDeviceHoldsThePush(scenario)
+    }
+
     @Test func thresholdZero_alwaysPushesTheWholeFile() throws {
         let scenario = try Self.scenario(rows: 100)
         try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'x' WHERE id = 50")

@@ -62,18 +62,28 @@ public protocol DeviceBridge: Sendable {
     /// The device must hold exactly the delta's base (the caller checks `expecting` against it);
     /// the hash check makes a wrong assumption a failed push, never a wrong file.
     ///
+    /// `beforeSwap` runs after the upload and before anything on the device that the app could
+    /// see (the copy, the checks, the rename): the caller stops the app meanwhile and waits for it
+    /// there. Its error is thrown as it is.
+    ///
     /// - throws: ``FlippioError/Code/deltaUnsupported`` when the platform or device cannot (the
     ///   default: iOS's AFC has no partial writes); ``FlippioError/Code/conflict`` as a full push does;
     ///   any other error when a step failed, with the device's database untouched. Callers fall
     ///   back to a full push on every error but a conflict.
     func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
-                   expecting: DeviceFingerprint) async throws -> DeviceFingerprint
+                   expecting: DeviceFingerprint, beforeSwap: @Sendable () async throws -> Void) async throws -> DeviceFingerprint
 }
 
 extension DeviceBridge {
     public func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
-                          expecting: DeviceFingerprint) async throws -> DeviceFingerprint {
+                          expecting: DeviceFingerprint, beforeSwap: @Sendable () async throws -> Void) async throws -> DeviceFingerprint {
         throw FlippioError.deltaUnsupported("\(platform) devices take whole files only.")
+    }
+
+    /// ``pushDelta(_:patch:snapshotHash:to:expecting:beforeSwap:)`` with nothing to wait for.
+    public func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
+                          expecting: DeviceFingerprint) async throws -> DeviceFingerprint {
+        try await pushDelta(delta, patch: patch, snapshotHash: snapshotHash, to: database, expecting: expecting, beforeSwap: {})
     }
 }
 

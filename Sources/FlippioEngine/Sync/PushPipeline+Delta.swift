@@ -43,7 +43,13 @@ extension PushPipeline {
                      deviceAsExpected: Bool, bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
         guard let delta = plannedDelta(upload, to: remote, sidecar: sidecar, expecting: expecting,
                                        deviceAsExpected: deviceAsExpected, logger: logger) else { return nil }
-        return try await sendDelta(delta, upload: upload, to: remote, expecting: expecting, bridge: bridge, logger: logger)
+        return try await sendDelta(delta, upload: upload, to: remote, expecting: expecting, bridge: bridge, beforeSwap: {}, logger: logger)
+    }
+
+    /// The app could not be stopped before a page delta's swap (see `beforeSwap`): the push fails
+    /// with `underlying`, as it did when the stop came first.
+    struct AppNotStopped: Error {
+        var underlying: any Error
     }
 
     /// What a page delta sent before looking at the device did.
@@ -68,8 +74,13 @@ extension PushPipeline {
     ///
     /// WAL-mode devices take the usual order: their upload is rewritten to WAL mode first, in place,
     /// and the merge path that may follow reads the snapshot as taken.
+    ///
+    /// `appStopped` waits for the app's stop, which runs beside the patch's upload: the device-side
+    /// script, the first step the app could see, starts after it.
+    ///
+    /// - throws: the stop's error, with the sidecar as it was.
     func pushByDeltaFirst(_ upload: Upload, sidecar: inout Sidecar, database: URL, bridge: any DeviceBridge,
-                          logger: Logger) async throws -> DeltaFirst {
+                          appStopped: @escaping @Sendable () async throws -> Void, logger: Logger) async throws -> DeltaFirst {
         guard sidecar.pendingPushHash == nil, sidecar.deviceJournalWAL != true else { return .notTried }
         let remote = sidecar.origin.remoteDatabase
         let expected = sidecar.expectedDeviceFingerprint
@@ -82,8 +93,18 @@ extension PushPipeline {
         do {
             // Not landed: the pending record stays, as after any failed push (the check after the
             // rename may have failed with our file in place: the look that follows adopts it).
-            return try await sendDelta(delta, upload: upload, to: remote, expecting: expected, bridge: bridge, logger: logger)
+            let beforeSwap: @Sendable () async throws -> Void = {
+                do { try await appStopped() } catch { throw AppNotStopped(underlying: error) }
+            }
+            return try await sendDelta(delta, upload: upload, to: remote, expecting: expected, bridge: bridge,
+                                       beforeSwap: beforeSwap, logger: logger)
                 .map(DeltaFirst.sent) ?? .fallBack
+        } catch let error as AppNotStopped {
+            // Nothing on the device was touched but the staging folder.
+            sidecar.state = stateBefore
+            sidecar.pendingPushHash = nil
+            try await save(sidecar, database)
+            throw error.underlying
         } catch let error as FlippioError where error.code == .conflict {
             // Refused before the rename: nothing on the device changed.
             logger.info("the device's copy is not the one last pushed or pulled; looking at it", metadata: ["error": "\(error.message)"])
@@ -143,19 +164,21 @@ extension PushPipeline {
     /// Sends `delta` (see ``pushByDelta(_:to:sidecar:expecting:deviceAsExpected:bridge:logger:)``);
     /// nil when it did not land (the log says why): the whole file goes instead.
     func sendDelta(_ delta: PageDelta, upload: Upload, to remote: RemoteDatabase, expecting: DeviceFingerprint,
-                   bridge: any DeviceBridge, logger: Logger) async throws -> Sent? {
+                   bridge: any DeviceBridge, beforeSwap: @escaping @Sendable () async throws -> Void, logger: Logger) async throws -> Sent? {
         let folder = try workspace.scratchDirectory("delta")
         defer { try? FileManager.default.removeItem(at: folder) }
         let patch = folder.appendingPathComponent("patch.bin")
         do {
             try delta.writePatch(from: upload.file, to: patch)
             let fingerprint = try await bridge.pushDelta(delta, patch: patch, snapshotHash: upload.fileHash,
-                                                         to: remote, expecting: expecting)
+                                                         to: remote, expecting: expecting, beforeSwap: beforeSwap)
             logger.debug("push: page delta applied", metadata: [
                 "pages": "\(delta.changedPages)", "runs": "\(delta.runs.count)",
                 "bytes": "\(delta.patchSize)", "fileBytes": "\(upload.size)"])
             return Sent(fingerprint: fingerprint, bytes: delta.patchSize, delta: delta)
         } catch let error as FlippioError where error.code == .conflict {
+            throw error
+        } catch let error as AppNotStopped {
             throw error
         } catch let error as FlippioError where error.code == .deltaUnsupported {
             logger.info("no page delta on this device; pushing the whole file", metadata: ["reason": "\(error.message)"])

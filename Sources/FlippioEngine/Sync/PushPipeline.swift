@@ -167,18 +167,21 @@ public struct PushPipeline: Sendable {
 
         let bridge = try await bridges.bridge(for: sidecar.origin.platform)
 
-        // 5. Stop the app, then look at what the device holds now.
-        if stopAppBeforePush {
+        // 5. Stop the app, then look at what the device holds now. A page delta sent first (5a)
+        // uploads its patch meanwhile, and its device-side script waits for the stop.
+        let retry = self.retry
+        let stop: Task<Void, any Error>? = stopAppBeforePush ? Task {
             try await retry.run("stop \(remote.appID)", onRetry: AgentMetrics.shared.retried) {
                 try await bridge.stopApp(deviceID: remote.deviceID, appID: remote.appID)
             }
-            steps.lap("stopping the app")
-        }
+        } : nil
+        let appStopped: @Sendable () async throws -> Void = { try await stop?.value }
         // 5a. A device expected to hold exactly the base takes a page delta without a look first
         // (its script compares the fingerprint before the rename, as for every push).
         var deltaConsidered = false
         if mode == .normal {
-            let first = try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge, logger: logger)
+            let first = try await pushByDeltaFirst(Upload(snapshot), sidecar: &sidecar, database: database, bridge: bridge,
+                                                   appStopped: appStopped, logger: logger)
             // Waits for a content hash still being computed: everything below may read or
             // rewrite the snapshot.
             sidecar.localContentHash = try snapshot.contentHash
@@ -190,10 +193,13 @@ public struct PushPipeline: Sendable {
                                             steps: &steps, logger: logger)
             case .fallBack:
                 deltaConsidered = true
+                steps.lap("the page delta, not sent or not landed")
             case .notTried:
                 break
             }
         }
+        try await appStopped()
+        if stopAppBeforePush { steps.lap("stopping the app") }
         let current = try await retry.run("fingerprint \(remote.path)", onRetry: AgentMetrics.shared.retried) { try await bridge.fingerprint(remote) }
         steps.lap("the device's fingerprint")
         var upload = Upload(snapshot)

@@ -53,7 +53,7 @@ extension AndroidBridge {
     ///
     /// The upload is ``upload(_:as:for:prefix:subject:progress:)``, steps 3 to 5 are
     /// ``swap(building:names:snapshotHash:to:expecting:prefix:subject:bytes:)``, shared with
-    /// ``pushDelta(_:patch:snapshotHash:to:expecting:)``.
+    /// ``pushDelta(_:patch:snapshotHash:to:expecting:beforeSwap:)``.
     ///
     /// - throws: ``FlippioError/Code/conflict`` when the device's copy no longer matches `expecting`
     ///   (nothing was replaced); ``FlippioError/Code/verificationFailed`` when the copy's hash differs from

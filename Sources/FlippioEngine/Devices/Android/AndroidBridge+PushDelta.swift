@@ -13,10 +13,10 @@ extension AndroidBridge {
     /// takes up to 1 MiB; each run is a ~200-byte `dd`), and a patch that scattered is rarely small.
     static let maximumDeltaRuns = 2_000
 
-    /// Sends only the changed pages (see ``DeviceBridge/pushDelta(_:patch:snapshotHash:to:expecting:)``):
+    /// Sends only the changed pages (see ``DeviceBridge/pushDelta(_:patch:snapshotHash:to:expecting:beforeSwap:)``):
     ///
     /// 1. remove temp files of interrupted attempts; `adb push` the patch to
-    ///    `/data/local/tmp/flippio-<id>-<attempt>.db` (``PushNames``);
+    ///    `/data/local/tmp/flippio-<id>-<attempt>.db` (``PushNames``); wait for `beforeSwap`;
     /// 2. in ONE device-side script, as the app: `cp x.db DIR/.x.db.flippio-tmp-<attempt>`, then
     ///    for each run `dd if=PATCH of=COPY bs=PAGE seek=FIRST skip=OFFSET count=N conv=notrunc`,
     ///    `truncate -s SIZE COPY` when the file shrank (exit 5 when any of them fails), then the
@@ -33,7 +33,7 @@ extension AndroidBridge {
     ///   ``FlippioError/Code/conflict``; ``FlippioError/Code/verificationFailed`` when a step on the
     ///   device failed or the copy's hash differs; the codes of `AndroidErrors`.
     public func pushDelta(_ delta: PageDelta, patch: URL, snapshotHash: String, to database: RemoteDatabase,
-                          expecting: DeviceFingerprint) async throws -> DeviceFingerprint {
+                          expecting: DeviceFingerprint, beforeSwap: @Sendable () async throws -> Void) async throws -> DeviceFingerprint {
         let serial = database.deviceID
         if Self.devicesWithoutDelta.withLock({ $0.contains(serial) }) {
             throw FlippioError.deltaUnsupported("Device \(serial) has no `dd` or `truncate` (found earlier).")
@@ -45,6 +45,12 @@ extension AndroidBridge {
         let names = PushNames(serial: serial, path: database.path)
         let q = DeviceShellQuoting.quote
         let uploaded = try await upload(patch, as: names, for: database, prefix: prefix, subject: subject, progress: nil)
+        do {
+            try await beforeSwap()
+        } catch {
+            _ = try? await shell(serial, "rm -f " + q(names.staging), subject: subject)
+            throw error
+        }
 
         let copy = await makeCopy(of: database.path, to: names.sibling, for: database)
         // status=none: toybox's summary goes to stderr, and stderr is what a failure reports.
