@@ -16,7 +16,9 @@ import Logging
 ///    version is pulled beside the local one (``Outcome/conflict(copy:)``). When the sidecar says
 ///    the device holds exactly the base, a page delta goes first, without that look: its
 ///    device-side script makes the same comparison before its rename and refuses on a difference,
-///    and the look follows (``pushByDeltaFirst(_:sidecar:database:bridge:logger:)``).
+///    and the look follows (``pushByDeltaFirst(_:sidecar:database:bridge:appStopped:logger:)``).
+///    The app is then stopped while the patch is uploaded; the script waits for the stop, and the
+///    snapshot's content hash, needed only to record the push, is computed meanwhile.
 /// 6. Record the push as pending in the sidecar (so a crash after the device `mv` is recognised on
 ///    restart instead of being mistaken for a conflict), push with retries, verify by hash.
 /// 7. Record the new fingerprint and content hash, and the push in the history.
@@ -380,7 +382,7 @@ public struct PushPipeline: Sendable {
     }
 
     /// Whether a push of `sidecar`'s database will most likely start with a page delta
-    /// (``pushByDeltaFirst(_:sidecar:database:bridge:logger:)``) to a device that holds the base's
+    /// (``pushByDeltaFirst(_:sidecar:database:bridge:appStopped:logger:)``) to a device that holds the base's
     /// content, with no step before it that needs the snapshot's content hash: no push pending, no
     /// merge's rows just written in, no WAL device, hashes of the current scheme.
     static func takesDeltaFirst(_ sidecar: Sidecar) -> Bool {
