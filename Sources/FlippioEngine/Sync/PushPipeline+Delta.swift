@@ -81,7 +81,7 @@ extension PushPipeline {
     /// - throws: the stop's error, with the sidecar as it was.
     func pushByDeltaFirst(_ upload: Upload, sidecar: inout Sidecar, database: URL, bridge: any DeviceBridge,
                           appStopped: @escaping @Sendable () async throws -> Void, logger: Logger) async throws -> DeltaFirst {
-        guard sidecar.pendingPushHash == nil, sidecar.deviceJournalWAL != true else { return .notTried }
+        guard Self.triesDeltaFirst(sidecar) else { return .notTried }
         let remote = sidecar.origin.remoteDatabase
         let expected = sidecar.expectedDeviceFingerprint
         guard let delta = plannedDelta(upload, to: remote, sidecar: sidecar, expecting: expected,
@@ -113,6 +113,12 @@ extension PushPipeline {
             try await save(sidecar, database)
             return .fallBack
         }
+    }
+
+    /// Whether ``pushByDeltaFirst(_:sidecar:database:bridge:appStopped:logger:)`` tries a delta at
+    /// all: no push pending (its outcome on the device is unknown) and not a WAL-mode device.
+    static func triesDeltaFirst(_ sidecar: Sidecar) -> Bool {
+        sidecar.pendingPushHash == nil && sidecar.deviceJournalWAL != true
     }
 
     /// The page delta ``pushByDelta(_:to:sidecar:expecting:deviceAsExpected:bridge:logger:)`` would

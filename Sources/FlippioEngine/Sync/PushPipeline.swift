@@ -386,8 +386,8 @@ public struct PushPipeline: Sendable {
     /// content, with no step before it that needs the snapshot's content hash: no push pending, no
     /// merge's rows just written in, no WAL device, hashes of the current scheme.
     static func takesDeltaFirst(_ sidecar: Sidecar) -> Bool {
-        sidecar.baseHash != nil && sidecar.deviceContentHash == sidecar.baseHash && sidecar.pendingPushHash == nil
-            && sidecar.deviceJournalWAL != true && sidecar.localWrittenByMerge != true && sidecar.state != .conflict
+        triesDeltaFirst(sidecar) && sidecar.baseHash != nil && sidecar.deviceContentHash == sidecar.baseHash
+            && sidecar.localWrittenByMerge != true && sidecar.state != .conflict
             && (sidecar.contentHashScheme ?? 1) >= Sidecar.currentContentHashScheme
     }
 

@@ -188,7 +188,8 @@ extension AndroidBridge {
         let swap = try await shell(serial, swapCommand, subject: subject, timeout: onDevice)
         // Both `stat` lines, matching: the rename happened, whatever the exit status says after it
         // (only the staging file's removal runs after the target's `stat`).
-        let renamed = (try? Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject)) != nil
+        let renamedCheck = Result { try Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject) }
+        let renamed = (try? renamedCheck.get()) != nil
         if !swap.succeeded && !renamed {
             // Nothing was renamed: remove what this attempt left (the next attempt's glob would too).
             _ = try? await shell(serial, prefix + "rm -f " + q(names.sibling) + " " + q(names.permit), subject: subject)
@@ -219,7 +220,7 @@ extension AndroidBridge {
         guard swap.succeeded || renamed else { throw failure(swap, ["shell", swapCommand], serial: serial, subject) }
 
         // c. Verify.
-        try Self.checkRenamed(swap.stdoutText, size: size, path: path, subject: subject)
+        try renamedCheck.get()
         if !swap.succeeded {
             // d. Only the clean-up failed: the next push's removes the file.
             logger.warning("Could not remove \(names.staging) on \(serial): \(AndroidErrors.excerpt(swap.stderrText))")
