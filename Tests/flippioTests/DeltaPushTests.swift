@@ -204,6 +204,18 @@ struct DeltaPushTests {
             try Self.expectDeviceHoldsThePush(scenario)
             #expect(try Shell.sqlite(scenario.deviceDatabase, "SELECT title FROM notes WHERE id = \(edit.id)") == "\(edit.title)\n")
         }
+        // The user's next action: a commit that changes no row. The content hashes the deltas
+        // recorded (computed while the device worked) say it is what the device holds: no push.
+        let unchangedBefore = agent.occurrences(of: "content equals the device's; nothing pushed")
+        try scenario.harness.sim.clearRequests()
+        try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = title WHERE id = 7")
+        try await waitUntil("the no-op commit looked at\n\(agent.log)", timeout: .seconds(45)) {
+            agent.occurrences(of: "content equals the device's; nothing pushed") > unchangedBefore
+        }
+        #expect(try scenario.sidecar().pushHistory.count == edits.count)
+        #expect(try scenario.harness.sim.requests().bytesSentToDevice == 0)
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit() == 0)
     }
 
     /// A delta push records its content hash after the device has the copy (it is computed
@@ -225,11 +237,9 @@ struct DeltaPushTests {
 
         for noChange in ["SELECT 1", "UPDATE notes SET title = title WHERE id = 3"] {
             try Shell.sqlite(scenario.localCopy, noChange)
-            try scenario.harness.sim.clearRequests()
-            let again = try scenario.harness.flippio(["push", scenario.localCopy.path])
-            #expect(again.status == 0, "\(again.out)\n\(again.err)")
+            let again = try Self.push(scenario)
             #expect(try scenario.sidecar().pushHistory.count == pushes, "\(noChange): nothing new to push")
-            #expect(try scenario.harness.sim.requests().bytesSentToDevice == 0, "\(noChange): nothing sent")
+            #expect(again.bytes == 0, "\(noChange): nothing sent")
         }
 
         try Shell.sqlite(scenario.localCopy, "UPDATE notes SET title = 'again' WHERE id = 20")
