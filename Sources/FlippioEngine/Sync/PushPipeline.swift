@@ -120,11 +120,6 @@ public struct PushPipeline: Sendable {
             return .conflict(copy: sidecar.conflictCopy.map { URL(fileURLWithPath: $0) } ?? database)
         }
 
-        // The device's bridge (the first lookup runs `adb version`) is found while the snapshot is
-        // taken; its error, if any, counts only once a push is needed, as before.
-        let bridges = self.bridges, platform = sidecar.origin.platform
-        let bridgeLookup = Task { try await bridges.bridge(for: platform) }
-
         // 3. Snapshot.
         var steps = StepTimes()
         let snapshot: Snapshot
@@ -172,7 +167,7 @@ public struct PushPipeline: Sendable {
             return .unchanged
         }
 
-        let bridge = try await bridgeLookup.value
+        let bridge = try await bridges.bridge(for: sidecar.origin.platform)
 
         // 5. Stop the app, then look at what the device holds now. A page delta sent first (5a)
         // uploads its patch meanwhile, and its device-side script waits for the stop.
