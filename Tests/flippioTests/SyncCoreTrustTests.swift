@@ -196,7 +196,9 @@ struct SyncCoreTrustTests {
         try scenario.harness.sim.clearRequests()
         try scenario.device.setFaults(["hangSeconds": 30])
         try edit(scenario, "pushed while forgotten")
-        try await waitUntil("the push reached the device\n\(agent.log)") { ((try? scenario.harness.sim.requests()) ?? []).count > 0 }
+        try await waitUntil("the push reached the device\n\(agent.log)") {
+            ((try? scenario.harness.sim.requests()) ?? []).contains { $0.service == "shell" }
+        }
         let forget = try scenario.harness.startCommand(["forget", scenario.localCopy.path])
         try await Task.sleep(for: .milliseconds(300))  // give `forget` time to block on the lock (it must wait)
         #expect(FileManager.default.fileExists(atPath: Sidecar.url(forDatabase: scenario.localCopy).path), "forget waits for the push")
@@ -221,7 +223,10 @@ struct SyncCoreTrustTests {
         try scenario.harness.sim.clearRequests()
         try scenario.device.setFaults(["hangSeconds": 30])
         try edit(scenario, "one edit")
-        try await waitUntil("the agent's push started\n\(agent.log)") { ((try? scenario.harness.sim.requests()) ?? []).count > 0 }
+        // A device command of the push (not the agent's device tracking, which asks the server too).
+        try await waitUntil("the agent's push started\n\(agent.log)") {
+            ((try? scenario.harness.sim.requests()) ?? []).contains { $0.service == "shell" }
+        }
         let push = try scenario.harness.startCommand(["push", linked.path])
         try await Task.sleep(for: .milliseconds(300))
         try scenario.device.clearFaults()
