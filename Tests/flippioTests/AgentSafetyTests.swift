@@ -60,7 +60,12 @@ struct AgentSafetyTests {
         try await agent.waitForLog("ready")
 
         try Data("this is not a database\n".utf8).write(to: scenario.localCopy)
-        try await waitUntil("invalid\n\(agent.log)", timeout: .seconds(30)) { (try? scenario.sidecar().state) == .invalid }
+        // The write truncates first: the agent may see the empty file, then the text. Its verdict
+        // on the text is the one the user sees.
+        try await waitUntil("invalid\n\(agent.log)", timeout: .seconds(30)) {
+            let sidecar = try? scenario.sidecar()
+            return sidecar?.state == .invalid && sidecar?.lastError?.message.contains("(0 bytes)") == false
+        }
         #expect(try Data(contentsOf: scenario.deviceDatabase) == deviceBytes)
         let status = try scenario.harness.flippio(["status"])
         #expect(status.out.contains("invalid"))
